@@ -1,0 +1,44 @@
+# Warroom — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BROKER := $(PY) deploy/kafka/broker.py
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv kafka run test test-unit lint bench clean
+
+help: ## show this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install Warroom with pinned dependencies
+
+kafka: $(STAMP) ## download the Apache Kafka broker jars from Maven Central (cached)
+	$(BROKER) fetch
+
+run: venv kafka ## start a local broker, the worker and the chat endpoint; feed the demo (Ctrl-C stops all)
+	deploy/run-local.sh
+
+test: venv kafka ## run unit, streams and integration tests against a fresh local broker
+	$(BROKER) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## run only the tests that need no broker
+	$(PY) -m pytest tests/unit tests/streams $(PYTEST_ARGS)
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy engine streams schemas connectors
+
+bench: venv kafka ## throughput: naive Faust agent vs Warroom's pipeline on a local broker
+	$(BROKER) run -- $(PY) bench/throughput.py $(BENCH_ARGS)
+
+clean: ## remove the venv and caches (keeps downloaded broker jars)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,199 @@
+"""Chat connector: chat messages as JSON over HTTP or from a JSONL file -> touchpoints.
+
+A request is validated as a whole before anything is published, and published
+in one Kafka transaction, so a client never sees half of a request land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.models import Channel, Direction, TouchpointEvent
+
+from .publisher import TouchpointSink
+
+SOURCE = "chat-http/0.1.0"
+MAX_MESSAGES_PER_REQUEST = 1000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat conversation between a customer and a rep."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = Field(min_length=1, max_length=96)
+    customer_id: str = Field(min_length=1, max_length=128)
+    sent_at: AwareDatetime
+    sender: Literal["customer", "rep"]
+    rep_id: str | None = Field(None, min_length=1, max_length=128)
+    contact_id: str | None = Field(None, min_length=1, max_length=128)
+    text: str | None = Field(None, max_length=20000)
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    industry: str | None = Field(None, max_length=64)
+
+    def to_touchpoint(self, received_at: datetime) -> TouchpointEvent:
+        from_rep = self.sender == "rep"
+        return TouchpointEvent(
+            event_id=f"chat:{self.message_id}",
+            customer_id=self.customer_id,
+            occurred_at=self.sent_at,
+            received_at=received_at,
+            channel=Channel.CHAT,
+            kind="message_sent" if from_rep else "message_received",
+            direction=Direction.OUTBOUND if from_rep else Direction.INBOUND,
+            rep_id=self.rep_id,
+            contact_id=self.contact_id,
+            text=self.text,
+            attributes=self.attributes,
+            source=SOURCE,
+            industry=self.industry,
+        )
+
+
+class InvalidChatInput(ValueError):
+    """Input that is not a chat message (or list of them); ``problems`` name each field."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(_describe(p) for p in problems))
+
+
+def _describe(problem: dict[str, Any]) -> str:
+    where = problem.get("line", problem.get("index"))
+    prefix = f"{'line' if 'line' in problem else 'message'} {where}: " if where is not None else ""
+    return f"{prefix}{problem['field']}: {problem['message']}"
+
+
+def _problems(error: ValidationError, **where: int) -> list[dict[str, Any]]:
+    return [
+        {
+            **where,
+            "field": ".".join(str(part) for part in item["loc"]) or "(message)",
+            "message": item["msg"],
+            "found": _shown(item.get("input")),
+        }
+        for item in error.errors(include_url=False)
+    ]
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return type(value).__name__
+
+
+def parse_messages(payload: Any) -> list[ChatMessage]:
+    """A JSON object (one message) or a list of them -> validated messages, or raise."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise InvalidChatInput([{"field": "(body)", "message": "expected at least one message"}])
+    if len(items) > MAX_MESSAGES_PER_REQUEST:
+        raise InvalidChatInput(
+            [
+                {
+                    "field": "(body)",
+                    "message": f"expected at most {MAX_MESSAGES_PER_REQUEST} messages, "
+                    f"found {len(items)}",
+                }
+            ]
+        )
+    messages: list[ChatMessage] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            messages.append(ChatMessage.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, index=index))
+    if problems:
+        raise InvalidChatInput(problems)
+    return messages
+
+
+def parse_jsonl(lines: Iterable[str]) -> list[ChatMessage]:
+    """One chat message per line (blank lines skipped); every bad line is reported."""
+    messages: list[ChatMessage] = []
+    problems: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            messages.append(ChatMessage.model_validate_json(line))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, line=number))
+    if problems:
+        raise InvalidChatInput(problems)
+    return messages
+
+
+def read_jsonl(path: Path) -> list[ChatMessage]:
+    with path.open(encoding="utf-8") as lines:
+        return parse_jsonl(lines)
+
+
+async def publish_messages(
+    sink: TouchpointSink, messages: Sequence[ChatMessage], clock: Clock = utc_now
+) -> list[TouchpointEvent]:
+    received_at = clock()
+    events = [message.to_touchpoint(received_at) for message in messages]
+    await sink.publish(events)
+    return events
+
+
+def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Application:
+    """``POST /v1/messages`` takes one message or a JSON list of them."""
+
+    async def post_messages(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
+        try:
+            messages = parse_messages(payload)
+        except InvalidChatInput as exc:
+            return _error(422, exc.problems)
+        try:
+            events = await publish_messages(sink, messages, clock)
+        except Exception as exc:  # the transaction was aborted: nothing landed
+            return _error(
+                503, [{"field": "(kafka)", "message": f"not published, retry: {exc!r}"}]
+            )
+        return web.json_response(
+            {"accepted": len(events), "event_ids": [e.event_id for e in events]},
+            status=202,
+            dumps=_dumps,
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post("/v1/messages", post_messages)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _error(status: int, problems: list[dict[str, Any]]) -> web.Response:
+    return web.json_response(
+        {"error": InvalidChatInput(problems).args[0], "problems": problems},
+        status=status,
+        dumps=_dumps,
+    )

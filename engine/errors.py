@@ -1,0 +1,20 @@
+"""Errors raised by the pure core.
+
+    WarroomError
+    └── EngineError
+        └── RuleDefinitionError   a rule cannot be built as written
+"""
+
+from __future__ import annotations
+
+
+class WarroomError(Exception):
+    """Root of every error Warroom raises on purpose."""
+
+
+class EngineError(WarroomError):
+    """The pure core was given something it cannot work with."""
+
+
+class RuleDefinitionError(EngineError):
+    """A rule is malformed; raised when the rule is built, never at event time."""

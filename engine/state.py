@@ -1,0 +1,87 @@
+"""Per-customer state: what the engine remembers between touchpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+RECENT_EVENT_IDS = 32
+"""How many event ids a customer's state remembers to drop redelivered events."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """A run of matching touchpoints not yet broken by a resetting one."""
+
+    length: int = 0
+    event_ids: tuple[str, ...] = ()
+    fired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """Everything the engine knows about one customer."""
+
+    customer_id: str
+    owner_rep_id: str | None = None
+    touchpoints: int = 0
+    first_seen_at: datetime | None = None
+    last_event_at: datetime | None = None
+    last_inbound_at: datetime | None = None
+    last_outbound_at: datetime | None = None
+    kind_counts: Mapping[str, int] = field(default_factory=dict)
+    recent_event_ids: tuple[str, ...] = ()
+    streaks: Mapping[str, Streak] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form; times are microseconds since the Unix epoch."""
+        return {
+            "customer_id": self.customer_id,
+            "owner_rep_id": self.owner_rep_id,
+            "touchpoints": self.touchpoints,
+            "first_seen_at": _to_micros(self.first_seen_at),
+            "last_event_at": _to_micros(self.last_event_at),
+            "last_inbound_at": _to_micros(self.last_inbound_at),
+            "last_outbound_at": _to_micros(self.last_outbound_at),
+            "kind_counts": dict(self.kind_counts),
+            "recent_event_ids": list(self.recent_event_ids),
+            "streaks": {
+                rule_id: [s.length, list(s.event_ids), s.fired]
+                for rule_id, s in self.streaks.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            customer_id=data["customer_id"],
+            owner_rep_id=data.get("owner_rep_id"),
+            touchpoints=data.get("touchpoints", 0),
+            first_seen_at=_from_micros(data.get("first_seen_at")),
+            last_event_at=_from_micros(data.get("last_event_at")),
+            last_inbound_at=_from_micros(data.get("last_inbound_at")),
+            last_outbound_at=_from_micros(data.get("last_outbound_at")),
+            kind_counts=dict(data.get("kind_counts", {})),
+            recent_event_ids=tuple(data.get("recent_event_ids", ())),
+            streaks={
+                rule_id: Streak(length, tuple(ids), fired)
+                for rule_id, (length, ids, fired) in data.get("streaks", {}).items()
+            },
+        )
+
+
+def _to_micros(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(micros: int | None) -> datetime | None:
+    if micros is None:
+        return None
+    return _EPOCH + timedelta(microseconds=micros)

@@ -1,0 +1,206 @@
+"""Wire contracts as pydantic v2 models.
+
+Every model is frozen and rejects unknown fields. Timestamps must carry a timezone and
+are normalised to UTC. The Avro schemas in ``schemas/avro/`` describe the same records;
+``tests/unit/test_schemas.py`` keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+)
+
+__all__ = [
+    "AttributeValue",
+    "Channel",
+    "DeadLetter",
+    "Direction",
+    "Experiment",
+    "Explanation",
+    "InterventionCommand",
+    "InterventionKind",
+    "Match",
+    "Priority",
+    "Severity",
+    "TouchpointBatch",
+    "TouchpointEvent",
+]
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_BATCH_EVENTS = 10_000
+
+
+class Channel(StrEnum):
+    CHAT = "chat"
+    EMAIL = "email"
+    MEETING = "meeting"
+    POS = "pos"
+    CALL = "call"
+    WEB = "web"
+    PRODUCT = "product"
+    SUPPORT = "support"
+    CRM = "crm"
+    EXTERNAL = "external"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    NONE = "none"
+
+
+class InterventionKind(StrEnum):
+    TASK = "task"
+    CONTENT_PUSH = "content_push"
+    ALERT = "alert"
+    ESCALATION = "escalation"
+    BLOCK = "block"
+    TRAINING = "training"
+
+
+class Severity(StrEnum):
+    BLUE = "blue"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = (
+            "timezone required: expected a tz-aware datetime "
+            f"(e.g. 2024-05-01T09:30:00Z), found naive {value.isoformat()}"
+        )
+        raise ValueError(msg)
+    return value.astimezone(UTC)
+
+
+#: A tz-aware datetime, normalised to UTC. Naive datetimes are rejected.
+UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ShortName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+#: Attribute values keep their Python type: ``True`` stays a bool, ``1`` an int and
+#: ``1.0`` a float. Members are strict and tried in this order.
+AttributeValue = Annotated[
+    Annotated[bool, Strict()]
+    | Annotated[int, Strict()]
+    | Annotated[float, Strict()]
+    | Annotated[str, Strict()],
+    Field(union_mode="left_to_right"),
+]
+AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _ints_fit_avro_long(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    # Checked here, not on the int member: a strict float accepts an out-of-range int and
+    # the union would silently turn it into a float.
+    for key, value in attributes.items():
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            msg = (
+                f"attribute {key!r}: expected an integer within -2**63..2**63-1 (Avro long), "
+                f"found {value}"
+            )
+            raise ValueError(msg)
+    return attributes
+
+
+Attributes = Annotated[dict[AttributeKey, AttributeValue], AfterValidator(_ints_fit_avro_long)]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class TouchpointEvent(_Contract):
+    """Something that happened around a customer, keyed by ``customer_id``."""
+
+    event_id: Id
+    customer_id: Id
+    occurred_at: UtcDatetime
+    received_at: UtcDatetime
+    channel: Channel
+    kind: Code
+    direction: Direction
+    rep_id: Id | None = None
+    contact_id: Id | None = None
+    text: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    attributes: Attributes = Field(default_factory=dict)
+    source: ShortName
+    industry: ShortName | None = None
+
+
+class TouchpointBatch(_Contract):
+    """Many events of one Kafka partition in one record (the connectors' fast path)."""
+
+    events: Annotated[list[TouchpointEvent], Field(min_length=1, max_length=MAX_BATCH_EVENTS)]
+
+
+class Match(_Contract):
+    condition: str
+    observed: str
+
+
+class Explanation(_Contract):
+    matched: list[Match]
+    scores: dict[str, float] = Field(default_factory=dict)
+    triggering_event_ids: list[str]
+
+
+class Experiment(_Contract):
+    experiment_id: Id
+    variant: ShortName
+
+
+class InterventionCommand(_Contract):
+    """What a CRM should do for a customer, and why."""
+
+    intervention_id: Id
+    customer_id: Id
+    rep_id: Id | None = None
+    assignee_role: ShortName | None = None
+    rule_id: Id
+    rule_version: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    kind: InterventionKind
+    severity: Severity | None = None
+    priority: Priority = Priority.NORMAL
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    body: Annotated[str, StringConstraints(max_length=20_000)]
+    due_at: UtcDatetime | None = None
+    experiment: Experiment | None = None
+    explanation: Explanation
+    created_at: UtcDatetime
+
+
+class DeadLetter(_Contract):
+    """Input that could not be processed, kept byte for byte with where it came from."""
+
+    source_topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
+    partition: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    offset: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    reason: Code
+    detail: str
+    raw_key: bytes | None = None
+    raw_value: bytes
+    failed_at: UtcDatetime

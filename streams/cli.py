@@ -1,0 +1,124 @@
+"""The ``warroom`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="warroom",
+        description="Event-streaming intervention engine. Settings come from WARROOM_* "
+        "environment variables (e.g. WARROOM_BOOTSTRAP_SERVERS).",
+    )
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run a stream worker")
+    worker.add_argument("--loglevel", default="WARNING")
+    worker.set_defaults(run=_worker)
+
+    topics = commands.add_parser("topics", help="create Warroom's topics")
+    topics.set_defaults(run=_topics)
+
+    chat = commands.add_parser("chat", help="the chat connector")
+    chat_commands = chat.add_subparsers(metavar="ACTION", required=True)
+    serve = chat_commands.add_parser("serve", help="accept chat messages over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_chat_serve)
+    send = chat_commands.add_parser("send", help="publish a JSONL file of chat messages")
+    send.add_argument("file", type=Path)
+    send.set_defaults(run=_chat_send)
+
+    tail = commands.add_parser("tail", help="print a stream readably as it arrives")
+    tail.add_argument("stream", choices=["interventions", "dlq"])
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=None, help="stop after this many records")
+    tail.set_defaults(run=_tail)
+
+    demo = commands.add_parser("demo", help="post the built-in demo conversation")
+    demo.add_argument("--url", default="http://127.0.0.1:8080")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from .app import create_app
+    from .topics import ensure_topics
+
+    settings = Settings()
+    asyncio.run(ensure_topics(settings))
+    warroom = create_app(settings)
+    worker = Worker(warroom.app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from .topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(Settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all present)"))
+    return 0
+
+
+def _chat_serve(args: argparse.Namespace) -> int:
+    from connectors.chat_service import serve
+
+    asyncio.run(serve(Settings(), args.host, args.port))
+    return 0
+
+
+def _chat_send(args: argparse.Namespace) -> int:
+    from connectors.chat import InvalidChatInput, read_jsonl
+    from connectors.chat_service import publish_file
+
+    try:
+        messages = read_jsonl(args.file)
+    except InvalidChatInput as exc:
+        for problem in exc.problems:
+            print(f"{args.file}:{problem['line']}: {problem['field']}: {problem['message']}",
+                  file=sys.stderr)
+        print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 2
+    count = asyncio.run(publish_file(Settings(), messages))
+    print(f"published {count} touchpoint(s)")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .tail import tail
+
+    try:
+        asyncio.run(tail(Settings(), args.stream, args.from_beginning, args.max))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from connectors.demo import post_demo
+
+    return asyncio.run(post_demo(args.url))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

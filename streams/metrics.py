@@ -1,0 +1,56 @@
+"""Prometheus metrics of one worker. Labels are bounded: never a customer id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    registry: CollectorRegistry
+    touchpoints: Counter
+    interventions: Counter
+    dead_letters: Counter
+    latency: Histogram
+    batch_duration: Histogram
+
+    @classmethod
+    def create(cls) -> WorkerMetrics:
+        registry = CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=registry,
+            touchpoints=Counter(
+                "warroom_touchpoints",
+                "Touchpoint events taken in, by outcome (processed, duplicate).",
+                ["outcome"],
+                registry=registry,
+            ),
+            interventions=Counter(
+                "warroom_interventions",
+                "Intervention commands emitted, by rule and kind.",
+                ["rule_id", "kind"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "warroom_dead_letters",
+                "Records sent to the dead-letter topic, by reason code.",
+                ["reason"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "warroom_processing_latency_seconds",
+                "From a record's append to the touchpoints topic until its batch is processed.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            batch_duration=Histogram(
+                "warroom_batch_duration_seconds",
+                "Time spent in the engine for one batch of records.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+        )

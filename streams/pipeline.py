@@ -1,0 +1,137 @@
+"""Kafka records in, engine decisions out: the synchronous core of the worker.
+
+No Faust here, so it can be tested and benchmarked on its own. The agent hands
+it the raw records of a batch and a way to load a customer's stored state; it
+returns each changed customer's final state once (however many of the
+customer's touchpoints the batch held), the interventions and the dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from engine.reducer import apply
+from engine.rules import Rule
+from engine.state import CustomerState
+from engine.timestamps import TimestampPolicy, timestamp_problem
+from schemas.codec import decode_touchpoints_lenient, encode_touchpoint
+from schemas.errors import SchemaError
+from schemas.models import DeadLetter, InterventionCommand, TouchpointEvent
+
+from .partitioning import customer_partition
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    states: dict[int, dict[str, CustomerState]] = field(default_factory=dict)
+    """Partition -> customer id -> the customer's state after the batch."""
+    interventions: list[tuple[int, InterventionCommand]] = field(default_factory=list)
+    dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
+    processed: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    rules: Sequence[Rule]
+    timestamps: TimestampPolicy
+    partitions: int
+
+    def process(
+        self,
+        records: Sequence[RawRecord],
+        load: Callable[[str], CustomerState | None],
+        now: datetime,
+    ) -> BatchResult:
+        result = BatchResult()
+        for record in records:
+            self._process_record(record, load, now, result)
+        return result
+
+    def _process_record(
+        self,
+        record: RawRecord,
+        load: Callable[[str], CustomerState | None],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        partition = record.partition
+        if record.value is None:
+            _reject(result, record, "undecodable", "expected a touchpoint, found a null value", b"", now)
+            return
+        try:
+            events, rejected = decode_touchpoints_lenient(record.value)
+        except SchemaError as exc:
+            _reject(result, record, exc.reason, str(exc), record.value, now)
+            return
+        for bad in rejected:
+            _reject(result, record, bad.error.reason, str(bad.error), bad.raw, now)
+        single = len(events) == 1 and not rejected
+        changed = result.states.get(partition)
+        if changed is None:
+            changed = result.states[partition] = {}
+        for index, event in enumerate(events):
+            problem = self._problem(event, partition, now)
+            if problem is not None:
+                reason, detail = problem
+                raw = record.value if single else encode_touchpoint(event)
+                where = "" if single else f"event {index} of the batch: "
+                _reject(result, record, reason, where + detail, raw, now)
+                continue
+            customer_id = event.customer_id
+            state = changed.get(customer_id)
+            if state is None:
+                state = load(customer_id)
+            updated, interventions = apply(state, event, now, self.rules)
+            if updated is state:
+                result.duplicates += 1
+                continue
+            result.processed += 1
+            changed[customer_id] = updated
+            for command in interventions:
+                result.interventions.append((partition, command))
+
+    def _problem(
+        self, event: TouchpointEvent, partition: int, now: datetime
+    ) -> tuple[str, str] | None:
+        time_problem = timestamp_problem(event, now, self.timestamps)
+        if time_problem is not None:
+            return "bad_timestamp", time_problem
+        expected = customer_partition(event.customer_id, self.partitions)
+        if expected != partition:
+            return "wrong_partition", (
+                f"customer {event.customer_id!r} belongs on partition {expected} of "
+                f"{self.partitions}, found on partition {partition}; key records by customer_id"
+            )
+        return None
+
+
+def _reject(
+    result: BatchResult, record: RawRecord, reason: str, detail: str, raw: bytes, now: datetime
+) -> None:
+    result.dead_letters.append(
+        (
+            record.partition,
+            DeadLetter(
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=reason,
+                detail=detail,
+                raw_key=record.key,
+                raw_value=raw,
+                failed_at=now,
+            ),
+        )
+    )

@@ -1,0 +1,68 @@
+"""Creating Warroom's topics with the right partition count before anything runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from .settings import Settings
+
+CUSTOMER_TOPICS = ("touchpoints", "interventions", "dlq")
+"""Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
+
+
+class TopicMismatch(RuntimeError):
+    """A topic exists with a partition count that breaks co-partitioning."""
+
+
+async def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
+    """Create missing topics; refuse existing ones with the wrong partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await _start(admin, settings, timeout)
+    try:
+        names = [settings.topic(name) for name in CUSTOMER_TOPICS]
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(n, settings.partitions, settings.replication_factor)
+                        for n in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        await _check_partitions(admin, settings, [n for n in names if n in existing])
+        return missing
+    finally:
+        await admin.close()
+
+
+async def _start(admin: AIOKafkaAdminClient, settings: Settings, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _check_partitions(
+    admin: AIOKafkaAdminClient, settings: Settings, names: list[str]
+) -> None:
+    if not names:
+        return
+    for description in await admin.describe_topics(names):
+        found = len(description["partitions"])
+        if found != settings.partitions:
+            raise TopicMismatch(
+                f"topic {description['topic']!r} has {found} partitions, expected "
+                f"{settings.partitions} (WARROOM_PARTITIONS); customer topics must be "
+                "co-partitioned"
+            )

@@ -1,0 +1,111 @@
+"""The real Kafka broker works for what Warroom needs: plain round trips and transactions.
+
+Run against a throw-away broker with:
+
+    python deploy/kafka/broker.py run -- pytest -q tests/integration/test_broker.py
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+pytestmark = pytest.mark.integration
+
+BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def bootstrap() -> str:
+    servers = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    if not servers:
+        pytest.fail(
+            f"{BOOTSTRAP_ENV} is not set: these tests need a real Kafka broker. Run them with "
+            "`python deploy/kafka/broker.py run -- pytest tests/integration` (or `make test`).",
+            pytrace=False,
+        )
+    return servers
+
+
+@pytest.fixture
+async def topic(bootstrap: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    name = f"it-{request.node.name}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+        yield name
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+async def consume(
+    bootstrap: str, topic: str, expected: int, isolation_level: str = "read_uncommitted"
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read from the start of `topic` until `expected` records arrived or the log end is hit."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"it-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        while len(records) < expected:
+            batch = await consumer.getmany(timeout_ms=TIMEOUT_MS)
+            if not batch:
+                break
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_produce_consume_round_trip(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [(f"key-{i}".encode(), f"value-{i}".encode()) for i in range(5)]
+        for key, value in sent:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+    records = await consume(bootstrap, topic, expected=len(sent))
+
+    assert [(r.key, r.value) for r in records] == sent
+    assert [r.offset for r in records] == list(range(len(sent)))
+
+
+async def test_read_committed_sees_only_committed_transaction(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"it-txn-{uuid.uuid4().hex[:8]}"
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(topic, b"committed")
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, b"aborted")
+        await producer.abort_transaction()
+        async with producer.transaction():  # a last commit past the abort marker
+            await producer.send_and_wait(topic, b"after-abort")
+    finally:
+        await producer.stop()
+
+    committed = await consume(bootstrap, topic, expected=2, isolation_level="read_committed")
+    everything = await consume(bootstrap, topic, expected=3)
+
+    assert [r.value for r in committed] == [b"committed", b"after-abort"]
+    assert [r.value for r in everything] == [b"committed", b"aborted", b"after-abort"]
