@@ -169,9 +169,7 @@ def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Applica
         try:
             events = await publish_messages(sink, messages, clock)
         except Exception as exc:  # the transaction was aborted: nothing landed
-            return _error(
-                503, [{"field": "(kafka)", "message": f"not published, retry: {exc!r}"}]
-            )
+            return _error(503, [{"field": "(kafka)", "message": f"not published, retry: {exc!r}"}])
         return web.json_response(
             {"accepted": len(events), "event_ids": [e.event_id for e in events]},
             status=202,

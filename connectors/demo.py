@@ -46,14 +46,18 @@ async def post_demo(url: str, attempts: int = 60) -> int:
                 for item in messages:
                     async with session.post(f"{url}/v1/messages", json=item) as response:
                         if response.status != 202:
-                            print(f"demo: {response.status} {await response.text()}",
-                                  file=sys.stderr)
+                            print(
+                                f"demo: {response.status} {await response.text()}", file=sys.stderr
+                            )
                             return 1
                 break
             except aiohttp.ClientConnectionError:
                 if attempt == attempts - 1:
                     raise
                 await asyncio.sleep(1)
-    print(f"demo: posted {len(messages)} chat messages for acme-{run} and globex-{run}; "
-          f"expect one intervention for acme-{run}", flush=True)
+    print(
+        f"demo: posted {len(messages)} chat messages for acme-{run} and globex-{run}; "
+        f"expect one intervention for acme-{run}",
+        flush=True,
+    )
     return 0

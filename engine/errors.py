@@ -1,8 +1,8 @@
 """Errors raised by the pure core.
 
-    WarroomError
-    └── EngineError
-        └── RuleDefinitionError   a rule cannot be built as written
+WarroomError
+└── EngineError
+    └── RuleDefinitionError   a rule cannot be built as written
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -71,6 +71,8 @@ def create_app(settings: Settings) -> Warroom:
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_linger_ms=5,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     )
     if settings.processing_guarantee is Guarantee.EXACTLY_ONCE:
         source = settings.topic(TOUCHPOINTS)
@@ -95,11 +97,16 @@ def create_app(settings: Settings) -> Warroom:
         value_serializer=DeadLetterCodec(),
         partitions=settings.partitions,
     )
-    states = app.Table(STATE_TABLE, key_type=str, partitions=settings.partitions)
-    # Codec instances rather than registry names; set before the store and the
-    # changelog topic are created, which is when the table reads them.
+    states = cast(
+        faust.Table[str, Any], app.Table(STATE_TABLE, key_type=str, partitions=settings.partitions)
+    )
+    # Codec instances rather than registry names. Faust picks a table's codecs
+    # from its key and value types and builds the changelog topic with them as
+    # soon as the table is declared, so set ours and rebuild the topic (same
+    # name) before anything subscribes to it.
     states.key_serializer = Utf8Codec()
     states.value_serializer = CustomerStateCodec()
+    states.changelog_topic = states._new_changelog_topic()
     metrics = WorkerMetrics.create()
     pipeline = Pipeline(
         rules=BUILTIN_RULES,
@@ -110,7 +117,8 @@ def create_app(settings: Settings) -> Warroom:
     )
     warroom = Warroom(settings, app, touchpoints, interventions, dlq, states, metrics, pipeline)
 
-    async def process(stream: StreamT[bytes]) -> None:
+    async def process(agent_stream: StreamT[bytes]) -> None:
+        stream = cast(faust.Stream[bytes], agent_stream)
         async for events in stream.take_events(
             settings.batch_max_records, settings.batch_within_seconds
         ):
@@ -129,16 +137,16 @@ def create_app(settings: Settings) -> Warroom:
     return warroom
 
 
-def _handle_batch(warroom: Warroom, stream: StreamT[bytes], events: Sequence[EventT]) -> None:
+def _handle_batch(
+    warroom: Warroom, stream: faust.Stream[bytes], events: Sequence[EventT[Any]]
+) -> None:
     started = time.perf_counter()
     records: list[RawRecord] = []
-    last_event_of: dict[int, EventT] = {}
+    last_event_of: dict[int, EventT[Any]] = {}
     for event in events:
         message = event.message
         records.append(
-            RawRecord(
-                message.topic, message.partition, message.offset, message.key, message.value
-            )
+            RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
         )
         last_event_of[message.partition] = event
     states = warroom.states
@@ -149,9 +157,9 @@ def _handle_batch(warroom: Warroom, stream: StreamT[bytes], events: Sequence[Eve
 
 def _write(
     warroom: Warroom,
-    stream: StreamT[bytes],
+    stream: faust.Stream[bytes],
     result: BatchResult,
-    last_event_of: dict[int, EventT],
+    last_event_of: dict[int, EventT[Any]],
 ) -> None:
     states = warroom.states
     for partition, changed in result.states.items():
@@ -170,7 +178,7 @@ def _write(
 
 
 def _observe(
-    metrics: WorkerMetrics, result: BatchResult, events: Sequence[EventT], started: float
+    metrics: WorkerMetrics, result: BatchResult, events: Sequence[EventT[Any]], started: float
 ) -> None:
     finished = time.perf_counter()
     metrics.batch_duration.observe(finished - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,8 +96,10 @@ def _chat_send(args: argparse.Namespace) -> int:
         messages = read_jsonl(args.file)
     except InvalidChatInput as exc:
         for problem in exc.problems:
-            print(f"{args.file}:{problem['line']}: {problem['field']}: {problem['message']}",
-                  file=sys.stderr)
+            print(
+                f"{args.file}:{problem['line']}: {problem['field']}: {problem['message']}",
+                file=sys.stderr,
+            )
         print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 2
     count = asyncio.run(publish_file(Settings(), messages))
@@ -107,10 +110,8 @@ def _chat_send(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from .tail import tail
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(Settings(), args.stream, args.from_beginning, args.max))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

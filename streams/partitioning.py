@@ -10,4 +10,5 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=65536)
 def customer_partition(customer_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed by ``customer_id``."""
-    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(customer_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions

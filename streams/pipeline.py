@@ -68,7 +68,9 @@ class Pipeline:
     ) -> None:
         partition = record.partition
         if record.value is None:
-            _reject(result, record, "undecodable", "expected a touchpoint, found a null value", b"", now)
+            _reject(
+                result, record, "undecodable", "expected a touchpoint, found a null value", b"", now
+            )
             return
         try:
             events, rejected = decode_touchpoints_lenient(record.value)

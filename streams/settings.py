@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     """Longest wait for a batch to fill before it is processed anyway."""
     commit_interval_seconds: float = Field(0.5, gt=0)
     """How often offsets (and, with exactly-once, the transaction) are committed."""
+    session_timeout_seconds: float = Field(10.0, ge=1)
+    """How long the group waits for a silent worker (e.g. one that crashed) before
+    moving its partitions to another; also bounds how fast a restarted worker resumes."""
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     """How far in the future an ``occurred_at`` may be before the event is rejected."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -17,32 +18,27 @@ class TopicMismatch(RuntimeError):
     """A topic exists with a partition count that breaks co-partitioning."""
 
 
-async def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
+async def ensure_topics(settings: Settings, wait_seconds: float = 60.0) -> list[str]:
     """Create missing topics; refuse existing ones with the wrong partition count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await _start(admin, settings, timeout)
+    await _start(admin, settings, wait_seconds)
     try:
         names = [settings.topic(name) for name in CUSTOMER_TOPICS]
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(
-                    [
-                        NewTopic(n, settings.partitions, settings.replication_factor)
-                        for n in missing
-                    ]
+                    [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
         await _check_partitions(admin, settings, [n for n in names if n in existing])
         return missing
     finally:
         await admin.close()
 
 
-async def _start(admin: AIOKafkaAdminClient, settings: Settings, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _start(admin: AIOKafkaAdminClient, settings: Settings, wait_seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
         try:
             await admin.start()

@@ -16,10 +16,12 @@ written for a batch is never behind the offsets committed for it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import faust
+from aiokafka.errors import ProducerFenced
 from faust.transport.consumer import TransactionManager
 from faust.types import TP
 
@@ -44,7 +46,12 @@ class CopartitionedTransactions(TransactionManager):
         source = self.output_sources.get(topic)
         if source is None:
             return await super().send(
-                topic, key, value, partition, timestamp, headers,
+                topic,
+                key,
+                value,
+                partition,
+                timestamp,
+                headers,
                 transactional_id=transactional_id,
             )
         if partition is None:
@@ -64,13 +71,46 @@ class CopartitionedTransactions(TransactionManager):
         )
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Commit each partition's offsets in its producer's transaction.
+
+        Unlike the stock manager this drains Faust's send buffer first, and it
+        tolerates a producer that is between transactions (it happens when a
+        worker stops right after an assignment): offsets then commit in a
+        transaction of their own instead of failing the shutdown.
+        """
         await self.producer.flush()
-        return await super().commit(offsets, start_new_transaction=start_new_transaction)
+        group_id = self.app.conf.id
+        by_transaction: dict[str, dict[TP, int]] = defaultdict(dict)
+        for tp, offset in offsets.items():
+            group = self.app.assignor.group_for_topic(tp.topic)
+            by_transaction[f"{group_id}-{group}-{tp.partition}"][tp] = offset
+        producer: Any = self.producer
+        for transactional_id, tp_offsets in by_transaction.items():
+            async with producer._trn_locks[transactional_id]:
+                transaction = producer._transaction_producers.get(transactional_id)
+                if transaction is None:
+                    self.log.warning("no producer for transaction %s", transactional_id)
+                    continue
+                try:
+                    if not transaction._txn_manager.is_in_transaction():
+                        await transaction.begin_transaction()
+                    await transaction.send_offsets_to_transaction(tp_offsets, group_id)
+                    await transaction.commit_transaction()
+                    if start_new_transaction:
+                        await transaction.begin_transaction()
+                except ProducerFenced as fenced:
+                    # Another worker owns this partition now; it will redo our work.
+                    self.log.warning("fenced on %s: %r", transactional_id, fenced)
+                    await self.app.crash(fenced)
+                    return False
+        return True
 
 
 def install_copartitioned_transactions(app: faust.App, output_sources: Mapping[str, str]) -> None:
     """Make ``app`` use :class:`CopartitionedTransactions`; call before it starts."""
     manager = type(
-        "WarroomTransactions", (CopartitionedTransactions,), {"output_sources": dict(output_sources)}
+        "WarroomTransactions",
+        (CopartitionedTransactions,),
+        {"output_sources": dict(output_sources)},
     )
     app.transport.TransactionManager = manager  # type: ignore[misc]

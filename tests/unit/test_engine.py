@@ -118,7 +118,11 @@ def test_dedupe_window_is_bounded() -> None:
 
 def test_owner_is_the_rep_of_the_latest_outbound_touchpoint() -> None:
     state, fired = run(
-        [touchpoint(1, rep="rep-a"), touchpoint(2, "inbound", rep="rep-z"), touchpoint(3, rep="rep-b")]
+        [
+            touchpoint(1, rep="rep-a"),
+            touchpoint(2, "inbound", rep="rep-z"),
+            touchpoint(3, rep="rep-b"),
+        ]
     )
     assert state is not None and state.owner_rep_id == "rep-b"
     assert fired == []
@@ -155,8 +159,14 @@ def test_rules_are_checked_when_built() -> None:
     with pytest.raises(RuleDefinitionError, match="at least one value"):
         field_in("kind", [])
     with pytest.raises(RuleDefinitionError, match="streak length must be at least 1, got 0"):
-        StreakRule("r", 1, UNANSWERED_OUTBOUND.counts, UNANSWERED_OUTBOUND.resets, 0,
-                   UNANSWERED_OUTBOUND.template)
+        StreakRule(
+            "r",
+            1,
+            UNANSWERED_OUTBOUND.counts,
+            UNANSWERED_OUTBOUND.resets,
+            0,
+            UNANSWERED_OUTBOUND.template,
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1012 @@
+#!/usr/bin/env python3
+"""Throughput of Warroom's worker against the naive Faust pattern, on a real Kafka broker.
+
+    .venv/bin/python deploy/kafka/broker.py run -- .venv/bin/python bench/throughput.py
+    make bench BENCH_ARGS="--events 300000 --naive-events 150000 --json bench/out/run.json"
+
+For every case the harness creates fresh topics (own topic prefix and app id, 4
+partitions), pre-loads the same seeded touchpoint stream with a plain aiokafka
+producer, and only then starts a worker subprocess. The worker times itself with
+``time.perf_counter`` from the start of its first event to the moment all N events
+are processed (engine run, state written to the table, interventions sent or
+queued) and writes a JSON result; the harness waits for it and stops the worker.
+
+Cases:
+
+``naive``
+    A minimal Faust app: ``async for value in stream`` over one Avro record per
+    event, ``decode_touchpoint`` + ``engine.reducer.apply``, one table write per
+    event, ``await topic.send`` per intervention.
+``warroom-envelopes``
+    ``streams.app.create_app`` over the events published as
+    ``connectors.publisher.envelopes`` (TouchpointBatch records of <= 500 events).
+``warroom-single``
+    ``streams.app.create_app`` over one record per event (an external producer).
+
+``--profile`` adds one run of each Warroom case with ``py-spy record`` attached
+from the first processed event to the last (needs ptrace rights, e.g. root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from connectors.publisher import ENVELOPE_MAX_EVENTS, envelopes
+from schemas.codec import encode_touchpoint
+from schemas.models import Channel, Direction, TouchpointEvent
+from streams.partitioning import customer_partition
+from streams.settings import Guarantee, Settings
+from streams.topics import ensure_topics
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
+PARTITIONS = 4
+
+NAIVE = "naive"
+ENVELOPES = "warroom-envelopes"
+SINGLE = "warroom-single"
+CASES = (NAIVE, ENVELOPES, SINGLE)
+CASE_ALIASES = {
+    "a": NAIVE,
+    "b": ENVELOPES,
+    "c": SINGLE,
+    "envelopes": ENVELOPES,
+    "single": SINGLE,
+    **{case: case for case in CASES},
+}
+
+Record = tuple[int, bytes | None, bytes]
+"""(partition, key, value) of one Kafka record."""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    weight: float
+    channel: Channel
+    kind: str
+    direction: Direction
+    text: str | None  # "chat", "email" or None
+
+
+_KINDS = (
+    _Kind(0.26, Channel.CHAT, "message_sent", Direction.OUTBOUND, "chat"),
+    _Kind(0.16, Channel.EMAIL, "email_sent", Direction.OUTBOUND, "email"),
+    _Kind(0.20, Channel.CHAT, "message_received", Direction.INBOUND, "chat"),
+    _Kind(0.10, Channel.EMAIL, "email_received", Direction.INBOUND, "email"),
+    _Kind(0.14, Channel.PRODUCT, "feature_used", Direction.NONE, None),
+    _Kind(0.04, Channel.PRODUCT, "login", Direction.NONE, None),
+    _Kind(0.06, Channel.WEB, "page_view", Direction.NONE, None),
+    _Kind(0.04, Channel.CALL, "call_made", Direction.OUTBOUND, None),
+)
+_TEXT = (
+    "hi thanks quick question about the renewal pricing for our team plan could you send "
+    "the updated quote we are comparing options next week invoice seats onboarding demo "
+    "integration export dashboard contract discount trial upgrade support ticket follow up "
+    "checking in again on my last message happy to hop on a call tomorrow morning"
+)
+_WORDS = tuple(_TEXT.split())
+_INDUSTRIES = ("retail", "saas", "fintech", "healthcare", "logistics", "education", "media")
+_FEATURES = ("reports", "export", "dashboards", "alerts", "api", "sso", "billing", "search")
+_PAGES = ("/pricing", "/docs/api", "/blog/launch", "/customers", "/security", "/contact")
+
+
+@dataclass
+class Workload:
+    """The seeded touchpoint stream, encoded both ways."""
+
+    singles: list[Record]
+    envelopes: list[Record]
+    events: int
+    customers: int
+    customers_seen: int
+    skew: float
+    seed: int
+    envelope_chunk: int
+    mean_event_bytes: float
+    min_event_bytes: int
+    max_event_bytes: int
+    top_customer_share: float
+    kinds: dict[str, int]
+    directions: dict[str, int]
+    events_per_partition: dict[int, int]
+    generate_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["singles"], data["envelopes"]
+        data["single_records"] = len(self.singles)
+        data["envelope_records"] = len(self.envelopes)
+        data["mean_events_per_envelope"] = round(self.events / max(1, len(self.envelopes)), 1)
+        return data
+
+
+def _text(rng: random.Random, style: str) -> str:
+    words = rng.sample(_WORDS, rng.randint(6, 14))
+    sentence = " ".join(words).capitalize()
+    if style == "email":
+        return "Re: " + " ".join(rng.sample(_WORDS, 3)) + " - " + sentence + "."
+    return sentence + rng.choice(("?", ".", "!"))
+
+
+def generate_events(
+    n: int, customers: int, skew: float, seed: int, now: datetime
+) -> Iterator[TouchpointEvent]:
+    """``n`` touchpoints over the last six hours, in time order, customers Zipf-skewed."""
+    rng = random.Random(seed)
+    numbers = list(range(customers))
+    rng.shuffle(numbers)  # rank -> customer number: the heavy customers land anywhere
+    cum_customers = list(
+        itertools.accumulate(1.0 / (rank**skew) for rank in range(1, customers + 1))
+    )
+    cum_kinds = list(itertools.accumulate(k.weight for k in _KINDS))
+    reps = [f"rep-{rng.randrange(120):03d}" for _ in range(customers)]
+    industries = [rng.choice(_INDUSTRIES) for _ in range(customers)]
+    start = now - timedelta(hours=6)
+    step = timedelta(hours=6) / max(1, n)
+    chunk = 10_000
+    for base in range(0, n, chunk):
+        size = min(chunk, n - base)
+        ranks = rng.choices(range(customers), cum_weights=cum_customers, k=size)
+        kinds = rng.choices(_KINDS, cum_weights=cum_kinds, k=size)
+        for offset, (rank, kind) in enumerate(zip(ranks, kinds, strict=True)):
+            number = numbers[rank]
+            occurred = start + step * (base + offset)
+            attributes: dict[str, bool | int | float | str]
+            if kind.text is not None:
+                attributes = {"thread_id": f"th-{number:05d}-{rng.randrange(40):02d}"}
+                if kind.channel is Channel.EMAIL:
+                    attributes["has_attachment"] = rng.random() < 0.15
+            elif kind.channel is Channel.PRODUCT:
+                attributes = {"feature": rng.choice(_FEATURES), "duration_s": rng.randrange(1, 900)}
+            elif kind.channel is Channel.WEB:
+                attributes = {"path": rng.choice(_PAGES), "session_s": rng.randrange(5, 600)}
+            else:
+                attributes = {"duration_s": rng.randrange(20, 1800), "answered": rng.random() < 0.6}
+            human = kind.text is not None or kind.channel is Channel.CALL
+            yield TouchpointEvent(
+                event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                customer_id=f"cus-{number:05d}",
+                occurred_at=occurred,
+                received_at=occurred + timedelta(milliseconds=rng.randrange(20, 1500)),
+                channel=kind.channel,
+                kind=kind.kind,
+                direction=kind.direction,
+                rep_id=reps[number] if human else None,
+                contact_id=f"ct-{number:05d}-{rng.randrange(3)}" if human else None,
+                text=_text(rng, kind.text) if kind.text is not None else None,
+                attributes=attributes,
+                source="chat-http/0.1.0" if kind.channel is Channel.CHAT else "bench-gen/1.0",
+                industry=industries[number],
+            )
+
+
+def build_workload(n: int, customers: int, skew: float, seed: int, envelope_chunk: int) -> Workload:
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    singles: list[Record] = []
+    enveloped: list[Record] = []
+    chunk: list[TouchpointEvent] = []
+    per_customer: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    directions: Counter[str] = Counter()
+    per_partition: Counter[int] = Counter()
+    sizes: list[int] = []
+
+    def flush() -> None:
+        enveloped.extend(envelopes(chunk, PARTITIONS))
+        chunk.clear()
+
+    for event in generate_events(n, customers, skew, seed, now):
+        value = encode_touchpoint(event)
+        partition = customer_partition(event.customer_id, PARTITIONS)
+        singles.append((partition, event.customer_id.encode(), value))
+        sizes.append(len(value))
+        per_customer[event.customer_id] += 1
+        kinds[event.kind] += 1
+        directions[event.direction.value] += 1
+        per_partition[partition] += 1
+        chunk.append(event)
+        if len(chunk) >= envelope_chunk:
+            flush()
+    if chunk:
+        flush()
+    return Workload(
+        singles=singles,
+        envelopes=enveloped,
+        events=n,
+        customers=customers,
+        customers_seen=len(per_customer),
+        skew=skew,
+        seed=seed,
+        envelope_chunk=envelope_chunk,
+        mean_event_bytes=round(sum(sizes) / max(1, len(sizes)), 1),
+        min_event_bytes=min(sizes, default=0),
+        max_event_bytes=max(sizes, default=0),
+        top_customer_share=round(per_customer.most_common(1)[0][1] / max(1, n), 4)
+        if per_customer
+        else 0.0,
+        kinds=dict(kinds.most_common()),
+        directions=dict(directions.most_common()),
+        events_per_partition=dict(sorted(per_partition.items())),
+        generate_seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+def _settings(bootstrap: str, topic_prefix: str, app_id: str, guarantee: str) -> Settings:
+    return Settings(
+        app_id=app_id,
+        bootstrap_servers=bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=PARTITIONS,
+        processing_guarantee=Guarantee(guarantee),
+    )
+
+
+async def _preload(bootstrap: str, settings: Settings, records: Sequence[Record]) -> float:
+    """Create the case's topics and write ``records``; returns the seconds the write took."""
+    await ensure_topics(settings)
+    topic = settings.topic("touchpoints")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        enable_idempotence=False,
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        for partition, key, value in records:
+            by_partition[partition].append((key, value))
+        deliveries: list[asyncio.Future[Any]] = []
+        for partition, items in sorted(by_partition.items()):
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise RuntimeError(f"a {len(value)}-byte record does not fit a batch")
+            if batch.record_count():
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
+        seconds = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    written = await _log_end(bootstrap, topic)
+    if written != len(records):
+        raise RuntimeError(f"pre-load wrote {written} records to {topic}, expected {len(records)}")
+    return seconds
+
+
+async def _log_end(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- harness
+
+
+@dataclass
+class CaseResult:
+    case: str
+    events: int
+    records: int
+    seconds: float
+    events_per_s: float
+    cpu_seconds: float
+    cpu_percent: float
+    processed: int
+    duplicates: int
+    dead_letters: int
+    interventions: int
+    batches: int
+    preload_seconds: float
+    startup_seconds: float
+    """From spawning the worker to its first processed event (not timed)."""
+    loadavg_before: tuple[float, float, float]
+    loadavg_after: tuple[float, float, float]
+    profiled: bool = False
+    profile: dict[str, Any] | None = None
+
+
+@dataclass
+class CaseSpec:
+    case: str
+    records: list[Record]
+    events: int
+
+
+@dataclass
+class Harness:
+    bootstrap: str
+    guarantee: str
+    out_dir: Path
+    run_id: str
+    timeout: float
+    profile_rate: int
+    top: int
+    results: list[CaseResult] = field(default_factory=list)
+
+    def run_case(self, spec: CaseSpec, *, profile: bool = False) -> CaseResult:
+        tag = f"{spec.case}-profiled" if profile else spec.case
+        app_id = f"bench-{self.run_id}-{tag}"
+        prefix = f"{app_id}."
+        settings = _settings(self.bootstrap, prefix, app_id, self.guarantee)
+        log(f"{tag}: pre-loading {spec.events} events in {len(spec.records)} records")
+        preload = asyncio.run(_preload(self.bootstrap, settings, spec.records))
+        log(f"{tag}: pre-loaded in {preload:.1f} s; starting the worker")
+        case_dir = self.out_dir / tag
+        case_dir.mkdir(parents=True, exist_ok=True)
+        result_path = case_dir / "result.json"
+        started_path = case_dir / "started"
+        for stale in (result_path, started_path):
+            stale.unlink(missing_ok=True)
+        data_dir = Path(tempfile.mkdtemp(prefix=f"warroom-bench-{tag}-"))
+        config = {
+            "case": spec.case,
+            "app_id": app_id,
+            "topic_prefix": prefix,
+            "bootstrap": self.bootstrap,
+            "guarantee": self.guarantee,
+            "expected": spec.events,
+            "result_path": str(result_path),
+            "started_path": str(started_path),
+            "data_dir": str(data_dir),
+            "web_port": _free_port(),
+        }
+        config_path = case_dir / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        load_before = os.getloadavg()
+        spawned = time.perf_counter()
+        with (case_dir / "worker.log").open("wb") as worker_log:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker-config",
+                    str(config_path),
+                ],
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+            spy: subprocess.Popen[bytes] | None = None
+            profile_path = case_dir / "py-spy.raw.txt"
+            first_seen: float | None = None
+            try:
+                deadline = time.monotonic() + self.timeout
+                while not result_path.exists():
+                    if first_seen is None and started_path.exists():
+                        first_seen = time.perf_counter()
+                        if profile:
+                            spy = self._attach_py_spy(worker.pid, profile_path, case_dir)
+                    if worker.poll() is not None:
+                        raise RuntimeError(
+                            f"{tag}: worker exited with {worker.returncode} before finishing; "
+                            f"see {case_dir / 'worker.log'}:\n{_tail(case_dir / 'worker.log')}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{tag}: no result after {self.timeout:.0f} s; see "
+                            f"{case_dir / 'worker.log'}:\n{_tail(case_dir / 'worker.log')}"
+                        )
+                    time.sleep(0.02)
+                load_after = os.getloadavg()
+                if spy is not None:
+                    _stop_py_spy(spy)
+                    spy = None
+            finally:
+                if spy is not None:
+                    _stop_py_spy(spy)
+                _stop_worker(worker)
+                shutil.rmtree(data_dir, ignore_errors=True)
+        measured = json.loads(result_path.read_text())
+        seconds = float(measured["seconds"])
+        result = CaseResult(
+            case=spec.case,
+            events=int(measured["events"]),
+            records=len(spec.records),
+            seconds=round(seconds, 3),
+            events_per_s=round(measured["events"] / seconds, 1),
+            cpu_seconds=round(measured["cpu_seconds"], 2),
+            cpu_percent=round(100.0 * measured["cpu_seconds"] / seconds, 1),
+            processed=int(measured["processed"]),
+            duplicates=int(measured["duplicates"]),
+            dead_letters=int(measured["dead_letters"]),
+            interventions=int(measured["interventions"]),
+            batches=int(measured["batches"]),
+            preload_seconds=round(preload, 2),
+            startup_seconds=round((first_seen or spawned) - spawned, 2),
+            loadavg_before=load_before,
+            loadavg_after=load_after,
+            profiled=profile,
+        )
+        if profile and profile_path.exists():
+            result.profile = summarize_profile(profile_path, self.top)
+            result.profile["path"] = str(profile_path)
+        log(
+            f"{tag}: {result.events} events in {result.seconds:.2f} s = "
+            f"{result.events_per_s:,.0f} events/s (cpu {result.cpu_percent:.0f}%)"
+        )
+        return result
+
+    def _attach_py_spy(self, pid: int, output: Path, case_dir: Path) -> subprocess.Popen[bytes]:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        command = [
+            py_spy, "record", "--pid", str(pid), "--nonblocking", "--threads", "--function",
+            "--rate", str(self.profile_rate), "--format", "raw", "--output", str(output),
+        ]  # fmt: skip
+        log("attaching: " + " ".join(command))
+        with (case_dir / "py-spy.log").open("wb") as spy_log:
+            return subprocess.Popen(command, stdout=spy_log, stderr=subprocess.STDOUT)
+
+
+def _stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    try:
+        spy.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+
+
+def _stop_worker(worker: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # its own session: only the worker
+        worker.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def _layer(frame: str) -> str:
+    """The package a py-spy frame ``func (path/file.py:line)`` belongs to."""
+    _, _, where = frame.rpartition(" (")
+    path = where.rsplit(":", 1)[0]
+    if not path or path.startswith("<"):
+        return path or "?"
+    first = path.replace("\\", "/").split("/")
+    if "site-packages" in first:
+        first = first[first.index("site-packages") + 1 :]
+    elif "python3.11" in first:
+        return "stdlib:" + (first[first.index("python3.11") + 1] if len(first) > 1 else "")
+    top = first[0]
+    if top.endswith(".py"):
+        top = top[:-3]
+    stdlib = {"asyncio", "selectors", "threading", "concurrent", "logging", "json", "weakref"}
+    if top in stdlib or top in sys.stdlib_module_names:
+        return f"stdlib:{top}"
+    return top
+
+
+def summarize_profile(path: Path, top: int) -> dict[str, Any]:
+    """Self and inclusive hot spots of a ``py-spy record --format raw --threads`` file."""
+    total = 0
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread, funcs = frames[0], frames[1:]
+        if not funcs:
+            continue
+        total += count
+        threads[thread.partition(": ")[2] or thread] += count
+        own[funcs[-1]] += count
+        layers[_layer(funcs[-1])] += count
+        for func in set(funcs):
+            inclusive[func] += count
+
+    def shares(counter: Counter[str], limit: int) -> list[tuple[str, float]]:
+        return [
+            (name, round(100.0 * n / max(1, total), 1)) for name, n in counter.most_common(limit)
+        ]
+
+    return {
+        "samples": total,
+        "threads": shares(threads, 10),
+        "self": shares(own, top),
+        "inclusive": shares(inclusive, top),
+        "layers_self": shares(layers, 12),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _ratio(results: dict[str, CaseResult], case: str) -> float | None:
+    if case not in results or NAIVE not in results:
+        return None
+    return round(results[case].events_per_s / results[NAIVE].events_per_s, 2)
+
+
+def render_table(results: Sequence[CaseResult]) -> str:
+    by_case = {r.case: r for r in results if not r.profiled}
+    rows = [("case", "events", "seconds", "events/s", "vs naive", "worker cpu", "interventions")]
+    for r in results:
+        if r.profiled:
+            continue
+        ratio = _ratio(by_case, r.case)
+        rows.append(
+            (
+                r.case,
+                f"{r.events:,}",
+                f"{r.seconds:.2f}",
+                f"{r.events_per_s:,.0f}",
+                "1.00x" if r.case == NAIVE and ratio else (f"{ratio:.2f}x" if ratio else "-"),
+                f"{r.cpu_percent:.0f}%",
+                f"{r.interventions:,}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if index == 0:
+            lines.append(
+                "|"
+                + "|".join(
+                    "-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)
+                )
+                + "|"
+            )
+    return "\n".join(lines)
+
+
+def render_profile(result: CaseResult) -> str:
+    profile = result.profile or {}
+    out = [
+        f"### py-spy: {result.case} ({profile.get('samples', 0)} samples, "
+        f"{result.events_per_s:,.0f} events/s while profiled)",
+        "",
+        "threads: " + ", ".join(f"{name} {pct}%" for name, pct in profile.get("threads", [])),
+        "",
+        "by package (self): "
+        + ", ".join(f"{name} {pct}%" for name, pct in profile.get("layers_self", [])),
+        "",
+        "| self % | function (leaf) |",
+        "|---:|---|",
+    ]
+    out += [f"| {pct} | `{name}` |" for name, pct in profile.get("self", [])]
+    out += ["", "| inclusive % | function (anywhere on the stack) |", "|---:|---|"]
+    out += [f"| {pct} | `{name}` |" for name, pct in profile.get("inclusive", [])]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class Probe:
+    """Counts what a worker processed and times the first event to the N-th."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.expected = int(config["expected"])
+        self.result_path = Path(config["result_path"])
+        self.started_path = Path(config["started_path"])
+        self.case = str(config["case"])
+        self.count = 0
+        self.processed = 0
+        self.duplicates = 0
+        self.dead_letters = 0
+        self.interventions = 0
+        self.batches = 0
+        self.first: float | None = None
+        self.first_cpu = 0.0
+        self.done = False
+
+    def begin(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.first_cpu = time.process_time()
+            self.started_path.touch()
+
+    def add(self, events: int, processed: int, duplicates: int, letters: int, sent: int) -> None:
+        self.count += events
+        self.processed += processed
+        self.duplicates += duplicates
+        self.dead_letters += letters
+        self.interventions += sent
+        self.batches += 1
+        if not self.done and self.count >= self.expected:
+            self.done = True
+            # Runs on the loop's next turn, i.e. after the caller's synchronous work
+            # for this batch (state writes, sends, acks) is complete.
+            asyncio.get_running_loop().call_soon(self.finish)
+
+    def finish(self) -> None:
+        ended = time.perf_counter()
+        cpu = time.process_time() - self.first_cpu
+        result = {
+            "case": self.case,
+            "events": self.count,
+            "seconds": ended - (self.first or ended),
+            "cpu_seconds": cpu,
+            "processed": self.processed,
+            "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters,
+            "interventions": self.interventions,
+            "batches": self.batches,
+        }
+        partial = self.result_path.with_suffix(".partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(self.result_path)
+
+
+def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
+    """The naive Faust pattern: one record per event, one table write per event."""
+    import faust
+
+    from engine.reducer import apply
+    from engine.rules import BUILTIN_RULES
+    from schemas.codec import decode_touchpoint
+    from schemas.faust_codec import InterventionCodec
+    from streams.state_codec import CustomerStateCodec, Utf8Codec
+    from streams.transactions import install_copartitioned_transactions
+
+    prefix = config["topic_prefix"]
+    exactly_once = config["guarantee"] == Guarantee.EXACTLY_ONCE.value
+    app = faust.App(
+        config["app_id"],
+        broker=f"kafka://{config['bootstrap']}",
+        store="memory://",
+        datadir=config["data_dir"],
+        processing_guarantee=config["guarantee"],
+        topic_partitions=PARTITIONS,
+        autodiscover=False,
+        web_enabled=False,
+        # Same commit interval, linger and offset reset as Warroom's worker, so
+        # the comparison is about the processing pattern, not the settings.
+        broker_commit_interval=Settings.model_fields["commit_interval_seconds"].default,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        producer_linger_ms=5,
+    )
+    source_name = f"{prefix}touchpoints"
+    output_name = f"{prefix}interventions"
+    if exactly_once:
+        # Stock Faust cannot send to a topic it does not consume under exactly-once
+        # (no partition group for it); use Warroom's manager so the naive app runs.
+        install_copartitioned_transactions(app, {output_name: source_name})
+    source = app.topic(
+        source_name, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
+    )
+    output = app.topic(
+        output_name,
+        key_serializer="raw",
+        value_serializer=InterventionCodec(),
+        partitions=PARTITIONS,
+    )
+    table = app.Table("customer-state", key_type=str, partitions=PARTITIONS)
+    table.key_serializer = Utf8Codec()  # type: ignore[attr-defined]
+    table.value_serializer = CustomerStateCodec()  # type: ignore[attr-defined]
+
+    async def naive(stream: Any) -> None:
+        async for value in stream:
+            probe.begin()
+            event = decode_touchpoint(value)
+            state = table.get(event.customer_id)
+            updated, commands = apply(state, event, datetime.now(UTC), BUILTIN_RULES)
+            changed = updated is not state
+            if changed:
+                table[event.customer_id] = updated
+            partition = stream.current_event.message.partition
+            for command in commands:
+                await output.send(
+                    key=command.customer_id.encode(), value=command, partition=partition
+                )
+            probe.add(1, int(changed), int(not changed), 0, len(commands))
+
+    app.agent(source, name="bench.naive")(naive)
+    return app
+
+
+def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
+    """Warroom's own worker, unchanged, with its pipeline wrapped to count and time."""
+    from streams.app import create_app
+    from streams.pipeline import BatchResult, Pipeline, RawRecord
+
+    @dataclass(frozen=True)
+    class TimedPipeline(Pipeline):
+        probe: Probe
+
+        def process(
+            self,
+            records: Sequence[RawRecord],
+            load: Callable[[str], Any],
+            now: datetime,
+        ) -> BatchResult:
+            self.probe.begin()
+            result = super().process(records, load, now)
+            self.probe.add(
+                result.processed + result.duplicates + len(result.dead_letters),
+                result.processed,
+                result.duplicates,
+                len(result.dead_letters),
+                len(result.interventions),
+            )
+            return result
+
+    settings = Settings(
+        app_id=config["app_id"],
+        bootstrap_servers=config["bootstrap"],
+        topic_prefix=config["topic_prefix"],
+        partitions=PARTITIONS,
+        processing_guarantee=Guarantee(config["guarantee"]),
+        data_dir=Path(config["data_dir"]),
+        web_port=int(config["web_port"]),
+    )
+    warroom = create_app(settings)
+    base = warroom.pipeline
+    warroom.pipeline = TimedPipeline(base.rules, base.timestamps, base.partitions, probe)
+    return warroom.app
+
+
+def worker_main(config_path: Path) -> int:
+    from faust import Worker
+
+    config = json.loads(config_path.read_text())
+    probe = Probe(config)
+    if config["case"] == NAIVE:
+        app = build_naive_app(config, probe)
+    else:
+        app = build_warroom_app(config, probe)
+    Worker(app, loglevel=config.get("loglevel", "WARNING"), quiet=True).execute_from_commandline()
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _cases(text: str) -> list[str]:
+    chosen: list[str] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in CASE_ALIASES:
+            raise argparse.ArgumentTypeError(
+                f"unknown case {part!r}; expected some of {', '.join(CASES)} (or a, b, c)"
+            )
+        if CASE_ALIASES[name] not in chosen:
+            chosen.append(CASE_ALIASES[name])
+    if not chosen:
+        raise argparse.ArgumentTypeError("expected at least one case")
+    return [c for c in CASES if c in chosen]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/throughput.py",
+        description="Naive Faust agent vs Warroom's worker on a real broker "
+        f"({BOOTSTRAP_ENV}); run it under deploy/kafka/broker.py run -- ...",
+    )
+    parser.add_argument("--events", type=int, default=150_000, help="events per case (150000)")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=None,
+        help="events for the naive case, a prefix of the same stream (default: --events)",
+    )
+    parser.add_argument(
+        "--cases",
+        type=_cases,
+        default=list(CASES),
+        help="comma-separated subset of naive,warroom-envelopes,warroom-single (or a,b,c)",
+    )
+    parser.add_argument(
+        "--guarantee",
+        choices=[g.value for g in Guarantee],
+        default=Guarantee.EXACTLY_ONCE.value,
+        help="processing guarantee of every case (exactly_once)",
+    )
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--skew", type=float, default=0.9, help="Zipf exponent of customers")
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument(
+        "--envelope-chunk",
+        type=int,
+        default=2000,
+        help="events handed to connectors.publisher.envelopes() per call (2000)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="write a markdown fragment here"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, run each chosen Warroom case once more under py-spy",
+    )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s (100)")
+    parser.add_argument("--top", type=int, default=15, help="hot spots to list per profile")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
+    parser.add_argument(
+        "--out-dir", type=Path, default=HERE / "out", help="logs, results and profiles"
+    )
+    parser.add_argument("--worker-config", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker_config is not None:
+        return worker_main(args.worker_config)
+    bootstrap = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    if not bootstrap:
+        print(
+            f"{BOOTSTRAP_ENV} is not set; run: .venv/bin/python deploy/kafka/broker.py run -- "
+            ".venv/bin/python bench/throughput.py",
+            file=sys.stderr,
+        )
+        return 2
+    naive_events = args.naive_events if args.naive_events is not None else args.events
+    if args.events < 1 or not 1 <= naive_events <= args.events:
+        print("expected 1 <= --naive-events <= --events", file=sys.stderr)
+        return 2
+    command = " ".join(["bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    run_id = datetime.now(UTC).strftime("%H%M%S") + uuid.uuid4().hex[:4]
+    out_dir: Path = args.out_dir / run_id
+
+    log(f"generating {args.events} events ({args.customers} customers, seed {args.seed})")
+    workload = build_workload(
+        args.events, args.customers, args.skew, args.seed, args.envelope_chunk
+    )
+    summary = workload.summary()
+    log(
+        f"workload: {summary['single_records']} single records, {summary['envelope_records']} "
+        f"envelopes (~{summary['mean_events_per_envelope']} events each, <= "
+        f"{ENVELOPE_MAX_EVENTS}), {workload.mean_event_bytes} bytes/event on average, top "
+        f"customer {100 * workload.top_customer_share:.1f}% of events, built in "
+        f"{workload.generate_seconds} s"
+    )
+    specs = {
+        NAIVE: CaseSpec(NAIVE, workload.singles[:naive_events], naive_events),
+        ENVELOPES: CaseSpec(ENVELOPES, workload.envelopes, args.events),
+        SINGLE: CaseSpec(SINGLE, workload.singles, args.events),
+    }
+    harness = Harness(
+        bootstrap, args.guarantee, out_dir, run_id, args.timeout, args.profile_rate, args.top
+    )
+    results: list[CaseResult] = [harness.run_case(specs[case]) for case in args.cases]
+    if args.profile:
+        for case in args.cases:
+            if case != NAIVE:
+                results.append(harness.run_case(specs[case], profile=True))
+
+    by_case = {r.case: r for r in results if not r.profiled}
+    table = render_table(results)
+    notes = [
+        f"guarantee: {args.guarantee}; {PARTITIONS} partitions; memory store; "
+        f"{os.cpu_count()} CPUs shared with the broker (and anything else running)",
+        f"workload: seed {args.seed}, {args.customers} customers (Zipf {args.skew}), "
+        f"{workload.mean_event_bytes} B/event (min {workload.min_event_bytes}, max "
+        f"{workload.max_event_bytes}); envelopes: {summary['envelope_records']} records, "
+        f"~{summary['mean_events_per_envelope']} events each",
+    ]
+    if naive_events != args.events:
+        notes.append(
+            f"naive ran over the first {naive_events:,} events of the same stream "
+            f"(--naive-events); the Warroom cases over {args.events:,}"
+        )
+    for case in (ENVELOPES, SINGLE):
+        ratio = _ratio(by_case, case)
+        if ratio is not None:
+            notes.append(f"{case} / naive = {ratio:.2f}x (events/s, same run)")
+    short = [r.case for r in results if not r.profiled and r.seconds < 10]
+    if short:
+        notes.append(f"under 10 s of work: {', '.join(short)}; raise --events for steadier numbers")
+    if len({r.interventions for r in by_case.values() if r.events == args.events}) > 1:
+        notes.append("WARNING: intervention counts differ between cases over the same events")
+    print()
+    print(f"command: {command}")
+    print(table)
+    for note in notes:
+        print(f"- {note}")
+    for result in results:
+        if result.profiled and result.profile:
+            print()
+            print(render_profile(result))
+    if args.json is not None:
+        payload = {
+            "command": command,
+            "run_id": run_id,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "guarantee": args.guarantee,
+            "workload": summary,
+            "results": [asdict(r) for r in results],
+            "ratios": {case: _ratio(by_case, case) for case in (ENVELOPES, SINGLE)},
+            "notes": notes,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+    if args.markdown is not None:
+        parts = [f"`{command}`", "", table, "", *[f"- {n}" for n in notes]]
+        for result in results:
+            if result.profiled and result.profile:
+                parts += ["", render_profile(result)]
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(parts) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Running a real worker process and reading topics the way a CRM consumer would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"WARROOM_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """``warroom worker`` in a child process, as it runs in production."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self._process is None, "worker already running"
+        with self.log.open("ab") as out:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "INFO"],
+                cwd=REPO,
+                env=settings_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL, no shutdown, no final commit."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(timeout=30)
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=30)
+        self._process = None
+
+    def assert_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {self._process.returncode}; log:\n{self.tail_log()}"
+            )
+
+    def tail_log(self, lines: int = 60) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def read_topic(
+    settings: Settings,
+    name: str,
+    until: Callable[[list[Any]], bool],
+    decode: Callable[[bytes], Any],
+    worker: WorkerProcess | None = None,
+    within: float = 90.0,
+) -> list[Any]:
+    """Committed records of a topic from the beginning, decoded, until ``until`` holds.
+
+    Reads like a CRM would: read_committed, so aborted transactions stay invisible.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        topic = settings.topic(name)
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: list[Any] = []
+        deadline = time.monotonic() + within
+        while not until(found):
+            if worker is not None:
+                worker.assert_alive()
+            if time.monotonic() > deadline:
+                log = worker.tail_log() if worker else ""
+                raise AssertionError(f"timed out reading {topic}; got {found!r}\n{log}")
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                found.extend(decode(r.value or b"") for r in records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def read_all(settings: Settings, name: str, decode: Callable[[bytes], Any]) -> list[Any]:
+    """Every committed record of a topic right now, decoded."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        topic = settings.topic(name)
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[Any] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                found.extend(decode(r.value or b"") for r in records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Write records to touchpoints exactly as given, like a foreign producer would."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(settings.topic("touchpoints"), value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def last_offsets(settings: Settings, name: str) -> dict[TopicPartition, int]:
+    """Offset of the last committed record per partition (transaction markers excluded)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        topic = settings.topic(name)
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        last: dict[TopicPartition, int] = {}
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                last[tp] = records[-1].offset
+        return last
+    finally:
+        await consumer.stop()
+
+
+async def wait_until_committed(
+    settings: Settings, worker: WorkerProcess, within: float = 60.0
+) -> None:
+    """Block until the worker's group has committed every touchpoint written so far."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    last = await last_offsets(settings, "touchpoints")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            worker.assert_alive()
+            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            behind = {
+                tp: offset
+                for tp, offset in last.items()
+                if tp not in committed or committed[tp].offset <= offset
+            }
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not committed past {behind}\n{worker.tail_log()}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
