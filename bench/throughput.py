@@ -349,6 +349,8 @@ class CaseResult:
     duplicates: int
     dead_letters: int
     interventions: int
+    state_writes: int
+    """Table writes (changelog records) the worker made for these events."""
     batches: int
     preload_seconds: float
     startup_seconds: float
@@ -465,6 +467,7 @@ class Harness:
             duplicates=int(measured["duplicates"]),
             dead_letters=int(measured["dead_letters"]),
             interventions=int(measured["interventions"]),
+            state_writes=int(measured["state_writes"]),
             batches=int(measured["batches"]),
             preload_seconds=round(preload, 2),
             startup_seconds=round((first_seen or spawned) - spawned, 2),
@@ -544,6 +547,58 @@ def _layer(frame: str) -> str:
     return top
 
 
+_ROOT_FRAMES = (
+    "<module> (",
+    "main (",
+    "worker_main (",
+    "Worker.execute_from_commandline (",
+    "BaseEventLoop.run_until_complete (",
+    "BaseEventLoop.run_forever (",
+    "BaseEventLoop._run_once (",
+    "Handle._run (",
+)
+"""On (nearly) every stack: left out of the inclusive list."""
+
+_BATCH_COMPONENTS = (
+    ("_write (streams/app.py", "batch: state writes + sends (_write)"),
+    ("_observe (streams/app.py", "batch: metrics (_observe)"),
+    ("(engine/", "batch: engine (reducer.apply, rules)"),
+    ("decode_touchpoint", "batch: decode (fastavro + pydantic)"),
+    ("(streams/pipeline.py", "batch: pipeline checks (timestamps, partition)"),
+)
+_RUNTIME_COMPONENTS = (
+    ("ProducerBuffer", "faust ProducerBuffer draining queued sends"),
+    ("(aiokafka/producer/", "aiokafka producer (sender, batches)"),
+    ("(faust/streams.py", "consumer -> conductor -> stream -> agent"),
+    ("(faust/transport/conductor.py", "consumer -> conductor -> stream -> agent"),
+    ("(faust/transport/consumer.py", "consumer -> conductor -> stream -> agent"),
+    ("(faust/transport/drivers/aiokafka.py", "consumer -> conductor -> stream -> agent"),
+    ("(aiokafka/consumer/", "consumer -> conductor -> stream -> agent"),
+    ("(faust/agents/", "consumer -> conductor -> stream -> agent"),
+    ("(aiokafka/", "aiokafka client / connection"),
+)
+
+
+def _component(funcs: Sequence[str]) -> str:
+    """Which part of the worker a sample belongs to (first rule that matches wins)."""
+    if any(_is_commit(f) for f in funcs):
+        return "offset commit / transaction commit"
+    if any("_handle_batch (streams/app.py" in f for f in funcs):
+        for pattern, name in _BATCH_COMPONENTS:
+            if any(pattern in f for f in funcs):
+                return name
+        return "batch: assembly (_handle_batch)"
+    for pattern, name in _RUNTIME_COMPONENTS:
+        if any(pattern in f for f in funcs):
+            return name
+    return "event loop / other"
+
+
+def _is_commit(frame: str) -> bool:
+    name = frame.partition(" (")[0]
+    return "commit" in name.lower() and ("faust/" in frame or "streams/" in frame)
+
+
 def summarize_profile(path: Path, top: int) -> dict[str, Any]:
     """Self and inclusive hot spots of a ``py-spy record --format raw --threads`` file."""
     total = 0
@@ -551,6 +606,7 @@ def summarize_profile(path: Path, top: int) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     layers: Counter[str] = Counter()
+    components: Counter[str] = Counter()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -564,8 +620,10 @@ def summarize_profile(path: Path, top: int) -> dict[str, Any]:
         threads[thread.partition(": ")[2] or thread] += count
         own[funcs[-1]] += count
         layers[_layer(funcs[-1])] += count
+        components[_component(funcs)] += count
         for func in set(funcs):
-            inclusive[func] += count
+            if not func.startswith(_ROOT_FRAMES):
+                inclusive[func] += count
 
     def shares(counter: Counter[str], limit: int) -> list[tuple[str, float]]:
         return [
@@ -578,6 +636,7 @@ def summarize_profile(path: Path, top: int) -> dict[str, Any]:
         "self": shares(own, top),
         "inclusive": shares(inclusive, top),
         "layers_self": shares(layers, 12),
+        "components": shares(components, 20),
     }
 
 
@@ -592,7 +651,18 @@ def _ratio(results: dict[str, CaseResult], case: str) -> float | None:
 
 def render_table(results: Sequence[CaseResult]) -> str:
     by_case = {r.case: r for r in results if not r.profiled}
-    rows = [("case", "events", "seconds", "events/s", "vs naive", "worker cpu", "interventions")]
+    rows = [
+        (
+            "case",
+            "events",
+            "seconds",
+            "events/s",
+            "vs naive",
+            "worker cpu",
+            "state writes",
+            "interventions",
+        )
+    ]
     for r in results:
         if r.profiled:
             continue
@@ -605,6 +675,7 @@ def render_table(results: Sequence[CaseResult]) -> str:
                 f"{r.events_per_s:,.0f}",
                 "1.00x" if r.case == NAIVE and ratio else (f"{ratio:.2f}x" if ratio else "-"),
                 f"{r.cpu_percent:.0f}%",
+                f"{r.state_writes:,}",
                 f"{r.interventions:,}",
             )
         )
@@ -638,6 +709,12 @@ def render_profile(result: CaseResult) -> str:
         "by package (self): "
         + ", ".join(f"{name} {pct}%" for name, pct in profile.get("layers_self", [])),
         "",
+        "| % of samples | component (first match: commit, agent batch part, runtime part) |",
+        "|---:|---|",
+    ]
+    out += [f"| {pct} | {name} |" for name, pct in profile.get("components", [])]
+    out += [
+        "",
         "| self % | function (leaf) |",
         "|---:|---|",
     ]
@@ -663,6 +740,7 @@ class Probe:
         self.duplicates = 0
         self.dead_letters = 0
         self.interventions = 0
+        self.state_writes = 0
         self.batches = 0
         self.first: float | None = None
         self.first_cpu = 0.0
@@ -674,8 +752,11 @@ class Probe:
             self.first_cpu = time.process_time()
             self.started_path.touch()
 
-    def add(self, events: int, processed: int, duplicates: int, letters: int, sent: int) -> None:
+    def add(
+        self, events: int, processed: int, duplicates: int, letters: int, sent: int, writes: int
+    ) -> None:
         self.count += events
+        self.state_writes += writes
         self.processed += processed
         self.duplicates += duplicates
         self.dead_letters += letters
@@ -699,6 +780,7 @@ class Probe:
             "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,
             "interventions": self.interventions,
+            "state_writes": self.state_writes,
             "batches": self.batches,
         }
         partial = self.result_path.with_suffix(".partial")
@@ -768,7 +850,7 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
                 await output.send(
                     key=command.customer_id.encode(), value=command, partition=partition
                 )
-            probe.add(1, int(changed), int(not changed), 0, len(commands))
+            probe.add(1, int(changed), int(not changed), 0, len(commands), int(changed))
 
     app.agent(source, name="bench.naive")(naive)
     return app
@@ -797,6 +879,8 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
                 result.duplicates,
                 len(result.dead_letters),
                 len(result.interventions),
+                # _write makes exactly one table write per entry here.
+                sum(len(changed) for changed in result.states.values()),
             )
             return result
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make run`: a fresh local Kafka broker, Warroom's worker and chat endpoint, the demo
+# conversation, and every intervention printed as it arrives. Ctrl-C stops all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+WARROOM=.venv/bin/warroom
+RUN_DIR=.cache/run
+BROKER_DIR=.cache/kafka/run
+CHAT_PORT=${CHAT_PORT:-8080}
+mkdir -p "$RUN_DIR"
+
+pids=()
+cleanup() {
+    trap - EXIT INT TERM
+    echo
+    echo "stopping..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait "${pids[@]}" 2>/dev/null || true
+    "$PY" deploy/kafka/broker.py stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
+    echo "stopped: worker, chat endpoint, tail and broker"
+}
+trap cleanup EXIT INT TERM
+
+started=$SECONDS
+echo "starting a local Kafka broker (KRaft, 127.0.0.1)..."
+bootstrap=$("$PY" deploy/kafka/broker.py start --port "${KAFKA_PORT:-0}" --dir "$BROKER_DIR" --fresh | tail -1)
+export WARROOM_BOOTSTRAP_SERVERS=$bootstrap
+export WARROOM_DATA_DIR=$RUN_DIR/worker
+echo "broker ready at $bootstrap after $((SECONDS - started)) s"
+
+"$WARROOM" topics
+"$WARROOM" worker >"$RUN_DIR/worker.log" 2>&1 &
+pids+=($!)
+"$WARROOM" chat serve --port "$CHAT_PORT" >"$RUN_DIR/chat.log" 2>&1 &
+pids+=($!)
+"$WARROOM" tail interventions --from-beginning &
+pids+=($!)
+
+cat <<INFO
+worker log:     $RUN_DIR/worker.log   metrics: http://127.0.0.1:6066/metrics
+chat endpoint:  http://127.0.0.1:$CHAT_PORT/v1/messages   (log: $RUN_DIR/chat.log)
+INFO
+"$WARROOM" demo --url "http://127.0.0.1:$CHAT_PORT"
+echo "interventions appear below as the worker raises them (Ctrl-C to stop):"
+wait "${pids[@]}"

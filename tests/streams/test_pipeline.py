@@ -1,0 +1,152 @@
+"""The worker's batch pipeline, fed raw Kafka records without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from connectors.publisher import envelopes
+from engine.rules import BUILTIN_RULES
+from engine.state import CustomerState
+from engine.timestamps import TimestampPolicy
+from schemas.codec import encode_touchpoint, encode_touchpoint_batch
+from schemas.models import Channel, Direction, TouchpointEvent
+from streams.partitioning import customer_partition
+from streams.pipeline import Pipeline, RawRecord
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+PARTITIONS = 4
+TOPIC = "touchpoints"
+
+
+def touchpoint(
+    n: int, customer: str, direction: str = "outbound", **changes: object
+) -> TouchpointEvent:
+    at = NOW - timedelta(hours=1) + timedelta(minutes=n)
+    fields: dict[str, object] = {
+        "event_id": f"{customer}-{n}",
+        "customer_id": customer,
+        "occurred_at": at,
+        "received_at": at,
+        "channel": Channel.EMAIL,
+        "kind": "email_sent" if direction == "outbound" else "email_received",
+        "direction": Direction(direction),
+        "rep_id": "rep-1",
+        "source": "test/1",
+    }
+    fields.update(changes)
+    return TouchpointEvent.model_validate(fields)
+
+
+def records_for(events: list[TouchpointEvent]) -> list[RawRecord]:
+    return [
+        RawRecord(TOPIC, partition, offset, key, value)
+        for offset, (partition, key, value) in enumerate(envelopes(events, PARTITIONS))
+    ]
+
+
+def single(event: TouchpointEvent, offset: int = 0) -> RawRecord:
+    partition = customer_partition(event.customer_id, PARTITIONS)
+    return RawRecord(TOPIC, partition, offset, event.customer_id.encode(), encode_touchpoint(event))
+
+
+def pipeline() -> Pipeline:
+    return Pipeline(BUILTIN_RULES, TimestampPolicy(), PARTITIONS)
+
+
+def nothing_stored(customer_id: str) -> CustomerState | None:
+    return None
+
+
+def test_customer_partition_matches_kafkas_default_partitioner() -> None:
+    partitioner = DefaultPartitioner()
+    partitions = list(range(12))
+    for customer in ("acme", "globex", "客户-7", "c" * 100, ""):
+        expected = partitioner(customer.encode(), partitions, partitions)
+        assert customer_partition(customer, 12) == expected
+
+
+def test_a_batch_writes_each_changed_customer_once_with_its_final_state() -> None:
+    events = [touchpoint(n, f"c{n % 3}") for n in range(30)]
+    result = pipeline().process(records_for(events), nothing_stored, NOW)
+    states = {cid: s for changed in result.states.values() for cid, s in changed.items()}
+    assert sorted(states) == ["c0", "c1", "c2"]
+    assert all(s.touchpoints == 10 for s in states.values())
+    for partition, changed in result.states.items():
+        assert {customer_partition(c, PARTITIONS) for c in changed} == {partition}
+    assert result.processed == 30
+    assert sorted(c.customer_id for _, c in result.interventions) == ["c0", "c1", "c2"]
+
+
+def test_stored_state_is_continued_not_restarted() -> None:
+    first = pipeline().process(
+        records_for([touchpoint(1, "acme"), touchpoint(2, "acme")]), nothing_stored, NOW
+    )
+    stored = {cid: s for changed in first.states.values() for cid, s in changed.items()}
+    second = pipeline().process(records_for([touchpoint(3, "acme")]), stored.get, NOW)
+    assert [c.explanation.triggering_event_ids for _, c in second.interventions] == [
+        ["acme-1", "acme-2", "acme-3"]
+    ]
+
+
+def test_redelivered_events_are_counted_as_duplicates_and_change_nothing() -> None:
+    event = touchpoint(1, "acme")
+    result = pipeline().process([single(event, 0), single(event, 1)], nothing_stored, NOW)
+    assert (result.processed, result.duplicates) == (1, 1)
+
+
+def test_undecodable_records_become_dead_letters_and_the_rest_is_processed() -> None:
+    good = [touchpoint(n, "acme") for n in (1, 2, 3)]
+    garbage = RawRecord(TOPIC, customer_partition("acme", PARTITIONS), 7, b"acme", b"\x00\x01junk")
+    tombstone = RawRecord(TOPIC, 0, 8, b"x", None)
+    result = pipeline().process([garbage, tombstone, *map(single, good)], nothing_stored, NOW)
+    assert [(d.reason, d.offset, d.raw_value) for _, d in result.dead_letters] == [
+        ("undecodable", 7, b"\x00\x01junk"),
+        ("undecodable", 8, b""),
+    ]
+    assert "C3 01" in result.dead_letters[0][1].detail
+    assert result.dead_letters[0][1].raw_key == b"acme"
+    assert len(result.interventions) == 1
+
+
+def test_bad_timestamps_in_a_batch_reject_only_that_event() -> None:
+    future = touchpoint(2, "acme", occurred_at=NOW + timedelta(hours=3), received_at=NOW)
+    events = [touchpoint(1, "acme"), future, touchpoint(3, "acme")]
+    [record] = records_for(events)
+    result = pipeline().process([record], nothing_stored, NOW)
+    [(partition, letter)] = result.dead_letters
+    assert letter.reason == "bad_timestamp"
+    assert letter.detail.startswith("event 1 of the batch: occurred_at")
+    assert letter.raw_value == encode_touchpoint(future)
+    assert letter.partition == partition == record.partition
+    assert result.processed == 2
+
+
+def test_an_invalid_event_inside_a_batch_rejects_only_that_event() -> None:
+    good = touchpoint(1, "acme")
+    record = single(good)
+    batch = encode_touchpoint_batch([good, touchpoint(2, "acme")])
+    # Corrupt the second event's kind after encoding: the Avro still parses but
+    # the model refuses the value.
+    second = batch.index(b"email_sent", batch.index(b"email_sent") + 1)
+    broken = batch[:second] + b"Email Sent" + batch[second + len(b"email_sent") :]
+    result = pipeline().process(
+        [RawRecord(TOPIC, record.partition, 0, None, broken)], nothing_stored, NOW
+    )
+    assert [d.reason for _, d in result.dead_letters] == ["invalid_event"]
+    assert "event 1" in result.dead_letters[0][1].detail
+    assert result.processed == 1
+
+
+def test_a_customer_on_the_wrong_partition_is_refused() -> None:
+    event = touchpoint(1, "acme")
+    right = customer_partition("acme", PARTITIONS)
+    wrong = (right + 1) % PARTITIONS
+    result = pipeline().process(
+        [RawRecord(TOPIC, wrong, 0, b"acme", encode_touchpoint(event))], nothing_stored, NOW
+    )
+    [(_, letter)] = result.dead_letters
+    assert letter.reason == "wrong_partition"
+    assert f"belongs on partition {right}" in letter.detail
+    assert result.states == {wrong: {}}
