@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import platform
 import random
@@ -591,7 +592,7 @@ def _component(funcs: Sequence[str]) -> str:
     for pattern, name in _RUNTIME_COMPONENTS:
         if any(pattern in f for f in funcs):
             return name
-    return "event loop / other"
+    return "asyncio scheduling (task steps, select) / other"
 
 
 def _is_commit(frame: str) -> bool:
@@ -989,6 +990,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.worker_config is not None:
         return worker_main(args.worker_config)
+    # aiokafka logs a retried NotLeaderForPartition while a fresh topic elects leaders.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     bootstrap = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if not bootstrap:
         print(

@@ -1,16 +1,21 @@
 """The Faust application: topics, the customer-state table and the touchpoint agent.
 
 The agent takes Kafka records in batches, runs the pure engine over every
-touchpoint in them, writes each changed customer's state once per batch and
-sends interventions and dead letters. Offsets are acknowledged only after the
-batch's state writes and sends are queued, so a commit never covers work that
-is not in the same commit (or, with exactly-once, the same transaction).
+touchpoint in them and writes each changed customer's state once per batch,
+with the batch's interventions and dead letters, as Kafka record batches
+(:mod:`streams.writer`). The batch's records are acknowledged right after, and
+a lock keeps the consumer from committing in between, so a commit (with
+exactly-once: a transaction) holds a batch's output and its offsets together,
+or neither.
+
+State lives in the table's in-memory store, which Faust rebuilds from the
+changelog topic when partitions are assigned.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,14 +25,16 @@ from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.rules import BUILTIN_RULES
+from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
-from schemas.faust_codec import DeadLetterCodec, InterventionCodec
+from schemas.codec import encode_dead_letter, encode_intervention
 
 from .metrics import WorkerMetrics
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, Utf8Codec
-from .transactions import install_copartitioned_transactions
+from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
+from .writer import BatchWriter, OutRecord
 
 TOUCHPOINTS = "touchpoints"
 INTERVENTIONS = "interventions"
@@ -42,14 +49,18 @@ class Warroom:
     settings: Settings
     app: faust.App
     touchpoints: faust.TopicT
-    interventions: faust.TopicT
-    dlq: faust.TopicT
     states: faust.Table[str, Any]
     metrics: WorkerMetrics
     pipeline: Pipeline
+    writer: BatchWriter
+    commit_lock: BatchCommitLock
+    state_codec: CustomerStateCodec
 
-    def topic_names(self) -> list[str]:
-        return [self.settings.topic(name) for name in (TOUCHPOINTS, INTERVENTIONS, DLQ)]
+    def stored_state(self, customer_id: str) -> CustomerState | None:
+        """The customer's state as of the last batch (in-memory store, no copy)."""
+        store: Any = self.states.data
+        found: CustomerState | None = store.data.get(customer_id)
+        return found
 
 
 def create_app(settings: Settings) -> Warroom:
@@ -74,27 +85,15 @@ def create_app(settings: Settings) -> Warroom:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     )
-    if settings.processing_guarantee is Guarantee.EXACTLY_ONCE:
-        source = settings.topic(TOUCHPOINTS)
-        install_copartitioned_transactions(
-            app, {settings.topic(INTERVENTIONS): source, settings.topic(DLQ): source}
-        )
+    exactly_once = settings.processing_guarantee is Guarantee.EXACTLY_ONCE
+    if exactly_once:
+        install_exactly_once_commit(app)
+    commit_lock = BatchCommitLock()
+    install_commit_lock(app, commit_lock)
     touchpoints = app.topic(
         settings.topic(TOUCHPOINTS),
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    interventions = app.topic(
-        settings.topic(INTERVENTIONS),
-        key_serializer="raw",
-        value_serializer=InterventionCodec(),
-        partitions=settings.partitions,
-    )
-    dlq = app.topic(
-        settings.topic(DLQ),
-        key_serializer="raw",
-        value_serializer=DeadLetterCodec(),
         partitions=settings.partitions,
     )
     states = cast(
@@ -115,16 +114,22 @@ def create_app(settings: Settings) -> Warroom:
         ),
         partitions=settings.partitions,
     )
-    warroom = Warroom(settings, app, touchpoints, interventions, dlq, states, metrics, pipeline)
+    state_codec = CustomerStateCodec()
+    states.value_serializer = state_codec
+    writer = BatchWriter(app, settings.topic(TOUCHPOINTS), exactly_once)
+    warroom = Warroom(
+        settings, app, touchpoints, states, metrics, pipeline, writer, commit_lock, state_codec
+    )
 
     async def process(agent_stream: StreamT[bytes]) -> None:
         stream = cast(faust.Stream[bytes], agent_stream)
         async for events in stream.take_events(
             settings.batch_max_records, settings.batch_within_seconds
         ):
-            # Synchronous on purpose: no commit can run between a batch's
-            # writes and the acks that take_events gives it afterwards.
-            _handle_batch(warroom, stream, events)
+            # Under the lock no commit can start; take_events acks the batch's
+            # records as soon as this body returns, before anything else runs.
+            async with commit_lock.lock:
+                await _handle_batch(warroom, events)
 
     app.agent(touchpoints, name="warroom.touchpoints")(process)
 
@@ -137,44 +142,37 @@ def create_app(settings: Settings) -> Warroom:
     return warroom
 
 
-def _handle_batch(
-    warroom: Warroom, stream: faust.Stream[bytes], events: Sequence[EventT[Any]]
-) -> None:
+async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None:
     started = time.perf_counter()
-    records: list[RawRecord] = []
-    last_event_of: dict[int, EventT[Any]] = {}
-    for event in events:
-        message = event.message
-        records.append(
-            RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
-        )
-        last_event_of[message.partition] = event
-    states = warroom.states
-    result = warroom.pipeline.process(records, states.get, datetime.now(UTC))
-    _write(warroom, stream, result, last_event_of)
+    records = [
+        RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+        for m in (event.message for event in events)
+    ]
+    result = warroom.pipeline.process(records, warroom.stored_state, datetime.now(UTC))
+    store: Any = warroom.states.data
+    for partition, changed in result.states.items():
+        for customer_id, state in changed.items():
+            store.data[customer_id] = state
+            store._key_partition[customer_id] = partition
+    await warroom.writer.write(_output(warroom, result))
     _observe(warroom.metrics, result, events, started)
 
 
-def _write(
-    warroom: Warroom,
-    stream: faust.Stream[bytes],
-    result: BatchResult,
-    last_event_of: dict[int, EventT[Any]],
-) -> None:
-    states = warroom.states
+def _output(warroom: Warroom, result: BatchResult) -> Iterator[OutRecord]:
+    settings = warroom.settings
+    changelog = warroom.states.changelog_topic.get_topic_name()
+    dumps = warroom.state_codec.dumps
     for partition, changed in result.states.items():
-        # Table writes go to the changelog partition of the current event, so
-        # point it at an event of the partition these customers live in.
-        stream._set_current_event(last_event_of[partition])
         for customer_id, state in changed.items():
-            states[customer_id] = state
-    stream._set_current_event(None)
+            yield OutRecord(changelog, partition, customer_id.encode(), dumps(state))
+    interventions = settings.topic(INTERVENTIONS)
     for partition, command in result.interventions:
-        warroom.interventions.send_soon(
-            key=command.customer_id.encode(), value=command, partition=partition
+        yield OutRecord(
+            interventions, partition, command.customer_id.encode(), encode_intervention(command)
         )
+    dlq = settings.topic(DLQ)
     for partition, letter in result.dead_letters:
-        warroom.dlq.send_soon(key=None, value=letter, partition=partition)
+        yield OutRecord(dlq, partition, letter.raw_key, encode_dead_letter(letter))
 
 
 def _observe(

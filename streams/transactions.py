@@ -1,23 +1,19 @@
-"""Exactly-once: what a batch produces commits in its source partition's transaction.
+"""Exactly-once: a batch's output and its offsets commit in one transaction.
 
 Faust keeps one transactional producer per assigned source partition and
-commits that partition's offsets in that producer's transaction. Its stock
-manager names the transaction after the *destination* topic's partition group,
-which exists only for topics the worker also consumes (its changelogs); a send
-to a pure output topic such as ``interventions`` finds no group. Warroom's
-output topics are co-partitioned with ``touchpoints`` and every send names the
-partition of the touchpoint that caused it, so the transaction is that of
-``touchpoints`` at the same partition.
+commits that partition's offsets in that producer's transaction; the worker
+writes a batch's output through the same producers (:mod:`streams.writer`).
 
-The stock manager also commits without draining Faust's own send buffer, where
-table changelog writes wait; a commit here drains it first, so the state
-written for a batch is never behind the offsets committed for it.
+Faust's stock commit has two gaps closed here: it commits without draining its
+own send buffer, and it fails (and hangs the shutdown) when a producer is
+between transactions, as happens when a worker stops right after an assignment.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -26,49 +22,8 @@ from faust.transport.consumer import TransactionManager
 from faust.types import TP
 
 
-class CopartitionedTransactions(TransactionManager):
-    """Sends to co-partitioned output topics join the source partition's transaction."""
-
-    output_sources: Mapping[str, str] = {}
-    """Output topic -> the consumed topic whose transactions it joins."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-        *,
-        transactional_id: str | None = None,
-    ) -> Awaitable[Any]:
-        source = self.output_sources.get(topic)
-        if source is None:
-            return await super().send(
-                topic,
-                key,
-                value,
-                partition,
-                timestamp,
-                headers,
-                transactional_id=transactional_id,
-            )
-        if partition is None:
-            raise ValueError(
-                f"a send to {topic!r} under exactly-once must name the partition of the "
-                f"{source!r} record that caused it; found no partition"
-            )
-        group = self.app.assignor.group_for_topic(source)
-        return await self.producer.send(
-            topic,
-            key,
-            value,
-            partition,
-            timestamp,
-            headers,
-            transactional_id=f"{self.app.conf.id}-{group}-{partition}",
-        )
+class ExactlyOnceTransactions(TransactionManager):
+    """Faust's transaction manager with a commit that drains and tolerates idle producers."""
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Commit each partition's offsets in its producer's transaction.
@@ -106,11 +61,30 @@ class CopartitionedTransactions(TransactionManager):
         return True
 
 
-def install_copartitioned_transactions(app: faust.App, output_sources: Mapping[str, str]) -> None:
-    """Make ``app`` use :class:`CopartitionedTransactions`; call before it starts."""
-    manager = type(
-        "WarroomTransactions",
-        (CopartitionedTransactions,),
-        {"output_sources": dict(output_sources)},
-    )
-    app.transport.TransactionManager = manager  # type: ignore[misc]
+def install_exactly_once_commit(app: faust.App) -> None:
+    """Make ``app`` use :class:`ExactlyOnceTransactions`; call before it starts."""
+    app.transport.TransactionManager = ExactlyOnceTransactions  # type: ignore[misc]
+
+
+class BatchCommitLock:
+    """Keeps offset commits and batch writes apart.
+
+    The agent holds the lock while it writes a batch's output; the consumer takes
+    it before working out which offsets to commit. A commit therefore covers
+    either none or all of a batch: its output and the acks of its records.
+    """
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+
+def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
+    """Make ``app``'s consumer take ``commit_lock`` around every commit."""
+    base: Any = app.transport.Consumer
+
+    async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        async with commit_lock.lock:
+            committed: bool = await base._commit_tps(self, tps, start_new_transaction)
+            return committed
+
+    app.transport.Consumer = type("WarroomConsumer", (base,), {"_commit_tps": _commit_tps})  # type: ignore[misc]

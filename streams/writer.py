@@ -1,0 +1,98 @@
+"""Writing a batch's output straight into Kafka record batches.
+
+Faust's table and topic sends cost ~100 µs per record (each crosses Faust's
+send buffer and several tasks). The worker instead encodes everything a batch
+produces (state changelog records, interventions, dead letters) and appends it
+to one aiokafka record batch per topic partition: a few µs per record.
+
+Under exactly-once the batches go to the transactional producer of the source
+partition, the same one Faust commits that partition's offsets with, so output
+and offsets commit together. A lock shared with the consumer's commit keeps a
+commit from running while a batch is half written (see :class:`BatchCommitLock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+
+
+class BatchWriter:
+    """Appends records to the right producer without Faust's per-record send path."""
+
+    def __init__(self, app: faust.App, source_topic: str, exactly_once: bool) -> None:
+        self._app = app
+        self._source_topic = source_topic
+        self._exactly_once = exactly_once
+        self._failure: BaseException | None = None
+        self._crash: asyncio.Future[None] | None = None
+
+    async def write(self, records: Iterable[OutRecord]) -> int:
+        """Queue ``records`` for sending; returns how many record batches were queued."""
+        if self._failure is not None:
+            raise RuntimeError(f"an earlier write failed: {self._failure!r}") from self._failure
+        grouped: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        for record in records:
+            grouped[(record.topic, record.partition)].append(record)
+        queued = 0
+        for (topic, partition), items in grouped.items():
+            producer = await self._producer_for(partition)
+            batch = producer.create_batch()
+            for item in items:
+                if batch.append(key=item.key, value=item.value, timestamp=None) is None:
+                    self._watch(await producer.send_batch(batch, topic, partition=partition))
+                    queued += 1
+                    batch = producer.create_batch()
+                    if batch.append(key=item.key, value=item.value, timestamp=None) is None:
+                        raise ValueError(
+                            f"a record of {len(item.value or b'')} bytes for {topic!r} does not "
+                            "fit in an empty producer batch; raise producer max_request_size"
+                        )
+            self._watch(await producer.send_batch(batch, topic, partition=partition))
+            queued += 1
+        return queued
+
+    async def _producer_for(self, partition: int) -> Any:
+        faust_producer: Any = self._app.producer
+        if not self._exactly_once:
+            await faust_producer.maybe_start()
+            return faust_producer._ensure_producer()
+        group = self._app.assignor.group_for_topic(self._source_topic)
+        transactional_id = f"{self._app.conf.id}-{group}-{partition}"
+        producer = faust_producer._transaction_producers.get(transactional_id)
+        if producer is None:
+            raise RuntimeError(
+                f"no transactional producer {transactional_id!r}: partition {partition} of "
+                f"{self._source_topic!r} is not assigned to this worker"
+            )
+        return producer
+
+    def _watch(self, delivery: asyncio.Future[Any]) -> None:
+        delivery.add_done_callback(self._delivered)
+
+    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+        if delivery.cancelled():
+            return
+        failure = delivery.exception()
+        if failure is not None and self._failure is None:
+            # Without exactly-once the offsets may already be committed: stop
+            # the worker rather than carry on with output missing.
+            self._failure = failure
+            log.error("producing a batch failed: %r", failure)
+            self._crash = asyncio.ensure_future(self._app.crash(failure))
