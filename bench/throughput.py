@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -327,6 +329,22 @@ async def _log_end(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
+def _git_head() -> str:
+    """The checked-out commit (read only; the tree may have uncommitted changes)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return done.stdout.strip() or "?"
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -353,13 +371,23 @@ class CaseResult:
     state_writes: int
     """Table writes (changelog records) the worker made for these events."""
     batches: int
+    first_batch_events: int
+    max_batch_events: int
     preload_seconds: float
     startup_seconds: float
     """From spawning the worker to its first processed event (not timed)."""
     loadavg_before: tuple[float, float, float]
     loadavg_after: tuple[float, float, float]
+    sources: str = ""
+    """Fingerprint of streams/ engine/ schemas/ connectors/ as the worker started."""
+    timed_until: str = ""
+    repeat: int = 1
     profiled: bool = False
     profile: dict[str, Any] | None = None
+
+    @property
+    def writes_per_event(self) -> float:
+        return self.state_writes / max(1, self.events)
 
 
 @dataclass
@@ -380,8 +408,8 @@ class Harness:
     top: int
     results: list[CaseResult] = field(default_factory=list)
 
-    def run_case(self, spec: CaseSpec, *, profile: bool = False) -> CaseResult:
-        tag = f"{spec.case}-profiled" if profile else spec.case
+    def run_case(self, spec: CaseSpec, *, repeat: int = 1, profile: bool = False) -> CaseResult:
+        tag = f"{spec.case}-profiled" if profile else f"{spec.case}-r{repeat}"
         app_id = f"bench-{self.run_id}-{tag}"
         prefix = f"{app_id}."
         settings = _settings(self.bootstrap, prefix, app_id, self.guarantee)
@@ -470,10 +498,15 @@ class Harness:
             interventions=int(measured["interventions"]),
             state_writes=int(measured["state_writes"]),
             batches=int(measured["batches"]),
+            first_batch_events=int(measured["first_batch_events"]),
+            max_batch_events=int(measured["max_batch_events"]),
             preload_seconds=round(preload, 2),
             startup_seconds=round((first_seen or spawned) - spawned, 2),
             loadavg_before=load_before,
             loadavg_after=load_after,
+            sources=str(measured.get("sources", "")),
+            timed_until=str(measured.get("timed_until", "")),
+            repeat=repeat,
             profiled=profile,
         )
         if profile and profile_path.exists():
@@ -481,7 +514,9 @@ class Harness:
             result.profile["path"] = str(profile_path)
         log(
             f"{tag}: {result.events} events in {result.seconds:.2f} s = "
-            f"{result.events_per_s:,.0f} events/s (cpu {result.cpu_percent:.0f}%)"
+            f"{result.events_per_s:,.0f} events/s (cpu {result.cpu_percent:.0f}%, "
+            f"{result.batches} batches, first {result.first_batch_events} events, "
+            f"{result.writes_per_event:.2f} state writes/event)"
         )
         return result
 
@@ -506,7 +541,7 @@ def _stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
         spy.wait()
 
 
-def _stop_worker(worker: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def _stop_worker(worker: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     if worker.poll() is not None:
         return
     worker.terminate()
@@ -644,6 +679,20 @@ def summarize_profile(path: Path, top: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- output
 
 
+def representative(results: Sequence[CaseResult]) -> dict[str, CaseResult]:
+    """Per case, the timed (not profiled) run with the median events/s (lower median)."""
+    chosen: dict[str, CaseResult] = {}
+    for case in CASES:
+        runs = sorted((r for r in results if r.case == case and not r.profiled), key=_rate)
+        if runs:
+            chosen[case] = runs[(len(runs) - 1) // 2]
+    return chosen
+
+
+def _rate(result: CaseResult) -> float:
+    return result.events_per_s
+
+
 def _ratio(results: dict[str, CaseResult], case: str) -> float | None:
     if case not in results or NAIVE not in results:
         return None
@@ -651,36 +700,40 @@ def _ratio(results: dict[str, CaseResult], case: str) -> float | None:
 
 
 def render_table(results: Sequence[CaseResult]) -> str:
-    by_case = {r.case: r for r in results if not r.profiled}
-    rows = [
-        (
-            "case",
-            "events",
-            "seconds",
-            "events/s",
-            "vs naive",
-            "worker cpu",
-            "state writes",
-            "interventions",
-        )
-    ]
-    for r in results:
-        if r.profiled:
-            continue
-        ratio = _ratio(by_case, r.case)
+    chosen = representative(results)
+    header = (
+        "case",
+        "runs",
+        "events",
+        "seconds",
+        "events/s",
+        "events/s range",
+        "vs naive",
+        "worker cpu",
+        "batches",
+        "state writes/event",
+        "interventions",
+    )
+    rows = [header]
+    for case, r in chosen.items():
+        rates = [x.events_per_s for x in results if x.case == case and not x.profiled]
+        ratio = _ratio(chosen, case)
         rows.append(
             (
-                r.case,
+                case,
+                str(len(rates)),
                 f"{r.events:,}",
                 f"{r.seconds:.2f}",
                 f"{r.events_per_s:,.0f}",
-                "1.00x" if r.case == NAIVE and ratio else (f"{ratio:.2f}x" if ratio else "-"),
+                f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else "-",
+                f"{ratio:.2f}x" if ratio else "-",
                 f"{r.cpu_percent:.0f}%",
-                f"{r.state_writes:,}",
+                f"{r.batches:,}",
+                f"{r.writes_per_event:.2f}",
                 f"{r.interventions:,}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):
         cells = [
@@ -728,6 +781,16 @@ def render_profile(result: CaseResult) -> str:
 # --------------------------------------------------------------------------- worker side
 
 
+def source_fingerprint() -> str:
+    """Short hash of the Warroom sources a worker runs (they may change between runs)."""
+    digest = hashlib.sha256()
+    for package in ("streams", "engine", "schemas", "connectors"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 class Probe:
     """Counts what a worker processed and times the first event to the N-th."""
 
@@ -743,9 +806,14 @@ class Probe:
         self.interventions = 0
         self.state_writes = 0
         self.batches = 0
+        self.first_batch_events = 0
+        self.max_batch_events = 0
+        self.batch_log: list[tuple[float, int, int]] = []
+        """(seconds since the first event, events, state writes) of the first batches."""
         self.first: float | None = None
         self.first_cpu = 0.0
         self.done = False
+        self.timed_until = "end of the batch that reached N"
 
     def begin(self) -> None:
         if self.first is None:
@@ -763,17 +831,25 @@ class Probe:
         self.dead_letters += letters
         self.interventions += sent
         self.batches += 1
+        if self.batches == 1:
+            self.first_batch_events = events
+        self.max_batch_events = max(self.max_batch_events, events)
+        if len(self.batch_log) < 200 and self.first is not None:
+            self.batch_log.append((round(time.perf_counter() - self.first, 4), events, writes))
+
+    def batch_done(self) -> None:
+        """Call when a batch's output is written (or queued); stops the clock at N events."""
         if not self.done and self.count >= self.expected:
             self.done = True
-            # Runs on the loop's next turn, i.e. after the caller's synchronous work
-            # for this batch (state writes, sends, acks) is complete.
-            asyncio.get_running_loop().call_soon(self.finish)
+            self.finish()
 
     def finish(self) -> None:
         ended = time.perf_counter()
         cpu = time.process_time() - self.first_cpu
         result = {
             "case": self.case,
+            "sources": source_fingerprint(),
+            "timed_until": self.timed_until,
             "events": self.count,
             "seconds": ended - (self.first or ended),
             "cpu_seconds": cpu,
@@ -783,6 +859,9 @@ class Probe:
             "interventions": self.interventions,
             "state_writes": self.state_writes,
             "batches": self.batches,
+            "first_batch_events": self.first_batch_events,
+            "max_batch_events": self.max_batch_events,
+            "batch_log": self.batch_log,
         }
         partial = self.result_path.with_suffix(".partial")
         partial.write_text(json.dumps(result))
@@ -792,13 +871,13 @@ class Probe:
 def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
     """The naive Faust pattern: one record per event, one table write per event."""
     import faust
+    from faust.transport.consumer import TransactionManager
 
     from engine.reducer import apply
     from engine.rules import BUILTIN_RULES
     from schemas.codec import decode_touchpoint
     from schemas.faust_codec import InterventionCodec
     from streams.state_codec import CustomerStateCodec, Utf8Codec
-    from streams.transactions import install_copartitioned_transactions
 
     prefix = config["topic_prefix"]
     exactly_once = config["guarantee"] == Guarantee.EXACTLY_ONCE.value
@@ -822,8 +901,19 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
     output_name = f"{prefix}interventions"
     if exactly_once:
         # Stock Faust cannot send to a topic it does not consume under exactly-once
-        # (no partition group for it); use Warroom's manager so the naive app runs.
-        install_copartitioned_transactions(app, {output_name: source_name})
+        # (it looks for the topic's partition group and finds none). The smallest
+        # fix: sends to the output topic join the source partition's transaction.
+        class OutputJoinsSource(TransactionManager):
+            async def send(
+                self, topic: str, key: Any, value: Any, partition: Any, *args: Any, **kw: Any
+            ) -> Any:
+                if topic != output_name:
+                    return await super().send(topic, key, value, partition, *args, **kw)
+                group = self.app.assignor.group_for_topic(source_name)
+                kw["transactional_id"] = f"{self.app.conf.id}-{group}-{partition}"
+                return await self.producer.send(topic, key, value, partition, *args, **kw)
+
+        app.transport.TransactionManager = OutputJoinsSource  # type: ignore[misc]
     source = app.topic(
         source_name, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
     )
@@ -836,6 +926,7 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
     table = app.Table("customer-state", key_type=str, partitions=PARTITIONS)
     table.key_serializer = Utf8Codec()  # type: ignore[attr-defined]
     table.value_serializer = CustomerStateCodec()  # type: ignore[attr-defined]
+    table.changelog_topic = table._new_changelog_topic()  # type: ignore[attr-defined]
 
     async def naive(stream: Any) -> None:
         async for value in stream:
@@ -852,6 +943,7 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
                     key=command.customer_id.encode(), value=command, partition=partition
                 )
             probe.add(1, int(changed), int(not changed), 0, len(commands), int(changed))
+            probe.batch_done()
 
     app.agent(source, name="bench.naive")(naive)
     return app
@@ -859,8 +951,11 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
 
 def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
     """Warroom's own worker, unchanged, with its pipeline wrapped to count and time."""
+    import streams.app
     from streams.app import create_app
     from streams.pipeline import BatchResult, Pipeline, RawRecord
+
+    handle_batch = getattr(streams.app, "_handle_batch", None)
 
     @dataclass(frozen=True)
     class TimedPipeline(Pipeline):
@@ -883,7 +978,33 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
                 # _write makes exactly one table write per entry here.
                 sum(len(changed) for changed in result.states.values()),
             )
+            if handle_batch is None:
+                # No batch handler to wrap: stop the clock on the loop's next turn.
+                asyncio.get_running_loop().call_soon(self.probe.batch_done)
             return result
+
+    if inspect.iscoroutinefunction(handle_batch):
+        original = handle_batch
+
+        async def timed_handle_batch(*args: Any, **kwargs: Any) -> Any:
+            probe.begin()
+            done = await original(*args, **kwargs)
+            probe.batch_done()
+            return done
+
+        streams.app._handle_batch = timed_handle_batch
+    elif callable(handle_batch):
+        sync_original = handle_batch
+
+        def timed_sync_handle_batch(*args: Any, **kwargs: Any) -> Any:
+            probe.begin()
+            done = sync_original(*args, **kwargs)
+            probe.batch_done()
+            return done
+
+        streams.app._handle_batch = timed_sync_handle_batch
+    else:
+        probe.timed_until = "loop turn after the pipeline of the batch that reached N"
 
     settings = Settings(
         app_id=config["app_id"],
@@ -967,6 +1088,9 @@ def _parser() -> argparse.ArgumentParser:
         default=2000,
         help="events handed to connectors.publisher.envelopes() per call (2000)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="timed runs per case, interleaved (1)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
         "--markdown", type=Path, default=None, help="write a markdown fragment here"
@@ -1008,6 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = datetime.now(UTC).strftime("%H%M%S") + uuid.uuid4().hex[:4]
     out_dir: Path = args.out_dir / run_id
 
+    sources_at_start = source_fingerprint()
     log(f"generating {args.events} events ({args.customers} customers, seed {args.seed})")
     workload = build_workload(
         args.events, args.customers, args.skew, args.seed, args.envelope_chunk
@@ -1028,13 +1153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness = Harness(
         bootstrap, args.guarantee, out_dir, run_id, args.timeout, args.profile_rate, args.top
     )
-    results: list[CaseResult] = [harness.run_case(specs[case]) for case in args.cases]
+    results: list[CaseResult] = []
+    for repeat in range(1, args.repeat + 1):
+        # Cases interleaved, so a change in background load hits all of them alike.
+        results += [harness.run_case(specs[case], repeat=repeat) for case in args.cases]
     if args.profile:
         for case in args.cases:
             if case != NAIVE:
                 results.append(harness.run_case(specs[case], profile=True))
 
-    by_case = {r.case: r for r in results if not r.profiled}
+    by_case = representative(results)
     table = render_table(results)
     notes = [
         f"guarantee: {args.guarantee}; {PARTITIONS} partitions; memory store; "
@@ -1049,13 +1177,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"naive ran over the first {naive_events:,} events of the same stream "
             f"(--naive-events); the Warroom cases over {args.events:,}"
         )
+    if args.repeat > 1:
+        notes.append(
+            f"{args.repeat} runs per case, interleaved; the row is the run with the median "
+            "events/s, ratios are between those rows"
+        )
     for case in (ENVELOPES, SINGLE):
         ratio = _ratio(by_case, case)
         if ratio is not None:
-            notes.append(f"{case} / naive = {ratio:.2f}x (events/s, same run)")
-    short = [r.case for r in results if not r.profiled and r.seconds < 10]
+            notes.append(f"{case} / naive = {ratio:.2f}x (events/s, same invocation)")
+        if args.repeat > 1 and NAIVE in by_case:
+            per_run = []
+            for repeat in range(1, args.repeat + 1):
+                pair = {r.case: r for r in results if r.repeat == repeat and not r.profiled}
+                if case in pair and NAIVE in pair:
+                    per_run.append(f"{pair[case].events_per_s / pair[NAIVE].events_per_s:.2f}x")
+            notes.append(f"{case} / naive per repeat: {', '.join(per_run)}")
+    short = sorted({r.case for r in results if not r.profiled and r.seconds < 10})
     if short:
         notes.append(f"under 10 s of work: {', '.join(short)}; raise --events for steadier numbers")
+    sources = {r.sources for r in results} | {sources_at_start}
+    if len(sources) > 1:
+        notes.append(
+            "WARNING: the Warroom sources changed while this ran (fingerprints "
+            f"{', '.join(sorted(sources))}); the cases did not all run the same code"
+        )
+    else:
+        notes.append(f"sources: git {_git_head()}, fingerprint {sources_at_start}")
     if len({r.interventions for r in by_case.values() if r.events == args.events}) > 1:
         notes.append("WARNING: intervention counts differ between cases over the same events")
     print()
@@ -1078,6 +1226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "platform": platform.platform(),
             },
             "guarantee": args.guarantee,
+            "git_head": _git_head(),
+            "sources_at_start": sources_at_start,
             "workload": summary,
             "results": [asdict(r) for r in results],
             "ratios": {case: _ratio(by_case, case) for case in (ENVELOPES, SINGLE)},

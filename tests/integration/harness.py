@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams.settings import Settings
 
@@ -75,6 +77,29 @@ class WorkerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+@contextlib.asynccontextmanager
+async def committed_reader(
+    settings: Settings, name: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer at the start of every partition of a topic, reading like a CRM would:
+    read_committed, so records of aborted transactions stay invisible."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        topic = settings.topic(name)
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        yield consumer, partitions
+    finally:
+        await consumer.stop()
+
+
 async def read_topic(
     settings: Settings,
     name: str,
@@ -83,22 +108,8 @@ async def read_topic(
     worker: WorkerProcess | None = None,
     within: float = 90.0,
 ) -> list[Any]:
-    """Committed records of a topic from the beginning, decoded, until ``until`` holds.
-
-    Reads like a CRM would: read_committed, so aborted transactions stay invisible.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        topic = settings.topic(name)
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    """Committed records of a topic from the beginning, decoded, until ``until`` holds."""
+    async with committed_reader(settings, name) as (consumer, _):
         found: list[Any] = []
         deadline = time.monotonic() + within
         while not until(found):
@@ -106,38 +117,29 @@ async def read_topic(
                 worker.assert_alive()
             if time.monotonic() > deadline:
                 log = worker.tail_log() if worker else ""
-                raise AssertionError(f"timed out reading {topic}; got {found!r}\n{log}")
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
+                raise AssertionError(f"timed out reading {name}; got {found!r}\n{log}")
+            for records in (await consumer.getmany(timeout_ms=500)).values():
                 found.extend(decode(r.value or b"") for r in records)
         return found
-    finally:
-        await consumer.stop()
+
+
+async def read_to_end(
+    settings: Settings, name: str
+) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    """Every committed record of a topic right now, by partition."""
+    async with committed_reader(settings, name) as (consumer, partitions):
+        ends = await consumer.end_offsets(partitions)
+        found: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = defaultdict(list)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                found[tp].extend(records)
+        return found
 
 
 async def read_all(settings: Settings, name: str, decode: Callable[[bytes], Any]) -> list[Any]:
     """Every committed record of a topic right now, decoded."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        topic = settings.topic(name)
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Any] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                found.extend(decode(r.value or b"") for r in records)
-        return found
-    finally:
-        await consumer.stop()
+    by_partition = await read_to_end(settings, name)
+    return [decode(r.value or b"") for records in by_partition.values() for r in records]
 
 
 async def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes]]) -> None:
@@ -153,26 +155,8 @@ async def produce_raw(settings: Settings, records: list[tuple[bytes | None, byte
 
 async def last_offsets(settings: Settings, name: str) -> dict[TopicPartition, int]:
     """Offset of the last committed record per partition (transaction markers excluded)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        topic = settings.topic(name)
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        last: dict[TopicPartition, int] = {}
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                last[tp] = records[-1].offset
-        return last
-    finally:
-        await consumer.stop()
+    by_partition = await read_to_end(settings, name)
+    return {tp: records[-1].offset for tp, records in by_partition.items() if records}
 
 
 async def wait_until_committed(

@@ -7,7 +7,6 @@ Run against a throw-away broker with:
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,20 +16,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
 TIMEOUT_MS = 20_000
 
 
 @pytest.fixture
-def bootstrap() -> str:
-    servers = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if not servers:
-        pytest.fail(
-            f"{BOOTSTRAP_ENV} is not set: these tests need a real Kafka broker. Run them with "
-            "`python deploy/kafka/broker.py run -- pytest tests/integration` (or `make test`).",
-            pytrace=False,
-        )
-    return servers
+def bootstrap(bootstrap_servers: str) -> str:
+    return bootstrap_servers
 
 
 @pytest.fixture
