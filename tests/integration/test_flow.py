@@ -176,3 +176,18 @@ async def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
     assert "in the future" in late.detail
     assert late.offset == undecodable.offset + 1
     assert late.partition == undecodable.partition
+
+    # The worker's Prometheus endpoint counts what happened (bounded labels only).
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        metrics = await response.text()
+    assert 'warroom_dead_letters_total{reason="undecodable"} 1.0' in metrics
+    assert 'warroom_dead_letters_total{reason="bad_timestamp"} 1.0' in metrics
+    assert 'warroom_touchpoints_total{outcome="processed"} 3.0' in metrics
+    assert (
+        'warroom_interventions_total{kind="task",rule_id="builtin.unanswered-outbound"} 1.0'
+        in metrics
+    )
+    assert "warroom_processing_latency_seconds_bucket" in metrics
+    assert "hooli" not in metrics
