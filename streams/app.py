@@ -14,6 +14,7 @@ changelog topic when partitions are assigned.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ TOUCHPOINTS = "touchpoints"
 INTERVENTIONS = "interventions"
 DLQ = "dlq"
 STATE_TABLE = "customer-state"
+RECORDS_PER_SLICE = 8
+"""A batch is processed this many records at a time, yielding to the event loop between."""
 
 
 @dataclass
@@ -148,7 +151,13 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
         RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
         for m in (event.message for event in events)
     ]
-    result = warroom.pipeline.process(records, warroom.stored_state, datetime.now(UTC))
+    now = datetime.now(UTC)
+    result = BatchResult()
+    for start in range(0, len(records), RECORDS_PER_SLICE):
+        warroom.pipeline.process(
+            records[start : start + RECORDS_PER_SLICE], warroom.stored_state, now, into=result
+        )
+        await asyncio.sleep(0)  # let the web server, timers and fetching run
     store: Any = warroom.states.data
     for partition, changed in result.states.items():
         for customer_id, state in changed.items():

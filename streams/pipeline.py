@@ -53,8 +53,10 @@ class Pipeline:
         records: Sequence[RawRecord],
         load: Callable[[str], CustomerState | None],
         now: datetime,
+        into: BatchResult | None = None,
     ) -> BatchResult:
-        result = BatchResult()
+        """Process ``records``; continue ``into`` an earlier result of the same batch."""
+        result = BatchResult() if into is None else into
         for record in records:
             self._process_record(record, load, now, result)
         return result
