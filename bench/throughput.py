@@ -2,14 +2,17 @@
 """Throughput of Warroom's worker against the naive Faust pattern, on a real Kafka broker.
 
     .venv/bin/python deploy/kafka/broker.py run -- .venv/bin/python bench/throughput.py
-    make bench BENCH_ARGS="--events 300000 --naive-events 150000 --json bench/out/run.json"
+    make bench BENCH_ARGS="--repeat 3 --profile --json bench/out/run.json"
 
 For every case the harness creates fresh topics (own topic prefix and app id, 4
 partitions), pre-loads the same seeded touchpoint stream with a plain aiokafka
 producer, and only then starts a worker subprocess. The worker times itself with
-``time.perf_counter`` from the start of its first event to the moment all N events
-are processed (engine run, state written to the table, interventions sent or
-queued) and writes a JSON result; the harness waits for it and stops the worker.
+``time.perf_counter`` from the start of its first batch (naive: first event) to
+the end of the batch that brings it to N events (engine run, state stored,
+output queued) and writes a JSON result; the harness waits for it and stops
+the worker. Nothing in streams/ is changed: the Warroom worker is built with
+``create_app`` and only its ``pipeline`` and ``streams.app._handle_batch`` are
+wrapped, to count and to stop the clock.
 
 Cases:
 
@@ -23,8 +26,11 @@ Cases:
 ``warroom-single``
     ``streams.app.create_app`` over one record per event (an external producer).
 
-``--profile`` adds one run of each Warroom case with ``py-spy record`` attached
-from the first processed event to the last (needs ptrace rights, e.g. root).
+The input is a backlog (pre-loaded), so batch sizes are those of a worker
+catching up, not of live traffic; the table shows batches and state writes per
+event so the regime is visible. ``--profile`` adds one run of each Warroom case
+with ``py-spy record`` attached from the first processed event to the last
+(needs ptrace rights, e.g. root). Output lands in bench/out/<run id>/.
 """
 
 from __future__ import annotations
@@ -406,7 +412,7 @@ class Harness:
     timeout: float
     profile_rate: int
     top: int
-    results: list[CaseResult] = field(default_factory=list)
+    warroom_settings: dict[str, str] = field(default_factory=dict)
 
     def run_case(self, spec: CaseSpec, *, repeat: int = 1, profile: bool = False) -> CaseResult:
         tag = f"{spec.case}-profiled" if profile else f"{spec.case}-r{repeat}"
@@ -434,6 +440,7 @@ class Harness:
             "started_path": str(started_path),
             "data_dir": str(data_dir),
             "web_port": _free_port(),
+            "warroom_settings": self.warroom_settings,
         }
         config_path = case_dir / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
@@ -457,11 +464,17 @@ class Harness:
             first_seen: float | None = None
             try:
                 deadline = time.monotonic() + self.timeout
+                next_log_check = time.monotonic() + 1.0
                 while not result_path.exists():
                     if first_seen is None and started_path.exists():
                         first_seen = time.perf_counter()
                         if profile:
                             spy = self._attach_py_spy(worker.pid, profile_path, case_dir)
+                    if time.monotonic() >= next_log_check:
+                        next_log_check = time.monotonic() + 1.0
+                        crash = _crash_in(case_dir / "worker.log")
+                        if crash:
+                            raise RuntimeError(f"{tag}: the worker's agent crashed:\n{crash}")
                     if worker.poll() is not None:
                         raise RuntimeError(
                             f"{tag}: worker exited with {worker.returncode} before finishing; "
@@ -483,6 +496,14 @@ class Harness:
                 _stop_worker(worker)
                 shutil.rmtree(data_dir, ignore_errors=True)
         measured = json.loads(result_path.read_text())
+        counters = measured.get("metrics")
+        if counters is not None:
+            by_metrics = counters["processed"] + counters["duplicate"]
+            if int(by_metrics) != measured["processed"] + measured["duplicates"]:
+                log(
+                    f"{tag}: WARNING: the worker's metrics count {by_metrics:.0f} touchpoints, "
+                    f"the bench counted {measured['processed'] + measured['duplicates']}"
+                )
         seconds = float(measured["seconds"])
         result = CaseResult(
             case=spec.case,
@@ -551,6 +572,18 @@ def _stop_worker(worker: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)  # its own session: only the worker
         worker.wait()
+
+
+def _crash_in(path: Path) -> str:
+    """The lines after Faust's first "Crashed reason=" in a worker log, if any."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    at = text.find("Crashed reason=")
+    if at < 0:
+        return ""
+    return "\n".join(text[text.rfind("\n", 0, at) + 1 :].splitlines()[:25])
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -814,6 +847,7 @@ class Probe:
         self.first_cpu = 0.0
         self.done = False
         self.timed_until = "end of the batch that reached N"
+        self.cross_check: Callable[[], dict[str, float]] | None = None
 
     def begin(self) -> None:
         if self.first is None:
@@ -863,6 +897,8 @@ class Probe:
             "max_batch_events": self.max_batch_events,
             "batch_log": self.batch_log,
         }
+        if self.cross_check is not None:
+            result["metrics"] = self.cross_check()
         partial = self.result_path.with_suffix(".partial")
         partial.write_text(json.dumps(result))
         partial.replace(self.result_path)
@@ -950,61 +986,38 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
 
 
 def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
-    """Warroom's own worker, unchanged, with its pipeline wrapped to count and time."""
+    """Warroom's own worker, unchanged; its batch handler and pipeline are wrapped to count.
+
+    The clock stops when the ``streams.app._handle_batch`` call that brought the
+    count to N returns (engine run, state stored, output queued). Events are
+    counted from the pipeline's results (one ``BatchResult`` per batch, however
+    many slices fill it) and checked against the worker's Prometheus counters.
+    """
     import streams.app
     from streams.app import create_app
-    from streams.pipeline import BatchResult, Pipeline, RawRecord
+    from streams.pipeline import Pipeline
 
-    handle_batch = getattr(streams.app, "_handle_batch", None)
+    batch_results: dict[int, Any] = {}
 
-    @dataclass(frozen=True)
     class TimedPipeline(Pipeline):
-        probe: Probe
-
-        def process(
-            self,
-            records: Sequence[RawRecord],
-            load: Callable[[str], Any],
-            now: datetime,
-        ) -> BatchResult:
-            self.probe.begin()
-            result = super().process(records, load, now)
-            self.probe.add(
-                result.processed + result.duplicates + len(result.dead_letters),
-                result.processed,
-                result.duplicates,
-                len(result.dead_letters),
-                len(result.interventions),
-                # _write makes exactly one table write per entry here.
-                sum(len(changed) for changed in result.states.values()),
-            )
-            if handle_batch is None:
-                # No batch handler to wrap: stop the clock on the loop's next turn.
-                asyncio.get_running_loop().call_soon(self.probe.batch_done)
+        def process(self, *args: Any, **kwargs: Any) -> Any:
+            probe.begin()
+            result = super().process(*args, **kwargs)
+            batch_results[id(result)] = result
             return result
 
-    if inspect.iscoroutinefunction(handle_batch):
-        original = handle_batch
-
-        async def timed_handle_batch(*args: Any, **kwargs: Any) -> Any:
-            probe.begin()
-            done = await original(*args, **kwargs)
-            probe.batch_done()
-            return done
-
-        streams.app._handle_batch = timed_handle_batch
-    elif callable(handle_batch):
-        sync_original = handle_batch
-
-        def timed_sync_handle_batch(*args: Any, **kwargs: Any) -> Any:
-            probe.begin()
-            done = sync_original(*args, **kwargs)
-            probe.batch_done()
-            return done
-
-        streams.app._handle_batch = timed_sync_handle_batch
-    else:
-        probe.timed_until = "loop turn after the pipeline of the batch that reached N"
+    def account() -> None:
+        results = list(batch_results.values())
+        batch_results.clear()
+        probe.add(
+            sum(r.processed + r.duplicates + len(r.dead_letters) for r in results),
+            sum(r.processed for r in results),
+            sum(r.duplicates for r in results),
+            sum(len(r.dead_letters) for r in results),
+            sum(len(r.interventions) for r in results),
+            # the worker writes one changelog record per changed customer per batch
+            sum(len(changed) for r in results for changed in r.states.values()),
+        )
 
     settings = Settings(
         app_id=config["app_id"],
@@ -1014,10 +1027,64 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
         processing_guarantee=Guarantee(config["guarantee"]),
         data_dir=Path(config["data_dir"]),
         web_port=int(config["web_port"]),
+        **config.get("warroom_settings", {}),
     )
     warroom = create_app(settings)
     base = warroom.pipeline
-    warroom.pipeline = TimedPipeline(base.rules, base.timestamps, base.partitions, probe)
+    warroom.pipeline = TimedPipeline(base.rules, base.timestamps, base.partitions)
+    registry = warroom.metrics.registry
+
+    def counted_by_metrics() -> dict[str, float]:
+        def value(name: str, labels: dict[str, str] | None = None) -> float:
+            found = registry.get_sample_value(name, labels or {})
+            return float(found) if found is not None else 0.0
+
+        return {
+            "processed": value("warroom_touchpoints_total", {"outcome": "processed"}),
+            "duplicate": value("warroom_touchpoints_total", {"outcome": "duplicate"}),
+        }
+
+    probe.cross_check = counted_by_metrics
+
+    handle_batch = getattr(streams.app, "_handle_batch", None)
+    if inspect.iscoroutinefunction(handle_batch):
+        original = handle_batch
+
+        async def timed_handle_batch(*args: Any, **kwargs: Any) -> Any:
+            probe.begin()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                account()
+                probe.batch_done()
+
+        streams.app._handle_batch = timed_handle_batch
+    elif callable(handle_batch):
+        sync_original = handle_batch
+
+        def timed_sync_handle_batch(*args: Any, **kwargs: Any) -> Any:
+            probe.begin()
+            try:
+                return sync_original(*args, **kwargs)
+            finally:
+                account()
+                probe.batch_done()
+
+        streams.app._handle_batch = timed_sync_handle_batch
+    else:
+        # No batch handler to wrap: watch the worker's counters instead.
+        probe.timed_until = "first poll (every 2 ms) that saw N events in the worker's metrics"
+
+        async def watch_metrics() -> None:
+            while not probe.done:
+                await asyncio.sleep(0.002)
+                seen = counted_by_metrics()
+                if seen["processed"] + seen["duplicate"] >= probe.expected:
+                    account()
+                    probe.count = max(probe.count, probe.expected)
+                    probe.batch_done()
+
+        warroom.app.task(watch_metrics)
     return warroom.app
 
 
@@ -1106,6 +1173,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out-dir", type=Path, default=HERE / "out", help="logs, results and profiles"
     )
+    parser.add_argument(
+        "--warroom-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a streams.settings.Settings field in the Warroom cases, e.g. "
+        "batch_max_records=4 (repeatable; the naive case ignores it)",
+    )
     parser.add_argument("--worker-config", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -1150,8 +1225,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         ENVELOPES: CaseSpec(ENVELOPES, workload.envelopes, args.events),
         SINGLE: CaseSpec(SINGLE, workload.singles, args.events),
     }
+    overrides: dict[str, str] = {}
+    for item in args.warroom_setting:
+        name, sep, value = item.partition("=")
+        if not sep or name not in Settings.model_fields:
+            print(
+                f"--warroom-setting {item!r}: expected NAME=VALUE with a Settings field name",
+                file=sys.stderr,
+            )
+            return 2
+        overrides[name] = value
+    reserved = {
+        "app_id",
+        "bootstrap_servers",
+        "topic_prefix",
+        "partitions",
+        "data_dir",
+        "web_port",
+        "processing_guarantee",
+    }
+    if reserved & overrides.keys():
+        print(f"--warroom-setting cannot set {', '.join(sorted(reserved))}", file=sys.stderr)
+        return 2
     harness = Harness(
-        bootstrap, args.guarantee, out_dir, run_id, args.timeout, args.profile_rate, args.top
+        bootstrap,
+        args.guarantee,
+        out_dir,
+        run_id,
+        args.timeout,
+        args.profile_rate,
+        args.top,
+        overrides,
     )
     results: list[CaseResult] = []
     for repeat in range(1, args.repeat + 1):
@@ -1172,6 +1276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{workload.max_event_bytes}); envelopes: {summary['envelope_records']} records, "
         f"~{summary['mean_events_per_envelope']} events each",
     ]
+    if overrides:
+        shown = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        notes.append(f"Warroom settings overridden: {shown}")
     if naive_events != args.events:
         notes.append(
             f"naive ran over the first {naive_events:,} events of the same stream "
@@ -1226,6 +1333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "platform": platform.platform(),
             },
             "guarantee": args.guarantee,
+            "warroom_settings": overrides,
             "git_head": _git_head(),
             "sources_at_start": sources_at_start,
             "workload": summary,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
     processing_guarantee: Guarantee = Guarantee.EXACTLY_ONCE
-    store: str = "memory://"
+    store: Literal["memory://"] = "memory://"
+    """Where live customer state is kept; the changelog topic makes it durable.
+    Only the in-memory store is supported: the worker writes state straight into it."""
     data_dir: Path = Path(".cache/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
