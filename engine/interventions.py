@@ -1,4 +1,4 @@
-"""Turning a matched rule into an intervention command."""
+"""Turning a rule that fired into an intervention command."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from schemas.models import (
     Explanation,
@@ -33,8 +34,16 @@ def intervention_id(
 
 
 @dataclass(frozen=True, slots=True)
-class InterventionTemplate:
-    """What to emit when a rule matches. ``{field}`` placeholders are filled in."""
+class Template:
+    """What to emit when a rule fires. ``{field}`` placeholders (see FIELDS) are filled in."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "customer_id",
+        "rep_id",
+        "rule_id",
+        "observed",
+        "event_kind",
+    )
 
     kind: InterventionKind
     title: str
@@ -43,6 +52,7 @@ class InterventionTemplate:
     priority: Priority = Priority.NORMAL
     severity: Severity | None = None
     assignee_role: str | None = None
+    """``None`` assigns the customer's owning rep; otherwise a role such as ``pharmacist``."""
 
     def render(
         self,
@@ -51,18 +61,25 @@ class InterventionTemplate:
         rule_version: int,
         customer_id: str,
         rep_id: str | None,
-        matched: Sequence[Match],
+        matched: Sequence[tuple[str, str]],
         triggering_event_ids: Sequence[str],
         triggered_at: datetime,
+        event_kind: str | None,
         now: datetime,
-        fields: dict[str, object],
     ) -> InterventionCommand:
+        fields = {
+            "customer_id": customer_id,
+            "rep_id": rep_id or "unassigned",
+            "rule_id": rule_id,
+            "observed": matched[0][1] if matched else "",
+            "event_kind": event_kind or "timer",
+        }
         return InterventionCommand(
             intervention_id=intervention_id(
                 rule_id, rule_version, customer_id, triggering_event_ids
             ),
             customer_id=customer_id,
-            rep_id=rep_id,
+            rep_id=rep_id if self.assignee_role is None else None,
             assignee_role=self.assignee_role,
             rule_id=rule_id,
             rule_version=rule_version,
@@ -74,7 +91,7 @@ class InterventionTemplate:
             due_at=triggered_at + self.due_in,
             experiment=None,
             explanation=Explanation(
-                matched=list(matched),
+                matched=[Match(condition=c, observed=o) for c, o in matched],
                 scores={},
                 triggering_event_ids=list(triggering_event_ids),
             ),

@@ -1,14 +1,17 @@
-"""The pure reducer: one touchpoint in, new state and interventions out."""
+"""The pure reducer: a touchpoint (or a timer) in, new state and decisions out."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
-from schemas.models import Direction, InterventionCommand, TouchpointEvent
+from schemas.models import Direction, TouchpointEvent
 
-from .rules import BUILTIN_RULES, Rule
+from .builtin import BUILTIN_RULES
+from .conditions import Moment, micros
+from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
 
 
@@ -16,13 +19,13 @@ def apply(
     state: CustomerState | None,
     event: TouchpointEvent,
     now: datetime,
-    rules: Sequence[Rule] = BUILTIN_RULES,
-) -> tuple[CustomerState, list[InterventionCommand]]:
+    rules: Sequence[CompiledRule] = BUILTIN_RULES,
+) -> tuple[CustomerState, list[Decision]]:
     """Fold ``event`` into ``state`` and evaluate ``rules``.
 
     ``state`` is ``None`` for a customer never seen before. An event whose id
     the state has already seen returns the state unchanged (the same object)
-    and no interventions, so redelivered events are harmless.
+    and no decisions, so redelivered events are harmless.
     """
     if state is None:
         state = CustomerState(customer_id=event.customer_id)
@@ -44,26 +47,63 @@ def apply(
         last_outbound_at=_latest(state.last_outbound_at, at, direction is Direction.OUTBOUND),
         kind_counts=counts,
         recent_event_ids=(*state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :], event.event_id),
-        streaks=state.streaks,
+        rules=state.rules,
     )
+    return _evaluate(updated, Moment(updated, micros(at), event), now, rules)
 
-    interventions: list[InterventionCommand] = []
-    streaks = None
+
+def apply_timer(
+    state: CustomerState,
+    at: datetime,
+    now: datetime,
+    rules: Sequence[CompiledRule] = BUILTIN_RULES,
+) -> tuple[CustomerState, list[Decision]]:
+    """Evaluate ``rules`` for a customer at event time ``at`` with no touchpoint.
+
+    This is how an absence fires at its deadline when the customer sends
+    nothing more.
+    """
+    return _evaluate(state, Moment(state, micros(at)), now, rules)
+
+
+def next_deadline(
+    state: CustomerState, rules: Sequence[CompiledRule] = BUILTIN_RULES
+) -> int | None:
+    """The earliest event time (µs) at which :func:`apply_timer` can change anything."""
+    deadlines = [
+        d
+        for rule in rules
+        if (memory := state.rules.get(rule.rule_id)) is not None
+        and (d := rule.deadline(memory)) is not None
+    ]
+    return min(deadlines) if deadlines else None
+
+
+def _evaluate(
+    state: CustomerState, moment: Moment, now: datetime, rules: Sequence[CompiledRule]
+) -> tuple[CustomerState, list[Decision]]:
+    decisions: list[Decision] = []
+    memories: dict[str, Any] | None = None
+    old = state.rules
     for rule in rules:
-        streak, fired = rule.step(updated, event, now)
-        if streak is not None:
-            if streaks is None:
-                streaks = dict(updated.streaks)
-            streaks[rule.rule_id] = streak
-        if fired is not None:
-            interventions.append(fired)
-    if streaks is not None:
-        updated = replace(updated, streaks=streaks)
-    return updated, interventions
+        memory = old.get(rule.rule_id)
+        new_memory, decision = rule.step(memory, moment, now)
+        if new_memory is not memory:
+            if memories is None:
+                memories = dict(old)
+            if new_memory is None:
+                memories.pop(rule.rule_id, None)
+            else:
+                memories[rule.rule_id] = new_memory
+        if decision is not None:
+            decisions.append(decision)
+    if memories is not None:
+        state = replace(state, rules=memories)
+    return state, decisions
 
 
 def _owner(state: CustomerState, event: TouchpointEvent) -> str | None:
-    """The rep who owns the customer: the latest rep seen on an outbound or CRM touchpoint."""
+    """The rep who owns the customer: the latest rep seen on an outbound touchpoint."""
     if event.rep_id is not None and (
         event.direction is Direction.OUTBOUND or state.owner_rep_id is None
     ):

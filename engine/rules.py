@@ -1,109 +1,78 @@
-"""Rules: a condition over a customer's touchpoints and what to do when it holds.
-
-A rule keeps its partial match in the customer's state (here: a streak), steps
-it with every touchpoint and returns an intervention when the condition holds.
-"""
+"""A compiled rule: a condition over a customer's touchpoints and what to do when it holds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
-from schemas.models import InterventionCommand, InterventionKind, Match, Priority, TouchpointEvent
+from schemas.models import InterventionCommand
 
-from .errors import RuleDefinitionError
-from .interventions import InterventionTemplate
-from .predicates import Predicate, all_of, field_equals, field_in, is_inbound
-from .state import CustomerState, Streak
+from .conditions import Condition, Moment
+from .interventions import Template
+
+
+class RuleMode(StrEnum):
+    ENFORCE = "enforce"
+    """Fire: emit the intervention."""
+    SHADOW = "shadow"
+    """Evaluate and record what would have fired; emit nothing."""
 
 
 @dataclass(frozen=True, slots=True)
-class StreakRule:
-    """Fires once when ``length`` touchpoints matching ``counts`` arrive in a row.
+class Decision:
+    """A rule fired. In shadow mode it is recorded, not emitted."""
 
-    A touchpoint matching ``resets`` breaks the streak; touchpoints matching
-    neither leave it as it is. After firing, the rule stays quiet until the
-    streak is broken, so one unanswered run gives one intervention.
-    """
+    intervention: InterventionCommand
+    shadow: bool
 
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
     rule_id: str
     version: int
-    counts: Predicate
-    resets: Predicate
-    length: int
-    template: InterventionTemplate
+    description: str
+    mode: RuleMode
+    condition: Condition
+    template: Template
+    cooldown: timedelta = timedelta(0)
 
-    def __post_init__(self) -> None:
-        if self.length < 1:
-            raise RuleDefinitionError(
-                f"rule {self.rule_id!r}: streak length must be at least 1, got {self.length}"
-            )
-        if self.version < 1:
-            raise RuleDefinitionError(
-                f"rule {self.rule_id!r}: version must be at least 1, got {self.version}"
-            )
+    def step(self, memory: Any, moment: Moment, now: datetime) -> tuple[Any, Decision | None]:
+        """The rule's new memory for this customer, and its decision if it fired.
 
-    def step(
-        self, state: CustomerState, event: TouchpointEvent, now: datetime
-    ) -> tuple[Streak | None, InterventionCommand | None]:
-        """The rule's new partial match for this customer, and what fired (if anything).
-
-        Returns ``None`` as the streak when it did not change.
+        Memory is ``[condition memory, event time it last fired (µs) or None]``.
+        A rule in cooldown keeps tracking its condition but does not fire.
         """
-        streak = state.streaks.get(self.rule_id)
-        if self.resets(event):
-            if streak is None or streak.length == 0:
-                return None, None
-            return Streak(), None
-        if not self.counts(event):
-            return None, None
-        streak = streak or Streak()
-        ids = (*streak.event_ids, event.event_id)[-self.length :]
-        grown = Streak(streak.length + 1, ids, streak.fired)
-        if grown.fired or grown.length < self.length:
-            return grown, None
-        intervention = self.template.render(
-            rule_id=self.rule_id,
-            rule_version=self.version,
-            customer_id=state.customer_id,
-            rep_id=state.owner_rep_id,
-            matched=[
-                Match(condition=f"{self.counts.description} in a row", observed=str(grown.length)),
-                Match(condition=f"no {self.resets.description} since", observed="true"),
-            ],
-            triggering_event_ids=ids,
-            triggered_at=event.occurred_at,
-            now=now,
-            fields={"customer_id": state.customer_id, "streak": grown.length},
-        )
-        return replace(grown, fired=True), intervention
+        condition_memory, last_fired = memory if memory is not None else (None, None)
+        new_condition_memory, observation = self.condition.step(condition_memory, moment)
+        decision = None
+        if observation is not None and (
+            last_fired is None
+            or not self.cooldown
+            or abs(moment.at - last_fired) >= self.cooldown // _MICROSECOND
+        ):
+            event = moment.event
+            command = self.template.render(
+                rule_id=self.rule_id,
+                rule_version=self.version,
+                customer_id=moment.state.customer_id,
+                rep_id=moment.state.owner_rep_id,
+                matched=observation.matched,
+                triggering_event_ids=observation.event_ids,
+                triggered_at=moment.at_datetime,
+                event_kind=event.kind if event is not None else None,
+                now=now,
+            )
+            decision = Decision(command, shadow=self.mode is RuleMode.SHADOW)
+            last_fired = moment.at if last_fired is None else max(last_fired, moment.at)
+        if new_condition_memory is None and last_fired is None:
+            return None, decision
+        return [new_condition_memory, last_fired], decision
+
+    def deadline(self, memory: Any) -> int | None:
+        """Event time (µs) at which a timer must evaluate this rule for the customer."""
+        return None if memory is None else self.condition.deadline(memory[0])
 
 
-Rule = StreakRule
-"""Every rule kind the engine evaluates (the rule language adds more)."""
-
-OUTBOUND_MESSAGE_KINDS = ("message_sent", "email_sent")
-
-UNANSWERED_OUTBOUND = StreakRule(
-    rule_id="builtin.unanswered-outbound",
-    version=1,
-    counts=all_of(
-        field_equals("direction", "outbound"),
-        field_in("kind", OUTBOUND_MESSAGE_KINDS),
-    ),
-    resets=is_inbound(),
-    length=3,
-    template=InterventionTemplate(
-        kind=InterventionKind.TASK,
-        title="Change approach: {streak} messages to {customer_id} without a reply",
-        body=(
-            "The last {streak} outbound messages to customer {customer_id} got no reply. "
-            "Stop sending more of the same; call, or try a different channel or content."
-        ),
-        due_in=timedelta(hours=24),
-        priority=Priority.NORMAL,
-    ),
-)
-"""Three outbound messages in a row with no inbound reply: a task for the owning rep."""
-
-BUILTIN_RULES: tuple[Rule, ...] = (UNANSWERED_OUTBOUND,)
+_MICROSECOND = timedelta(microseconds=1)

@@ -14,15 +14,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
-class Streak:
-    """A run of matching touchpoints not yet broken by a resetting one."""
-
-    length: int = 0
-    event_ids: tuple[str, ...] = ()
-    fired: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class CustomerState:
     """Everything the engine knows about one customer."""
 
@@ -35,7 +26,8 @@ class CustomerState:
     last_outbound_at: datetime | None = None
     kind_counts: Mapping[str, int] = field(default_factory=dict)
     recent_event_ids: tuple[str, ...] = ()
-    streaks: Mapping[str, Streak] = field(default_factory=dict)
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    """Rule id -> that rule's memory for this customer (partial matches, last firing)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form; times are microseconds since the Unix epoch."""
@@ -49,10 +41,7 @@ class CustomerState:
             "last_outbound_at": _to_micros(self.last_outbound_at),
             "kind_counts": dict(self.kind_counts),
             "recent_event_ids": list(self.recent_event_ids),
-            "streaks": {
-                rule_id: [s.length, list(s.event_ids), s.fired]
-                for rule_id, s in self.streaks.items()
-            },
+            "rules": dict(self.rules),
         }
 
     @classmethod
@@ -68,10 +57,7 @@ class CustomerState:
             last_outbound_at=_from_micros(data.get("last_outbound_at")),
             kind_counts=dict(data.get("kind_counts", {})),
             recent_event_ids=tuple(data.get("recent_event_ids", ())),
-            streaks={
-                rule_id: Streak(length, tuple(ids), fired)
-                for rule_id, (length, ids, fired) in data.get("streaks", {}).items()
-            },
+            rules=dict(data.get("rules", {})),
         )
 
 

@@ -25,7 +25,7 @@ import faust
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.rules import BUILTIN_RULES
+from engine.builtin import BUILTIN_RULES
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_dead_letter, encode_intervention
@@ -195,6 +195,8 @@ def _observe(
         metrics.touchpoints.labels("duplicate").inc(result.duplicates)
     for command in (c for _, c in result.interventions):
         metrics.interventions.labels(command.rule_id, command.kind.value).inc()
+    for command in (c for _, c in result.shadowed):
+        metrics.shadowed.labels(command.rule_id).inc()
     for letter in (d for _, d in result.dead_letters):
         metrics.dead_letters.labels(letter.reason).inc()
     now = time.time()

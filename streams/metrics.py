@@ -14,6 +14,7 @@ class WorkerMetrics:
     registry: CollectorRegistry
     touchpoints: Counter
     interventions: Counter
+    shadowed: Counter
     dead_letters: Counter
     latency: Histogram
     batch_duration: Histogram
@@ -33,6 +34,12 @@ class WorkerMetrics:
                 "warroom_interventions",
                 "Intervention commands emitted, by rule and kind.",
                 ["rule_id", "kind"],
+                registry=registry,
+            ),
+            shadowed=Counter(
+                "warroom_shadow_decisions",
+                "Interventions rules in shadow mode would have emitted, by rule.",
+                ["rule_id"],
                 registry=registry,
             ),
             dead_letters=Counter(

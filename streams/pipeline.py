@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.reducer import apply
-from engine.rules import Rule
+from engine.rules import CompiledRule
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
 from schemas.codec import decode_touchpoints_lenient, encode_touchpoint
@@ -37,6 +37,8 @@ class BatchResult:
     states: dict[int, dict[str, CustomerState]] = field(default_factory=dict)
     """Partition -> customer id -> the customer's state after the batch."""
     interventions: list[tuple[int, InterventionCommand]] = field(default_factory=list)
+    shadowed: list[tuple[int, InterventionCommand]] = field(default_factory=list)
+    """What rules in shadow mode would have emitted."""
     dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
     processed: int = 0
     duplicates: int = 0
@@ -44,7 +46,7 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class Pipeline:
-    rules: Sequence[Rule]
+    rules: Sequence[CompiledRule]
     timestamps: TimestampPolicy
     partitions: int
 
@@ -97,14 +99,15 @@ class Pipeline:
             state = changed.get(customer_id)
             if state is None:
                 state = load(customer_id)
-            updated, interventions = apply(state, event, now, self.rules)
+            updated, decisions = apply(state, event, now, self.rules)
             if updated is state:
                 result.duplicates += 1
                 continue
             result.processed += 1
             changed[customer_id] = updated
-            for command in interventions:
-                result.interventions.append((partition, command))
+            for decision in decisions:
+                target = result.shadowed if decision.shadow else result.interventions
+                target.append((partition, decision.intervention))
 
     def _problem(
         self, event: TouchpointEvent, partition: int, now: datetime

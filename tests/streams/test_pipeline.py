@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka.partitioner import DefaultPartitioner
 
 from connectors.publisher import envelopes
-from engine.rules import BUILTIN_RULES
+from engine.builtin import BUILTIN_RULES
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_touchpoint, encode_touchpoint_batch

@@ -1,0 +1,830 @@
+"""Rule bundles: YAML written by people, compiled and checked when loaded.
+
+A bundle is refused as a whole when anything in it is wrong, with every problem
+named by file, line and field (and a suggestion where a near miss is likely);
+nothing is ever checked for the first time when a touchpoint arrives.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import yaml
+from schemas.models import Channel, Direction, InterventionKind, Priority, Severity, TouchpointEvent
+
+from .conditions import (
+    EPOCH,
+    Absence,
+    AllOf,
+    AnyOf,
+    Condition,
+    EventMatch,
+    FieldTest,
+    Getter,
+    Not,
+    Sequence_,
+    StateThreshold,
+    Streak,
+    WindowAggregate,
+    compile_test,
+)
+from .durations import parse_duration
+from .errors import EngineError
+from .interventions import Template
+from .rules import CompiledRule, RuleMode
+from .state import CustomerState
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "matches")
+CONDITION_KINDS = (
+    "event",
+    "state",
+    "count",
+    "sum",
+    "sequence",
+    "streak",
+    "absence",
+    "all",
+    "any",
+    "not",
+)
+EVENT_FIELDS = (
+    "kind", "channel", "direction", "rep_id", "contact_id", "text", "industry", "source",
+    "customer_id",
+)  # fmt: skip
+ENUM_FIELDS: dict[str, tuple[str, ...]] = {
+    "channel": tuple(c.value for c in Channel),
+    "direction": tuple(d.value for d in Direction),
+}
+STATE_FEATURES = (
+    "touchpoints",
+    "days_since_first_seen",
+    "days_since_last_event",
+    "days_since_last_inbound",
+    "days_since_last_outbound",
+)
+"""Plus ``count.<kind>``: how many touchpoints of that kind the customer has had."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleProblem:
+    source: str
+    line: int
+    field: str
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        return f"{self.source}:{self.line}: {self.field}: {self.message}{hint}"
+
+
+class InvalidBundle(EngineError):
+    """A rule bundle that cannot be used; ``problems`` lists everything wrong with it."""
+
+    def __init__(self, problems: list[BundleProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class RuleBundle:
+    """A compiled, valid bundle: what a worker runs."""
+
+    name: str
+    version: int
+    rules: tuple[CompiledRule, ...]
+    allowed_lateness: timedelta = timedelta(0)
+    source: str = "<bundle>"
+    rule_ids: frozenset[str] = field(default=frozenset())
+
+
+def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
+    """Parse and compile a bundle, or raise :class:`InvalidBundle` naming every problem."""
+    checker = _Checker(source)
+    try:
+        document = yaml.load(text, Loader=_LocatingLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise InvalidBundle(
+            [BundleProblem(source, line, "(yaml)", f"not valid YAML: {exc.problem}")]
+        ) from None
+    except _DuplicateKey as exc:
+        raise InvalidBundle([BundleProblem(source, exc.line, exc.key, "appears twice")]) from None
+    bundle = checker.bundle(document)
+    if checker.problems:
+        raise InvalidBundle(checker.problems)
+    assert bundle is not None
+    return bundle
+
+
+# --- YAML with line numbers ----------------------------------------------------------
+
+
+class _Located(dict[str, Any]):
+    line: int = 1
+    lines: dict[str, int]
+
+
+class _LocatedList(list[Any]):
+    line: int = 1
+    lines: list[int]
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        self.key, self.line = key, line
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Located:
+    loader.flatten_mapping(node)
+    mapping = _Located()
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> _LocatedList:
+    items = _LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    items.line = node.start_mark.line + 1
+    items.lines = [child.start_mark.line + 1 for child in node.value]
+    return items
+
+
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LocatingLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence
+)
+
+
+# --- checking and compiling ------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """One field is unusable; its problem is already recorded."""
+
+
+def _suggest(word: str, choices: Iterator[str] | tuple[str, ...] | list[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@dataclass
+class _Checker:
+    source: str
+    problems: list[BundleProblem] = field(default_factory=list)
+    lateness: int = 0
+
+    # problems
+
+    def refuse(self, line: int, path: str, message: str, suggestion: str | None = None) -> NoReturn:
+        self.problems.append(BundleProblem(self.source, line, path, message, suggestion))
+        raise _Refused
+
+    def mapping(self, value: Any, line: int, path: str) -> _Located:
+        if not isinstance(value, _Located):
+            self.refuse(line, path, f"expected a mapping, found {_kind(value)}")
+        return value
+
+    def keys(
+        self,
+        mapping: _Located,
+        path: str,
+        required: tuple[str, ...],
+        optional: tuple[str, ...] = (),
+    ) -> None:
+        known = required + optional
+        for key in mapping:
+            if key not in known:
+                self.problems.append(
+                    BundleProblem(
+                        self.source,
+                        mapping.lines[key],
+                        _join(path, str(key)),
+                        f"unknown field; expected one of {', '.join(known)}",
+                        _suggest(str(key), known),
+                    )
+                )
+        missing = [k for k in required if k not in mapping]
+        for key in missing:
+            self.problems.append(
+                BundleProblem(self.source, mapping.line, _join(path, key), "is required")
+            )
+        if missing or any(k not in known for k in mapping):
+            raise _Refused
+
+    def attempt(self, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except _Refused:
+            return None
+
+    # bundle
+
+    def bundle(self, document: Any) -> RuleBundle | None:
+        try:
+            top = self.mapping(document, 1, "(bundle)")
+            self.keys(top, "", ("bundle", "version", "rules"), ("allowed_lateness", "description"))
+        except _Refused:
+            return None
+        name = self.attempt(lambda: self.name(top, "bundle", ""))
+        version = self.attempt(lambda: self.integer(top, "version", "", minimum=1))
+        lateness = self.attempt(lambda: self.duration(top, "allowed_lateness", "", zero_ok=True))
+        self.lateness = (lateness or timedelta(0)) // ONE_MICROSECOND
+        rules_value = top["rules"]
+        if not isinstance(rules_value, _LocatedList) or not rules_value:
+            self.attempt(
+                lambda: self.refuse(
+                    top.lines["rules"],
+                    "rules",
+                    f"expected a list of rules, found {_kind(rules_value)}",
+                )
+            )
+            return None
+        compiled: list[CompiledRule] = []
+        seen: dict[str, int] = {}
+        for index, (item, line) in enumerate(zip(rules_value, rules_value.lines, strict=True)):
+            try:
+                rule = self.rule(item, line, f"rules[{index}]", version or 1)
+            except _Refused:
+                continue
+            if rule.rule_id in seen:
+                self.problems.append(
+                    BundleProblem(
+                        self.source,
+                        line,
+                        f"rules[{index}].id",
+                        f"rule id {rule.rule_id!r} is already used by the rule at line "
+                        f"{seen[rule.rule_id]}",
+                    )
+                )
+                continue
+            seen[rule.rule_id] = line
+            compiled.append(rule)
+        if self.problems:
+            return None
+        return RuleBundle(
+            name=name,
+            version=version,
+            rules=tuple(compiled),
+            allowed_lateness=lateness or timedelta(0),
+            source=self.source,
+            rule_ids=frozenset(seen),
+        )
+
+    def rule(self, value: Any, line: int, path: str, version: int) -> CompiledRule:
+        rule = self.mapping(value, line, path)
+        self.keys(rule, path, ("id", "when", "then"), ("description", "mode", "cooldown"))
+        rule_id = self.name(rule, "id", path)
+        mode_text = self.choice(rule, "mode", path, tuple(m.value for m in RuleMode), "enforce")
+        cooldown = self.duration(rule, "cooldown", path, zero_ok=True) or timedelta(0)
+        description = self.text(rule, "description", path, required=False) or ""
+        condition = self.attempt(
+            lambda: self.condition(rule["when"], rule.lines["when"], _join(path, "when"))
+        )
+        template = self.attempt(
+            lambda: self.then(rule["then"], rule.lines["then"], _join(path, "then"))
+        )
+        if condition is None or template is None:
+            raise _Refused
+        return CompiledRule(
+            rule_id=rule_id,
+            version=version,
+            description=description,
+            mode=RuleMode(mode_text),
+            condition=condition,
+            template=template,
+            cooldown=cooldown,
+        )
+
+    # actions
+
+    def then(self, value: Any, line: int, path: str) -> Template:
+        then = self.mapping(value, line, path)
+        self.keys(
+            then,
+            path,
+            ("kind", "title", "due_in"),
+            ("body", "assignee", "priority", "severity"),
+        )
+        kind = self.choice(then, "kind", path, tuple(k.value for k in InterventionKind))
+        priority = self.choice(then, "priority", path, tuple(p.value for p in Priority), "normal")
+        severity = self.choice(then, "severity", path, tuple(s.value for s in Severity), None)
+        assignee = self.text(then, "assignee", path, required=False) or "owner"
+        if assignee != "owner" and not re.fullmatch(r"role:[a-z][a-z0-9_-]*", assignee):
+            self.refuse(
+                then.lines["assignee"],
+                _join(path, "assignee"),
+                f"expected 'owner' or 'role:<name>' (e.g. role:pharmacist), found {assignee!r}",
+                "owner" if assignee.startswith("own") else None,
+            )
+        title = self.template_text(then, "title", path)
+        body = self.template_text(then, "body", path, required=False) or ""
+        due_in = self.duration(then, "due_in", path, zero_ok=True)
+        assert due_in is not None and kind is not None
+        return Template(
+            kind=InterventionKind(kind),
+            title=title,
+            body=body,
+            due_in=due_in,
+            priority=Priority(priority),
+            severity=Severity(severity) if severity else None,
+            assignee_role=None if assignee == "owner" else assignee.removeprefix("role:"),
+        )
+
+    def template_text(self, mapping: _Located, key: str, path: str, required: bool = True) -> str:
+        text = self.text(mapping, key, path, required=required)
+        if text is None:
+            return ""
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+        except ValueError as exc:
+            self.refuse(mapping.lines[key], _join(path, key), f"not a valid template: {exc}")
+        for name in fields:
+            if name not in Template.FIELDS:
+                self.refuse(
+                    mapping.lines[key],
+                    _join(path, key),
+                    f"unknown placeholder {{{name}}}; expected one of "
+                    + ", ".join(f"{{{f}}}" for f in Template.FIELDS),
+                    _suggest(name, Template.FIELDS),
+                )
+        return text
+
+    # conditions
+
+    def condition(self, value: Any, line: int, path: str) -> Condition:
+        node = self.mapping(value, line, path)
+        if len(node) != 1:
+            found = ", ".join(map(str, node)) or "nothing"
+            self.refuse(
+                node.line,
+                path,
+                f"expected exactly one condition ({', '.join(CONDITION_KINDS)}), found {found}",
+            )
+        [(kind, body)] = node.items()
+        here = _join(path, str(kind))
+        body_line = node.lines[kind]
+        if kind == "event":
+            return self.event_match(body, body_line, here)
+        if kind == "state":
+            return self.state(body, body_line, here)
+        if kind in ("count", "sum"):
+            return self.window(str(kind), body, body_line, here)
+        if kind == "sequence":
+            return self.sequence(body, body_line, here)
+        if kind == "streak":
+            return self.streak(body, body_line, here)
+        if kind == "absence":
+            return self.absence(body, body_line, here)
+        if kind in ("all", "any"):
+            return self.combination(str(kind), body, body_line, here)
+        if kind == "not":
+            part = self.condition(body, body_line, here)
+            return Not(part, f"not ({part.label})")
+        self.refuse(
+            body_line,
+            here,
+            f"unknown condition; expected one of {', '.join(CONDITION_KINDS)}",
+            _suggest(str(kind), CONDITION_KINDS),
+        )
+
+    def event_match(self, value: Any, line: int, path: str) -> EventMatch:
+        spec = self.mapping(value, line, path)
+        if list(spec) == ["event"]:  # ``{event: {...}}`` reads better in lists of steps
+            path = _join(path, "event")
+            spec = self.mapping(spec["event"], spec.lines["event"], path)
+        if not spec:
+            self.refuse(line, path, "expected at least one field to test, found none")
+        tests: list[FieldTest] = []
+        for name, expected in spec.items():
+            tests.extend(
+                self.field_tests(str(name), expected, spec.lines[name], _join(path, str(name)))
+            )
+        label = " and ".join(t.label for t in tests)
+        self.check_satisfiable(tests, spec, line, path)
+        return EventMatch(tuple(tests), label)
+
+    def field_tests(self, name: str, expected: Any, line: int, path: str) -> list[FieldTest]:
+        getter = self.event_getter(name, line, path)
+        comparisons = self.comparisons(expected, line, path)
+        tests: list[FieldTest] = []
+        for op, operand in comparisons:
+            self.check_operand(name, op, operand, line, _join(path, op))
+            tests.append(
+                FieldTest(f"{name} {op} {_show(operand)}", getter, compile_test(op, operand))
+            )
+        return tests
+
+    def event_getter(self, name: str, line: int, path: str) -> Getter:
+        if name.startswith("attributes."):
+            key = name.removeprefix("attributes.")
+            if not key:
+                self.refuse(line, path, "expected attributes.<name>, found no name")
+            return lambda event: event.attributes.get(key)
+        if name not in EVENT_FIELDS:
+            self.refuse(
+                line,
+                path,
+                f"unknown touchpoint field; expected one of {', '.join(EVENT_FIELDS)} or "
+                "attributes.<name>",
+                _suggest(name, EVENT_FIELDS),
+            )
+
+        def get(event: TouchpointEvent) -> Any:
+            return getattr(event, name)
+
+        return get
+
+    def comparisons(self, expected: Any, line: int, path: str) -> list[tuple[str, Any]]:
+        if isinstance(expected, _Located):
+            if not expected:
+                self.refuse(line, path, "expected a value or {operator: value}, found {}")
+            found: list[tuple[str, Any]] = []
+            for op, operand in expected.items():
+                if op not in OPERATORS:
+                    self.refuse(
+                        expected.lines[op],
+                        _join(path, str(op)),
+                        f"unknown operator; expected one of {', '.join(OPERATORS)}",
+                        _suggest(str(op), OPERATORS),
+                    )
+                found.append((str(op), operand))
+            return found
+        if isinstance(expected, list):
+            return [("in", expected)]
+        return [("eq", expected)]
+
+    def check_operand(self, name: str, op: str, operand: Any, line: int, path: str) -> None:
+        if op in ("gt", "gte", "lt", "lte") and not _is_number(operand):
+            self.refuse(line, path, f"expected a number to compare with, found {_kind(operand)}")
+        if op in ("in", "not_in"):
+            if not isinstance(operand, list) or not operand:
+                self.refuse(line, path, f"expected a non-empty list, found {_kind(operand)}")
+            values = list(operand)
+        elif op in ("contains", "matches"):
+            if not isinstance(operand, str):
+                self.refuse(line, path, f"expected text, found {_kind(operand)}")
+            values = []
+        elif op in ("eq", "ne"):
+            if isinstance(operand, list | dict):
+                self.refuse(line, path, f"expected a single value, found {_kind(operand)}")
+            values = [operand]
+        else:
+            values = []
+        if op == "matches":
+            try:
+                re.compile(operand)
+            except re.error as exc:
+                self.refuse(line, path, f"not a valid regular expression: {exc}")
+        allowed = ENUM_FIELDS.get(name)
+        for item in values:
+            if allowed is not None and item not in allowed:
+                self.refuse(
+                    line,
+                    path,
+                    f"{name} is never {item!r}; expected one of {', '.join(allowed)}",
+                    _suggest(str(item), allowed),
+                )
+            if name == "kind" and (not isinstance(item, str) or not KIND.match(item)):
+                self.refuse(
+                    line,
+                    path,
+                    f"a touchpoint kind is lower_snake_case (e.g. sandbox_error), found {item!r}",
+                )
+
+    def check_satisfiable(
+        self, tests: list[FieldTest], spec: _Located, line: int, path: str
+    ) -> None:
+        """Refuse tests no touchpoint can pass, e.g. ``gt: 5`` with ``lt: 3``."""
+        for name, expected in spec.items():
+            if not isinstance(expected, _Located):
+                continue
+            low = max(
+                (float(v) for k, v in expected.items() if k in ("gt", "gte") and _is_number(v)),
+                default=-math.inf,
+            )
+            high = min(
+                (float(v) for k, v in expected.items() if k in ("lt", "lte") and _is_number(v)),
+                default=math.inf,
+            )
+            strict = any(k in ("gt", "lt") for k in expected)
+            if low > high or (low == high and strict):
+                self.refuse(
+                    spec.lines[name],
+                    _join(path, str(name)),
+                    "unreachable: no value is both above the lower bound and below the upper bound",
+                )
+
+    def state(self, value: Any, line: int, path: str) -> Condition:
+        spec = self.mapping(value, line, path)
+        if not spec:
+            self.refuse(line, path, "expected at least one feature to test, found none")
+        parts: list[Condition] = []
+        for name, expected in spec.items():
+            here = _join(path, str(name))
+            getter = self.state_getter(str(name), spec.lines[name], here)
+            for op, operand in self.comparisons(expected, spec.lines[name], here):
+                if op not in ("eq", "ne", "gt", "gte", "lt", "lte"):
+                    self.refuse(
+                        spec.lines[name],
+                        _join(here, op),
+                        "state features are numbers; expected eq, ne, gt, gte, lt or lte",
+                    )
+                self.check_operand(str(name), op, operand, spec.lines[name], _join(here, op))
+                parts.append(
+                    StateThreshold(
+                        str(name),
+                        getter,
+                        compile_test(op, operand),
+                        f"{name} {op} {_show(operand)}",
+                    )
+                )
+        self.check_satisfiable([], spec, line, path)
+        return (
+            parts[0]
+            if len(parts) == 1
+            else AllOf(tuple(parts), " and ".join(p.label for p in parts))
+        )
+
+    def state_getter(self, name: str, line: int, path: str) -> Callable[[CustomerState, int], Any]:
+        if name.startswith("count."):
+            kind = name.removeprefix("count.")
+            if not KIND.match(kind):
+                self.refuse(
+                    line,
+                    path,
+                    f"expected count.<kind> with a lower_snake_case kind, found {name!r}",
+                )
+            return lambda state, at: state.kind_counts.get(kind, 0)
+        if name == "touchpoints":
+            return lambda state, at: state.touchpoints
+        attribute = {
+            "days_since_first_seen": "first_seen_at",
+            "days_since_last_event": "last_event_at",
+            "days_since_last_inbound": "last_inbound_at",
+            "days_since_last_outbound": "last_outbound_at",
+        }.get(name)
+        if attribute is None:
+            self.refuse(
+                line,
+                path,
+                f"unknown state feature; expected one of {', '.join(STATE_FEATURES)} "
+                "or count.<kind>",
+                _suggest(name, STATE_FEATURES),
+            )
+        return _days_since(attribute)
+
+    def window(self, kind: str, value: Any, line: int, path: str) -> WindowAggregate:
+        spec = self.mapping(value, line, path)
+        required = ("of", "within", "at_least") + (("field",) if kind == "sum" else ())
+        self.keys(spec, path, required)
+        of = self.event_match(spec["of"], spec.lines["of"], _join(path, "of"))
+        within = self.duration(spec, "within", path)
+        assert within is not None
+        at_least = spec["at_least"]
+        if kind == "count" and (
+            not isinstance(at_least, int) or isinstance(at_least, bool) or at_least < 1
+        ):
+            self.refuse(
+                spec.lines["at_least"],
+                _join(path, "at_least"),
+                f"expected a whole number of at least 1, found {at_least!r}",
+            )
+        if kind == "sum" and (not _is_number(at_least) or at_least <= 0):
+            self.refuse(
+                spec.lines["at_least"],
+                _join(path, "at_least"),
+                f"expected a number above 0, found {at_least!r}",
+            )
+        value_getter = None
+        label = f"count of ({of.label}) within {spec['within']} >= {at_least}"
+        if kind == "sum":
+            field_name = spec["field"]
+            if not isinstance(field_name, str) or not field_name.startswith("attributes."):
+                self.refuse(
+                    spec.lines["field"],
+                    _join(path, "field"),
+                    f"expected attributes.<name> holding a number, found {field_name!r}",
+                )
+            value_getter = self.event_getter(field_name, spec.lines["field"], _join(path, "field"))
+            label = f"sum of {field_name} over ({of.label}) within {spec['within']} >= {at_least}"
+        return WindowAggregate(
+            of, within // ONE_MICROSECOND, float(at_least), value_getter, self.lateness, label
+        )
+
+    def sequence(self, value: Any, line: int, path: str) -> Sequence_:
+        spec = self.mapping(value, line, path)
+        self.keys(spec, path, ("steps", "within"))
+        within = self.duration(spec, "within", path)
+        assert within is not None
+        steps_value = spec["steps"]
+        if not isinstance(steps_value, _LocatedList) or len(steps_value) < 2:
+            self.refuse(
+                spec.lines["steps"],
+                _join(path, "steps"),
+                f"expected a list of at least 2 steps, found {_kind(steps_value)}"
+                + (
+                    " with one step (use an event condition)"
+                    if isinstance(steps_value, list) and len(steps_value) == 1
+                    else ""
+                ),
+            )
+        steps = tuple(
+            self.event_match(step, step_line, f"{path}.steps[{index}]")
+            for index, (step, step_line) in enumerate(
+                zip(steps_value, steps_value.lines, strict=True)
+            )
+        )
+        label = " then ".join(f"({s.label})" for s in steps) + f" within {spec['within']}"
+        return Sequence_(steps, within // ONE_MICROSECOND, label)
+
+    def streak(self, value: Any, line: int, path: str) -> Streak:
+        spec = self.mapping(value, line, path)
+        self.keys(spec, path, ("of", "reset_by", "length"))
+        of = self.event_match(spec["of"], spec.lines["of"], _join(path, "of"))
+        reset_by = self.event_match(
+            spec["reset_by"], spec.lines["reset_by"], _join(path, "reset_by")
+        )
+        length = self.integer(spec, "length", path, minimum=1)
+        return Streak(
+            of, reset_by, length, f"({of.label}) {length} in a row with no ({reset_by.label})"
+        )
+
+    def absence(self, value: Any, line: int, path: str) -> Absence:
+        spec = self.mapping(value, line, path)
+        self.keys(spec, path, ("after", "missing", "within"))
+        after = self.event_match(spec["after"], spec.lines["after"], _join(path, "after"))
+        missing = self.event_match(spec["missing"], spec.lines["missing"], _join(path, "missing"))
+        within = self.duration(spec, "within", path)
+        assert within is not None
+        return Absence(
+            after,
+            missing,
+            within // ONE_MICROSECOND,
+            f"({after.label}) and no ({missing.label}) within {spec['within']}",
+        )
+
+    def combination(self, kind: str, value: Any, line: int, path: str) -> Condition:
+        if not isinstance(value, _LocatedList) or not value:
+            self.refuse(
+                line, path, f"expected a non-empty list of conditions, found {_kind(value)}"
+            )
+        parts: list[Condition] = []
+        for index, (item, item_line) in enumerate(zip(value, value.lines, strict=True)):
+            try:
+                parts.append(self.condition(item, item_line, f"{path}[{index}]"))
+            except _Refused:
+                continue
+        if len(parts) != len(value):
+            raise _Refused
+        if kind == "all":
+            self.check_events_compatible(value, line, path)
+            return AllOf(tuple(parts), " and ".join(f"({p.label})" for p in parts))
+        return AnyOf(tuple(parts), " or ".join(f"({p.label})" for p in parts))
+
+    def check_events_compatible(self, items: _LocatedList, line: int, path: str) -> None:
+        """``all`` of two event conditions wanting different values of one field never holds."""
+        wanted: dict[str, Any] = {}
+        for item in items:
+            event = item.get("event") if isinstance(item, _Located) else None
+            if not isinstance(event, _Located):
+                continue
+            for name, expected in event.items():
+                if isinstance(expected, _Located | list):
+                    continue
+                if name in wanted and wanted[name] != expected:
+                    self.refuse(
+                        item.lines["event"],
+                        path,
+                        f"unreachable: one touchpoint cannot have {name} {wanted[name]!r} and "
+                        f"{expected!r}; to match one after the other use a sequence",
+                    )
+                wanted[name] = expected
+
+    # scalars
+
+    def name(self, mapping: _Located, key: str, path: str) -> str:
+        value = mapping[key]
+        if not isinstance(value, str) or not NAME.match(value):
+            self.refuse(
+                mapping.lines[key],
+                _join(path, key),
+                f"expected a name of lower-case letters, digits, '.', '_' or '-', found {value!r}",
+            )
+        return value
+
+    def integer(self, mapping: _Located, key: str, path: str, minimum: int) -> int:
+        value = mapping[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.refuse(
+                mapping.lines[key],
+                _join(path, key),
+                f"expected a whole number of at least {minimum}, found {value!r}",
+            )
+        return value
+
+    def text(self, mapping: _Located, key: str, path: str, required: bool = True) -> str | None:
+        if key not in mapping:
+            if required:
+                self.refuse(mapping.line, _join(path, key), "is required")
+            return None
+        value = mapping[key]
+        if not isinstance(value, str):
+            self.refuse(
+                mapping.lines[key], _join(path, key), f"expected text, found {_kind(value)}"
+            )
+        return value
+
+    def choice(
+        self,
+        mapping: _Located,
+        key: str,
+        path: str,
+        allowed: tuple[str, ...],
+        default: str | None = None,
+    ) -> Any:
+        if key not in mapping:
+            return default
+        value = mapping[key]
+        if value not in allowed:
+            self.refuse(
+                mapping.lines[key],
+                _join(path, key),
+                f"expected one of {', '.join(allowed)}, found {value!r}",
+                _suggest(str(value), allowed),
+            )
+        return value
+
+    def duration(
+        self, mapping: _Located, key: str, path: str, zero_ok: bool = False
+    ) -> timedelta | None:
+        if key not in mapping:
+            return None
+        try:
+            value = parse_duration(mapping[key])
+        except ValueError as exc:
+            self.refuse(mapping.lines[key], _join(path, key), str(exc))
+        if value <= timedelta(0) and not zero_ok:
+            self.refuse(
+                mapping.lines[key],
+                _join(path, key),
+                f"impossible window: expected a duration above zero, found {mapping[key]!r}",
+            )
+        return value
+
+
+def _days_since(attribute: str) -> Callable[[CustomerState, int], Any]:
+    def days(state: CustomerState, at: int) -> float:
+        moment = getattr(state, attribute)
+        if moment is None:
+            return math.inf
+        elapsed: int = at - (moment - EPOCH) // ONE_MICROSECOND
+        return elapsed / 86_400_000_000
+
+    return days
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

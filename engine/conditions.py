@@ -1,0 +1,444 @@
+"""Compiled conditions: what a rule checks, per customer, touchpoint by touchpoint.
+
+Every condition is built once, when its bundle is loaded, and then stepped with
+each touchpoint of a customer. ``step`` takes the condition's memory for that
+customer (plain JSON-friendly values, ``None`` at first) and returns the new
+memory and an :class:`Observation` when the condition holds at that moment.
+
+Conditions that track several touchpoints hold at the touchpoint that
+*completes* them (the third unanswered message, the count that reaches its
+threshold, the last step of a sequence), so a rule built on them fires once per
+occurrence rather than at every later touchpoint. Absence holds when its
+deadline passes, whether a touchpoint or a timer notices it first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from schemas.models import TouchpointEvent
+
+from .durations import format_duration
+from .state import CustomerState
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_PARTIAL_SEQUENCES = 16
+"""Partial sequence matches kept per customer and rule (the newest win)."""
+MAX_WINDOW_ENTRIES = 1000
+"""Matching touchpoints kept per customer for a windowed sum, or a count that accepts late
+touchpoints (the newest win; beyond this many in one window the aggregate undercounts)."""
+MAX_EXPLAINED_EVENTS = 20
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Why a condition holds: (condition, observed value) pairs and the touchpoints involved."""
+
+    matched: tuple[tuple[str, str], ...]
+    event_ids: tuple[str, ...]
+
+    def __add__(self, other: Observation) -> Observation:
+        ids = self.event_ids + tuple(i for i in other.event_ids if i not in self.event_ids)
+        return Observation(self.matched + other.matched, ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """What a condition is evaluated against: a touchpoint, or a timer at ``at``."""
+
+    state: CustomerState
+    at: int
+    """Event time in microseconds since the epoch (the touchpoint's, or the deadline's)."""
+    event: TouchpointEvent | None = None
+
+    @property
+    def at_datetime(self) -> datetime:
+        return EPOCH + timedelta(microseconds=self.at)
+
+
+class Condition(Protocol):
+    @property
+    def label(self) -> str: ...
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]: ...
+
+    def deadline(self, memory: Any) -> int | None:
+        """The next event time (µs) at which this condition may hold without a touchpoint."""
+        ...
+
+
+# --- predicates on one touchpoint -------------------------------------------------
+
+Getter = Callable[[TouchpointEvent], Any]
+Test = Callable[[Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldTest:
+    label: str
+    get: Getter
+    test: Test
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatch:
+    """Holds at a touchpoint whose fields pass every test."""
+
+    tests: tuple[FieldTest, ...]
+    label: str
+
+    def matches(self, event: TouchpointEvent | None) -> bool:
+        if event is None:
+            return False
+        for field_test in self.tests:  # noqa: SIM110 - a plain loop is faster on the hot path
+            if not field_test.test(field_test.get(event)):
+                return False
+        return True
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        event = moment.event
+        if not self.matches(event):
+            return None, None
+        assert event is not None
+        return None, Observation(
+            tuple((t.label, _shown(t.get(event))) for t in self.tests), (event.event_id,)
+        )
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float) and value == math.inf:
+        return "never"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --- thresholds on state ----------------------------------------------------------
+
+StateGetter = Callable[[CustomerState, int], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StateThreshold:
+    """Holds while a feature of the customer's state passes its test."""
+
+    feature: str
+    get: StateGetter
+    test: Test
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        value = self.get(moment.state, moment.at)
+        if not self.test(value):
+            return None, None
+        return None, Observation(((self.label, _shown(value)),), ())
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+# --- windows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAggregate:
+    """Count (or sum of a field) of matching touchpoints within a sliding event-time window.
+
+    Holds at the matching touchpoint that brings the aggregate over the window
+    ending at that touchpoint's time to ``at_least``. Touchpoints may arrive out
+    of order; one more than ``lateness`` older than the customer's newest
+    touchpoint is not counted.
+    """
+
+    of: EventMatch
+    within: int
+    at_least: float
+    value: Getter | None
+    lateness: int
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        event = moment.event
+        if not self.of.matches(event):
+            return memory, None
+        assert event is not None
+        last = moment.state.last_event_at
+        newest = max(micros(last), moment.at) if last is not None else moment.at
+        if moment.at < newest - self.lateness:
+            return memory, None
+        amount = 1.0 if self.value is None else _number(self.value(event))
+        entries: list[list[Any]] = list(memory or [])
+        _insert(entries, [moment.at, amount, event.event_id])
+        horizon = newest - self.within - self.lateness
+        entries = [e for e in entries if e[0] >= horizon]
+        if self.value is None and self.lateness == 0:
+            # In order: the newest at_least + 1 tell whether the count just reached at_least.
+            entries = entries[-(int(self.at_least) + 1) :]
+        else:
+            entries = entries[-MAX_WINDOW_ENTRIES:]
+        total, ids = window_total(entries, moment.at, self.within)
+        if total >= self.at_least > total - amount:
+            return entries, Observation(
+                ((self.label, _shown(total)),), tuple(ids[-MAX_EXPLAINED_EVENTS:])
+            )
+        return entries, None
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+def window_total(
+    entries: Sequence[Sequence[Any]], end: int, within: int
+) -> tuple[float, list[str]]:
+    """Sum of amounts of entries with ``end - within <= time <= end``, and their ids."""
+    total = 0.0
+    ids: list[str] = []
+    start = end - within
+    for at, amount, event_id in entries:
+        if start <= at <= end:
+            total += amount
+            ids.append(event_id)
+    return total, ids
+
+
+def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
+    index = len(entries)
+    while index > 0 and entries[index - 1][0] > entry[0]:
+        index -= 1
+    entries.insert(index, entry)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+# --- sequences, streaks, absence ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence_:
+    """Holds when touchpoints matching ``steps`` arrive in order within ``within`` of the first."""
+
+    steps: tuple[EventMatch, ...]
+    within: int
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        event = moment.event
+        if event is None:
+            return memory, None
+        partials: list[list[Any]] = [p for p in (memory or []) if moment.at - p[0] <= self.within]
+        changed = len(partials) != len(memory or [])
+        completed: list[Any] | None = None
+        advanced: list[list[Any]] = []
+        for start, next_step, ids in partials:
+            if self.steps[next_step].matches(event):
+                changed = True
+                grown = [start, next_step + 1, [*ids, event.event_id]]
+                if grown[1] == len(self.steps):
+                    completed = completed or grown
+                    continue
+                advanced.append(grown)
+            else:
+                advanced.append([start, next_step, ids])
+        if self.steps[0].matches(event):
+            changed = True
+            advanced.append([moment.at, 1, [event.event_id]])
+        if not changed:
+            return memory, None
+        new_memory = advanced[-MAX_PARTIAL_SEQUENCES:] or None
+        if completed is None:
+            return new_memory, None
+        elapsed = timedelta(microseconds=moment.at - completed[0])
+        return new_memory, Observation(
+            ((self.label, f"completed in {format_duration(elapsed)}"),), tuple(completed[2])
+        )
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """Holds when ``length`` touchpoints matching ``of`` arrive with none matching ``reset_by``.
+
+    Holds once per streak: after it holds, it stays quiet until the streak is reset.
+    """
+
+    of: EventMatch
+    reset_by: EventMatch
+    length: int
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        event = moment.event
+        if event is None:
+            return memory, None
+        if self.reset_by.matches(event):
+            return None, None
+        if not self.of.matches(event):
+            return memory, None
+        count, ids, fired = memory or (0, [], False)
+        count += 1
+        ids = [*ids, event.event_id][-self.length :]
+        if fired or count < self.length:
+            return [count, ids, fired], None
+        return [count, ids, True], Observation(((self.label, str(count)),), tuple(ids))
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """After a touchpoint matching ``after``, none matching ``missing`` within ``within``.
+
+    Holds once, at the deadline: when a later touchpoint or a timer at or past
+    the deadline notices that nothing came.
+    """
+
+    after: EventMatch
+    missing: EventMatch
+    within: int
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        event = moment.event
+        if memory is not None:
+            _start, deadline, trigger = memory
+            if moment.at > deadline:
+                overdue = format_duration(timedelta(microseconds=self.within))
+                return None, Observation(((self.label, f"nothing within {overdue}"),), (trigger,))
+            if event is not None and self.missing.matches(event):
+                return None, None
+            return memory, None
+        if event is not None and self.after.matches(event):
+            return [moment.at, moment.at + self.within, event.event_id], None
+        return None, None
+
+    def deadline(self, memory: Any) -> int | None:
+        return None if memory is None else int(memory[1]) + 1
+
+
+# --- all / any / not -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        memories, observations = _step_all(self.parts, memory, moment)
+        if any(o is None for o in observations):
+            return memories, None
+        combined = Observation((), ())
+        for observation in observations:
+            assert observation is not None
+            combined = combined + observation
+        return memories, combined
+
+    def deadline(self, memory: Any) -> int | None:
+        return _earliest(self.parts, memory)
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        memories, observations = _step_all(self.parts, memory, moment)
+        for observation in observations:
+            if observation is not None:
+                return memories, observation
+        return memories, None
+
+    def deadline(self, memory: Any) -> int | None:
+        return _earliest(self.parts, memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Condition
+    label: str
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        new_memory, observation = self.part.step(memory, moment)
+        if observation is not None:
+            return new_memory, None
+        return new_memory, Observation(((self.label, "true"),), ())
+
+    def deadline(self, memory: Any) -> int | None:
+        return self.part.deadline(memory)
+
+
+def _step_all(
+    parts: Sequence[Condition], memory: Any, moment: Moment
+) -> tuple[Any, list[Observation | None]]:
+    old = memory or [None] * len(parts)
+    memories: list[Any] = []
+    observations: list[Observation | None] = []
+    for part, part_memory in zip(parts, old, strict=True):
+        new_memory, observation = part.step(part_memory, moment)
+        memories.append(new_memory)
+        observations.append(observation)
+    return (None if all(m is None for m in memories) else memories), observations
+
+
+def _earliest(parts: Sequence[Condition], memory: Any) -> int | None:
+    if memory is None:
+        return None
+    deadlines = [d for p, m in zip(parts, memory, strict=True) if (d := p.deadline(m)) is not None]
+    return min(deadlines) if deadlines else None
+
+
+# --- operators ------------------------------------------------------------------------
+
+
+def compile_test(op: str, expected: Any) -> Test:
+    """A test for one comparison operator; ``expected`` is already validated."""
+    if op == "eq":
+        return lambda actual: actual == expected
+    if op == "ne":
+        return lambda actual: actual != expected
+    if op in ("gt", "gte", "lt", "lte"):
+        comparisons: dict[str, Test] = {
+            "gt": lambda a: bool(a > expected),
+            "gte": lambda a: bool(a >= expected),
+            "lt": lambda a: bool(a < expected),
+            "lte": lambda a: bool(a <= expected),
+        }
+        compare = comparisons[op]
+        return lambda actual: _is_number(actual) and compare(actual)
+    if op == "in":
+        allowed = frozenset(expected)
+        return lambda actual: actual in allowed
+    if op == "not_in":
+        refused = frozenset(expected)
+        return lambda actual: actual not in refused
+    if op == "contains":
+        needle = str(expected).casefold()
+        return lambda actual: isinstance(actual, str) and needle in actual.casefold()
+    if op == "matches":
+        pattern = re.compile(expected)
+        return lambda actual: isinstance(actual, str) and pattern.search(actual) is not None
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,291 @@
+"""Every condition type, stepped through the pure reducer with small bundles."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.bundle import load_bundle
+from engine.reducer import apply, apply_timer, next_deadline
+from engine.rules import CompiledRule
+from engine.state import CustomerState
+from schemas.models import Channel, Direction, InterventionCommand, TouchpointEvent
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def rules(when: str, extra: str = "") -> tuple[CompiledRule, ...]:
+    text = (
+        "bundle: t\nversion: 1\n"
+        + extra
+        + "rules:\n  - id: r\n    when:\n"
+        + textwrap.indent(textwrap.dedent(when).strip(), "      ")
+        + "\n    then: {kind: task, title: 'saw {observed}', due_in: 1h}\n"
+    )
+    return load_bundle(text, "test.yaml").rules
+
+
+def tp(
+    n: int,
+    kind: str = "note",
+    minutes: float | None = None,
+    direction: str = "none",
+    **attributes: str | int | float | bool,
+) -> TouchpointEvent:
+    at = T0 + timedelta(minutes=n if minutes is None else minutes)
+    return TouchpointEvent(
+        event_id=f"e{n}",
+        customer_id="c",
+        occurred_at=at,
+        received_at=at,
+        channel=Channel.PRODUCT,
+        kind=kind,
+        direction=Direction(direction),
+        rep_id="rep-1",
+        source="test/1",
+        attributes=attributes,
+    )
+
+
+def run(
+    compiled: tuple[CompiledRule, ...], events: list[TouchpointEvent]
+) -> tuple[CustomerState | None, list[InterventionCommand]]:
+    state: CustomerState | None = None
+    fired: list[InterventionCommand] = []
+    for event in events:
+        state, decisions = apply(state, event, NOW, compiled)
+        fired.extend(d.intervention for d in decisions)
+    return state, fired
+
+
+def ids(fired: list[InterventionCommand]) -> list[list[str]]:
+    return [c.explanation.triggering_event_ids for c in fired]
+
+
+def test_event_predicates_with_every_operator() -> None:
+    compiled = rules(
+        """
+        event:
+          kind: [purchase, refund]
+          attributes.amount: {gte: 100, lt: 1000}
+          attributes.plan: {ne: free}
+          attributes.note: {contains: URGENT}
+          attributes.sku: {matches: "^SKU-[0-9]+$", not_in: [SKU-0]}
+        """
+    )
+    hit = tp(1, "purchase", amount=150, plan="pro", note="very urgent please", sku="SKU-42")
+    _, fired = run(compiled, [hit])
+    assert ids(fired) == [["e1"]]
+    assert ("attributes.amount gte 100", "150") in [
+        (m.condition, m.observed) for m in fired[0].explanation.matched
+    ]
+    near_misses = [
+        tp(2, "visit", amount=150, plan="pro", note="urgent", sku="SKU-1"),
+        tp(3, "purchase", amount=1000, plan="pro", note="urgent", sku="SKU-1"),
+        tp(4, "purchase", amount=150, plan="free", note="urgent", sku="SKU-1"),
+        tp(5, "purchase", amount=150, plan="pro", note="later", sku="SKU-1"),
+        tp(6, "purchase", amount=150, plan="pro", note="urgent", sku="SKU-0"),
+        tp(7, "purchase", amount="150", plan="pro", note="urgent", sku="SKU-1"),
+    ]
+    assert run(compiled, near_misses)[1] == []
+
+
+def test_state_thresholds_use_the_state_after_the_touchpoint() -> None:
+    compiled = rules(
+        """
+        all:
+          - event: {kind: login}
+          - state: {count.login: {gte: 3}, days_since_last_inbound: {gt: 14}}
+        """
+    )
+    _, fired = run(compiled, [tp(1, "login"), tp(2, "login"), tp(3, "login")])
+    assert ids(fired) == [["e3"]]
+    assert ("days_since_last_inbound gt 14", "never") in [
+        (m.condition, m.observed) for m in fired[0].explanation.matched
+    ]
+    replied = [
+        tp(0, "email_received", direction="inbound"),
+        tp(1, "login"),
+        tp(2, "login"),
+        tp(3, "login"),
+    ]
+    assert run(compiled, replied)[1] == []
+
+
+def test_count_within_a_window_fires_when_the_count_is_reached_not_after() -> None:
+    compiled = rules("count: {of: {kind: sandbox_error}, within: 24h, at_least: 3}")
+    hours = [0, 1, 30, 31, 32, 33]
+    _, fired = run(compiled, [tp(n, "sandbox_error", minutes=h * 60) for n, h in enumerate(hours)])
+    assert ids(fired) == [["e2", "e3", "e4"]]
+
+
+def test_sum_within_a_window() -> None:
+    compiled = rules(
+        "sum: {of: {kind: purchase}, field: attributes.amount, within: 7d, at_least: 500}"
+    )
+    events = [
+        tp(1, "purchase", amount=200),
+        tp(2, "purchase", amount=250),
+        tp(3, "purchase", amount=60),
+    ]
+    _, fired = run(compiled, events)
+    assert ids(fired) == [["e1", "e2", "e3"]]
+    assert fired[0].title == "saw 510"
+
+
+def test_ordered_sequence_within_a_bound() -> None:
+    compiled = rules(
+        """
+        sequence:
+          within: 24h
+          steps:
+            - {kind: video_watched, attributes.watched_seconds: {gt: 272}}
+            - {kind: sandbox_error}
+        """
+    )
+    in_order = [tp(1, "video_watched", watched_seconds=300), tp(2, "note"), tp(3, "sandbox_error")]
+    assert ids(run(compiled, in_order)[1]) == [["e1", "e3"]]
+    wrong_order = [tp(1, "sandbox_error"), tp(2, "video_watched", watched_seconds=300)]
+    assert run(compiled, wrong_order)[1] == []
+    too_short = [tp(1, "video_watched", watched_seconds=200), tp(2, "sandbox_error")]
+    assert run(compiled, too_short)[1] == []
+    too_late = [
+        tp(1, "video_watched", watched_seconds=300),
+        tp(2, "sandbox_error", minutes=25 * 60),
+    ]
+    assert run(compiled, too_late)[1] == []
+
+
+def test_streaks_reset_and_fire_once_per_run() -> None:
+    compiled = rules(
+        "streak: {of: {direction: outbound}, reset_by: {direction: inbound}, length: 2}"
+    )
+    seq = ["outbound", "outbound", "outbound", "inbound", "outbound", "none", "outbound"]
+    events = [tp(n, "message", direction=d) for n, d in enumerate(seq)]
+    assert ids(run(compiled, events)[1]) == [["e0", "e1"], ["e4", "e6"]]
+
+
+def test_absence_fires_at_the_deadline_by_timer_and_only_once() -> None:
+    compiled = rules(
+        "absence: {after: {kind: lead_form_submitted}, missing: {direction: outbound}, within: 24h}"
+    )
+    state, fired = run(compiled, [tp(0, "lead_form_submitted")])
+    assert fired == [] and state is not None
+    deadline = next_deadline(state, compiled)
+    assert deadline is not None
+    early, fired = apply_timer(state, T0 + timedelta(hours=23), NOW, compiled)
+    assert fired == []
+    at = T0 + timedelta(hours=24, microseconds=1)
+    later, decisions = apply_timer(early, at, NOW, compiled)
+    assert [d.intervention.explanation.triggering_event_ids for d in decisions] == [["e0"]]
+    assert next_deadline(later, compiled) is None
+    assert apply_timer(later, at + timedelta(hours=1), NOW, compiled)[1] == []
+
+
+def test_absence_is_cancelled_by_the_missing_touchpoint() -> None:
+    compiled = rules(
+        "absence: {after: {kind: lead_form_submitted}, missing: {direction: outbound}, within: 24h}"
+    )
+    state, _ = run(
+        compiled, [tp(0, "lead_form_submitted"), tp(60, "call_made", direction="outbound")]
+    )
+    assert state is not None and next_deadline(state, compiled) is None
+
+
+def test_absence_noticed_by_a_late_touchpoint_fires_too() -> None:
+    compiled = rules(
+        "absence: {after: {kind: lead_form_submitted}, missing: {direction: outbound}, within: 24h}"
+    )
+    events = [tp(0, "lead_form_submitted"), tp(1, "web_visit", minutes=25 * 60)]
+    assert ids(run(compiled, events)[1]) == [["e0"]]
+
+
+def test_all_any_not() -> None:
+    compiled = rules(
+        """
+        all:
+          - any:
+              - event: {kind: churn_signal}
+              - event: {kind: downgrade}
+          - not: {event: {attributes.plan: enterprise}}
+        """
+    )
+    events = [
+        tp(1, "downgrade", plan="pro"),
+        tp(2, "churn_signal", plan="enterprise"),
+        tp(3, "login"),
+    ]
+    assert ids(run(compiled, events)[1]) == [["e1"]]
+
+
+def test_cooldown_is_in_event_time() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    cooldown: 1h\n"
+        "    when: {event: {kind: ping}}\n    then: {kind: alert, title: t, due_in: 0s}\n"
+    ).rules
+    events = [tp(1, "ping", minutes=0), tp(2, "ping", minutes=30), tp(3, "ping", minutes=61)]
+    assert ids(run(compiled, events)[1]) == [["e1"], ["e3"]]
+
+
+def test_shadow_rules_decide_but_are_marked_shadow() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    mode: shadow\n"
+        "    when: {event: {kind: ping}}\n    then: {kind: alert, title: t, due_in: 0s}\n"
+    ).rules
+    _, decisions = apply(None, tp(1, "ping"), NOW, compiled)
+    assert [d.shadow for d in decisions] == [True]
+
+
+def test_role_assignees_leave_the_rep_empty() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    when: {event: {kind: refill_due}}\n"
+        "    then: {kind: task, title: t, due_in: 1d, assignee: 'role:pharmacist'}\n"
+    ).rules
+    [decision] = apply(None, tp(1, "refill_due"), NOW, compiled)[1]
+    assert (decision.intervention.rep_id, decision.intervention.assignee_role) == (
+        None,
+        "pharmacist",
+    )
+
+
+# Window counts against a brute-force count, including out-of-order touchpoints.
+
+offsets = st.lists(st.integers(min_value=0, max_value=90), min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    offsets,
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=1, max_value=45),
+    st.sampled_from([0, 10, 60]),
+)
+def test_window_counts_match_a_brute_force_count(
+    minutes: list[int], at_least: int, within: int, lateness: int
+) -> None:
+    compiled = rules(
+        f"count: {{of: {{kind: hit}}, within: {within}m, at_least: {at_least}}}",
+        extra=f"allowed_lateness: {lateness}m\n" if lateness else "",
+    )
+    fired_at: list[str] = []
+    state: CustomerState | None = None
+    for n, m in enumerate(minutes):
+        state, decisions = apply(state, tp(n, "hit", minutes=m), NOW, compiled)
+        fired_at.extend(f"e{n}" for _ in decisions)
+
+    expected: list[str] = []
+    accepted: list[int] = []
+    newest: int | None = None
+    for n, m in enumerate(minutes):
+        newest = m if newest is None else max(newest, m)
+        if m < newest - lateness:
+            continue  # later than the allowed lateness: not counted
+        accepted.append(m)
+        in_window = sum(1 for a in accepted if m - within <= a <= m)
+        if in_window == at_least:
+            expected.append(f"e{n}")
+    assert fired_at == expected
