@@ -98,6 +98,9 @@ def _evaluate(
         if decision is not None:
             decisions.append(decision)
     if memories is not None:
+        if len(memories) > len(rules):  # drop what rules no longer running remembered
+            running = {rule.rule_id for rule in rules}
+            memories = {k: v for k, v in memories.items() if k in running}
         state = replace(state, rules=memories)
     return state, decisions
 

@@ -41,10 +41,16 @@ class CompiledRule:
     def step(self, memory: Any, moment: Moment, now: datetime) -> tuple[Any, Decision | None]:
         """The rule's new memory for this customer, and its decision if it fired.
 
-        Memory is ``[condition memory, event time it last fired (µs) or None]``.
-        A rule in cooldown keeps tracking its condition but does not fire.
+        Memory is ``[condition memory, event time it last fired (µs) or None,
+        rule version]``. A rule in cooldown keeps tracking its condition but does
+        not fire. When a new version of the rule arrives, partial matches made
+        under the old version are dropped (they may mean nothing to the new
+        condition) while the time it last fired is kept, so cooldowns hold
+        across edits.
         """
-        condition_memory, last_fired = memory if memory is not None else (None, None)
+        condition_memory, last_fired, version = memory if memory is not None else (None, None, 0)
+        if version != self.version:
+            condition_memory = None
         new_condition_memory, observation = self.condition.step(condition_memory, moment)
         decision = None
         if observation is not None and (
@@ -68,11 +74,13 @@ class CompiledRule:
             last_fired = moment.at if last_fired is None else max(last_fired, moment.at)
         if new_condition_memory is None and last_fired is None:
             return None, decision
-        return [new_condition_memory, last_fired], decision
+        return [new_condition_memory, last_fired, self.version], decision
 
     def deadline(self, memory: Any) -> int | None:
         """Event time (µs) at which a timer must evaluate this rule for the customer."""
-        return None if memory is None else self.condition.deadline(memory[0])
+        if memory is None or memory[2] != self.version:
+            return None
+        return self.condition.deadline(memory[0])
 
 
 _MICROSECOND = timedelta(microseconds=1)

@@ -25,13 +25,15 @@ import faust
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.builtin import BUILTIN_RULES
+from engine.builtin import BUILTIN_BUNDLE
+from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_dead_letter, encode_intervention
 
 from .metrics import WorkerMetrics
 from .pipeline import BatchResult, Pipeline, RawRecord
+from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, Utf8Codec
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
@@ -110,8 +112,9 @@ def create_app(settings: Settings) -> Warroom:
     states.value_serializer = CustomerStateCodec()
     states.changelog_topic = states._new_changelog_topic()
     metrics = WorkerMetrics.create()
+    rulebook = RuleBook(BUILTIN_BUNDLE)
     pipeline = Pipeline(
-        rules=BUILTIN_RULES,
+        rulebook=rulebook,
         timestamps=TimestampPolicy(
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
         ),
@@ -124,8 +127,12 @@ def create_app(settings: Settings) -> Warroom:
         settings, app, touchpoints, states, metrics, pipeline, writer, commit_lock, state_codec
     )
 
+    rules_loaded = asyncio.Event()
+
     async def process(agent_stream: StreamT[bytes]) -> None:
         stream = cast(faust.Stream[bytes], agent_stream)
+        # Touchpoints wait until every bundle on the rules topic has been read.
+        await rules_loaded.wait()
         async for events in stream.take_events(
             settings.batch_max_records, settings.batch_within_seconds
         ):
@@ -141,6 +148,24 @@ def create_app(settings: Settings) -> Warroom:
         return web.bytes(
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
+
+    @app.page("/rules")
+    async def rules_page(web: Any, request: Any) -> Any:
+        return web.json(
+            {
+                name: {
+                    "version": bundle.version,
+                    "source": bundle.source,
+                    "rules": [rule.rule_id for rule in bundle.rules],
+                }
+                for name, bundle in sorted(rulebook.bundles.items())
+            }
+        )
+
+    async def rules() -> None:
+        await follow_rules(settings, rulebook, metrics.bundles, rules_loaded)
+
+    app.task(rules)
 
     return warroom
 

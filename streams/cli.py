@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("file", type=Path)
     send.set_defaults(run=_chat_send)
 
+    rules = commands.add_parser("rules", help="check and publish rule bundles")
+    rules_commands = rules.add_subparsers(metavar="ACTION", required=True)
+    validate = rules_commands.add_parser("validate", help="compile bundles, report every problem")
+    validate.add_argument("files", type=Path, nargs="+")
+    validate.set_defaults(run=_rules_validate)
+    push = rules_commands.add_parser("push", help="validate a bundle, then publish it to workers")
+    push.add_argument("file", type=Path)
+    push.set_defaults(run=_rules_push)
+
     tail = commands.add_parser("tail", help="print a stream readably as it arrives")
     tail.add_argument("stream", choices=["interventions", "dlq"])
     tail.add_argument("--from-beginning", action="store_true")
@@ -104,6 +113,39 @@ def _chat_send(args: argparse.Namespace) -> int:
         return 2
     count = asyncio.run(publish_file(Settings(), messages))
     print(f"published {count} touchpoint(s)")
+    return 0
+
+
+def _rules_validate(args: argparse.Namespace) -> int:
+    from engine.bundle import InvalidBundle, load_bundle
+
+    failed = 0
+    for path in args.files:
+        try:
+            bundle = load_bundle(path.read_text(encoding="utf-8"), str(path))
+        except InvalidBundle as invalid:
+            failed += 1
+            for problem in invalid.problems:
+                print(problem, file=sys.stderr)
+            continue
+        print(f"{path}: bundle {bundle.name} v{bundle.version}, {len(bundle.rules)} rule(s): ok")
+    return 2 if failed else 0
+
+
+def _rules_push(args: argparse.Namespace) -> int:
+    from engine.bundle import InvalidBundle
+
+    from .rules_push import push_bundle
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+        name, version, where = asyncio.run(push_bundle(Settings(), text, str(args.file)))
+    except InvalidBundle as invalid:
+        for problem in invalid.problems:
+            print(problem, file=sys.stderr)
+        print("nothing pushed: the running version stays", file=sys.stderr)
+        return 2
+    print(f"pushed bundle {name} v{version} to {where}; workers apply it within seconds")
     return 0
 
 

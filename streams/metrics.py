@@ -17,6 +17,7 @@ class WorkerMetrics:
     shadowed: Counter
     dead_letters: Counter
     latency: Histogram
+    bundles: Counter
     batch_duration: Histogram
 
     @classmethod
@@ -46,6 +47,12 @@ class WorkerMetrics:
                 "warroom_dead_letters",
                 "Records sent to the dead-letter topic, by reason code.",
                 ["reason"],
+                registry=registry,
+            ),
+            bundles=Counter(
+                "warroom_rule_bundles",
+                "Rule bundle versions offered to this worker, by outcome (activated, rejected).",
+                ["outcome"],
                 registry=registry,
             ),
             latency=Histogram(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.reducer import apply
+from engine.rulebook import RuleBook
 from engine.rules import CompiledRule
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
@@ -46,7 +47,8 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class Pipeline:
-    rules: Sequence[CompiledRule]
+    rulebook: RuleBook
+    """Read once per call: a bundle swapped mid-batch applies from the next slice."""
     timestamps: TimestampPolicy
     partitions: int
 
@@ -59,8 +61,9 @@ class Pipeline:
     ) -> BatchResult:
         """Process ``records``; continue ``into`` an earlier result of the same batch."""
         result = BatchResult() if into is None else into
+        rules = self.rulebook.rules
         for record in records:
-            self._process_record(record, load, now, result)
+            self._process_record(record, load, now, result, rules)
         return result
 
     def _process_record(
@@ -69,6 +72,7 @@ class Pipeline:
         load: Callable[[str], CustomerState | None],
         now: datetime,
         result: BatchResult,
+        rules: Sequence[CompiledRule],
     ) -> None:
         partition = record.partition
         if record.value is None:
@@ -99,7 +103,7 @@ class Pipeline:
             state = changed.get(customer_id)
             if state is None:
                 state = load(customer_id)
-            updated, decisions = apply(state, event, now, self.rules)
+            updated, decisions = apply(state, event, now, rules)
             if updated is state:
                 result.duplicates += 1
                 continue

@@ -13,6 +13,12 @@ from .settings import Settings
 CUSTOMER_TOPICS = ("touchpoints", "interventions", "dlq")
 """Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
 
+SHARED_TOPICS: dict[str, dict[str, str]] = {
+    "rules": {"cleanup.policy": "compact"},
+    "audit": {},
+}
+"""One partition each, read whole by every worker (rules) or by people and tools (audit)."""
+
 
 class TopicMismatch(RuntimeError):
     """A topic exists with a partition count that breaks co-partitioning."""
@@ -23,15 +29,23 @@ async def ensure_topics(settings: Settings, wait_seconds: float = 60.0) -> list[
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await _start(admin, settings, wait_seconds)
     try:
-        names = [settings.topic(name) for name in CUSTOMER_TOPICS]
+        wanted = {
+            settings.topic(name): NewTopic(
+                settings.topic(name), settings.partitions, settings.replication_factor
+            )
+            for name in CUSTOMER_TOPICS
+        }
+        for name, config in SHARED_TOPICS.items():
+            wanted[settings.topic(name)] = NewTopic(
+                settings.topic(name), 1, settings.replication_factor, topic_configs=config
+            )
         existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
+        missing = [n for n in wanted if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                await admin.create_topics(
-                    [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
-                )
-        await _check_partitions(admin, settings, [n for n in names if n in existing])
+                await admin.create_topics([wanted[n] for n in missing])
+        customer = {settings.topic(name) for name in CUSTOMER_TOPICS}
+        await _check_partitions(admin, settings, sorted(customer & existing))
         return missing
     finally:
         await admin.close()

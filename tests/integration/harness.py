@@ -92,7 +92,15 @@ async def committed_reader(
     await consumer.start()
     try:
         topic = settings.topic(name)
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        numbers = None
+        for _ in range(50):  # metadata of a just-created topic can lag a moment
+            cluster = await consumer._client.fetch_all_metadata()
+            numbers = cluster.partitions_for_topic(topic)
+            if numbers:
+                break
+            await asyncio.sleep(0.2)
+        assert numbers, f"topic {topic!r} does not exist"
+        partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         yield consumer, partitions

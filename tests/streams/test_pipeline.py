@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from aiokafka.partitioner import DefaultPartitioner
 
 from connectors.publisher import envelopes
-from engine.builtin import BUILTIN_RULES
+from engine.builtin import BUILTIN_BUNDLE
+from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_touchpoint, encode_touchpoint_batch
@@ -52,7 +53,7 @@ def single(event: TouchpointEvent, offset: int = 0) -> RawRecord:
 
 
 def pipeline() -> Pipeline:
-    return Pipeline(BUILTIN_RULES, TimestampPolicy(), PARTITIONS)
+    return Pipeline(RuleBook(BUILTIN_BUNDLE), TimestampPolicy(), PARTITIONS)
 
 
 def nothing_stored(customer_id: str) -> CustomerState | None:

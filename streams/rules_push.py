@@ -1,0 +1,30 @@
+"""Publishing a rule bundle to the ``rules`` topic, after checking it."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+
+from engine.bundle import load_bundle
+
+from .rules_feed import RULES
+from .settings import Settings
+
+
+async def publish_bundle_text(settings: Settings, name: str, text: str) -> str:
+    """Write bundle YAML as it is (no checks) under key ``name``; returns topic@offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            settings.topic(RULES), text.encode(), key=name.encode(), partition=0
+        )
+    finally:
+        await producer.stop()
+    return f"{sent.topic}@{sent.offset}"
+
+
+async def push_bundle(settings: Settings, text: str, source: str) -> tuple[str, int, str]:
+    """Compile ``text`` (raising InvalidBundle), then publish it; returns name, version, where."""
+    bundle = load_bundle(text, source)
+    where = await publish_bundle_text(settings, bundle.name, text)
+    return bundle.name, bundle.version, where
