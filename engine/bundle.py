@@ -37,7 +37,7 @@ from .conditions import (
 )
 from .durations import parse_duration
 from .errors import EngineError
-from .interventions import Template
+from .interventions import BODY_MAX, ROLE_MAX, TITLE_MAX, Template
 from .rules import CompiledRule, RuleMode
 from .state import CustomerState
 
@@ -332,15 +332,20 @@ class _Checker:
         priority = self.choice(then, "priority", path, tuple(p.value for p in Priority), "normal")
         severity = self.choice(then, "severity", path, tuple(s.value for s in Severity), None)
         assignee = self.text(then, "assignee", path, required=False) or "owner"
-        if assignee != "owner" and not re.fullmatch(r"role:[a-z][a-z0-9_-]*", assignee):
+        if assignee != "owner" and not re.fullmatch(
+            rf"role:[a-z][a-z0-9_-]{{0,{ROLE_MAX - 1}}}", assignee
+        ):
             self.refuse(
                 then.lines["assignee"],
                 _join(path, "assignee"),
-                f"expected 'owner' or 'role:<name>' (e.g. role:pharmacist), found {assignee!r}",
+                "expected 'owner' or 'role:<name>' (e.g. role:pharmacist; a name of at most "
+                f"{ROLE_MAX} lower-case letters, digits, '_' or '-'), found {assignee!r}",
                 "owner" if assignee.startswith("own") else None,
             )
-        title = self.template_text(then, "title", path)
-        body = self.template_text(then, "body", path, required=False) or ""
+        title = self.template_text(then, "title", path, limit=TITLE_MAX)
+        if not title.strip():
+            self.refuse(then.lines["title"], _join(path, "title"), "expected a title, found none")
+        body = self.template_text(then, "body", path, required=False, limit=BODY_MAX) or ""
         due_in = self.duration(then, "due_in", path, zero_ok=True)
         assert due_in is not None and kind is not None
         return Template(
@@ -353,14 +358,32 @@ class _Checker:
             assignee_role=None if assignee == "owner" else assignee.removeprefix("role:"),
         )
 
-    def template_text(self, mapping: _Located, key: str, path: str, required: bool = True) -> str:
+    def template_text(
+        self, mapping: _Located, key: str, path: str, limit: int, required: bool = True
+    ) -> str:
         text = self.text(mapping, key, path, required=required)
         if text is None:
             return ""
+        where = (mapping.lines[key], _join(path, key))
+        if len(text) > limit:
+            self.refuse(*where, f"expected at most {limit} characters, found {len(text)}")
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+            parts = list(string.Formatter().parse(text))
         except ValueError as exc:
-            self.refuse(mapping.lines[key], _join(path, key), f"not a valid template: {exc}")
+            self.refuse(*where, f"not a valid template: {exc}")
+        fields = []
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if spec or conversion:
+                self.refuse(
+                    *where,
+                    f"placeholders take no format or conversion, found {{{name}"
+                    + (f"!{conversion}" if conversion else "")
+                    + (f":{spec}" if spec else "")
+                    + "}",
+                )
+            fields.append(name)
         for name in fields:
             if name not in Template.FIELDS:
                 self.refuse(
@@ -430,8 +453,9 @@ class _Checker:
         getter = self.event_getter(name, line, path)
         comparisons = self.comparisons(expected, line, path)
         tests: list[FieldTest] = []
+        shorthand = not isinstance(expected, _Located)
         for op, operand in comparisons:
-            self.check_operand(name, op, operand, line, _join(path, op))
+            self.check_operand(name, op, operand, line, path if shorthand else _join(path, op))
             tests.append(
                 FieldTest(f"{name} {op} {_show(operand)}", getter, compile_test(op, operand))
             )
@@ -479,6 +503,13 @@ class _Checker:
     def check_operand(self, name: str, op: str, operand: Any, line: int, path: str) -> None:
         if op in ("gt", "gte", "lt", "lte") and not _is_number(operand):
             self.refuse(line, path, f"expected a number to compare with, found {_kind(operand)}")
+        if op in ("gt", "gte", "lt", "lte") and name in EVENT_FIELDS:
+            self.refuse(
+                line,
+                path,
+                f"unreachable: {name} is text and never compares as a number; "
+                "use eq, in, contains or matches",
+            )
         if op in ("in", "not_in"):
             if not isinstance(operand, list) or not operand:
                 self.refuse(line, path, f"expected a non-empty list, found {_kind(operand)}")

@@ -121,7 +121,7 @@ def _shown(value: Any) -> str:
     if isinstance(value, float) and value == math.inf:
         return "never"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
     return str(value)
 
 
@@ -156,8 +156,9 @@ class StateThreshold:
 class WindowAggregate:
     """Count (or sum of a field) of matching touchpoints within a sliding event-time window.
 
-    Holds at the matching touchpoint that brings the aggregate over the window
-    ending at that touchpoint's time to ``at_least``. Touchpoints may arrive out
+    Holds at the matching touchpoint that brings the aggregate of a window to
+    ``at_least``: the window ending at that touchpoint's time or, for a late
+    touchpoint, one ending at a later touchpoint's time. Touchpoints may arrive out
     of order; one more than ``lateness`` older than the customer's newest
     touchpoint is not counted.
     """
@@ -188,11 +189,15 @@ class WindowAggregate:
             entries = entries[-(int(self.at_least) + 1) :]
         else:
             entries = entries[-MAX_WINDOW_ENTRIES:]
-        total, ids = window_total(entries, moment.at, self.within)
-        if total >= self.at_least > total - amount:
-            return entries, Observation(
-                ((self.label, _shown(total)),), tuple(ids[-MAX_EXPLAINED_EVENTS:])
-            )
+        # The window ending at this touchpoint, and, for a late one, every window
+        # ending at a later touchpoint that it falls into.
+        ends = [moment.at] + [e[0] for e in entries if moment.at < e[0] <= moment.at + self.within]
+        for end in ends:
+            total, ids = window_total(entries, end, self.within)
+            if total >= self.at_least > total - amount:
+                return entries, Observation(
+                    ((self.label, _shown(total)),), tuple(ids[-MAX_EXPLAINED_EVENTS:])
+                )
         return entries, None
 
     def deadline(self, memory: Any) -> int | None:
@@ -308,7 +313,9 @@ class Absence:
     """After a touchpoint matching ``after``, none matching ``missing`` within ``within``.
 
     Holds once, at the deadline: when a later touchpoint or a timer at or past
-    the deadline notices that nothing came.
+    the deadline notices that nothing came. A touchpoint that ends a wait (it
+    matched ``missing``, or came after the deadline) starts the next wait if it
+    also matches ``after``, so every refill or quote is watched.
     """
 
     after: EventMatch
@@ -322,13 +329,17 @@ class Absence:
             _start, deadline, trigger = memory
             if moment.at > deadline:
                 overdue = format_duration(timedelta(microseconds=self.within))
-                return None, Observation(((self.label, f"nothing within {overdue}"),), (trigger,))
-            if event is not None and self.missing.matches(event):
-                return None, None
-            return memory, None
+                observation = Observation(((self.label, f"nothing within {overdue}"),), (trigger,))
+                return self._start(event, moment), observation
+            if event is None or not self.missing.matches(event):
+                return memory, None
+            # The wait is over; the same touchpoint may start the next one (a refill).
+        return self._start(event, moment), None
+
+    def _start(self, event: TouchpointEvent | None, moment: Moment) -> list[Any] | None:
         if event is not None and self.after.matches(event):
-            return [moment.at, moment.at + self.within, event.event_id], None
-        return None, None
+            return [moment.at, moment.at + self.within, event.event_id]
+        return None
 
     def deadline(self, memory: Any) -> int | None:
         return None if memory is None else int(memory[1]) + 1
@@ -413,9 +424,9 @@ def _earliest(parts: Sequence[Condition], memory: Any) -> int | None:
 def compile_test(op: str, expected: Any) -> Test:
     """A test for one comparison operator; ``expected`` is already validated."""
     if op == "eq":
-        return lambda actual: actual == expected
+        return lambda actual: same(actual, expected)
     if op == "ne":
-        return lambda actual: actual != expected
+        return lambda actual: not same(actual, expected)
     if op in ("gt", "gte", "lt", "lte"):
         comparisons: dict[str, Test] = {
             "gt": lambda a: bool(a > expected),
@@ -425,12 +436,18 @@ def compile_test(op: str, expected: Any) -> Test:
         }
         compare = comparisons[op]
         return lambda actual: _is_number(actual) and compare(actual)
-    if op == "in":
-        allowed = frozenset(expected)
-        return lambda actual: actual in allowed
-    if op == "not_in":
-        refused = frozenset(expected)
-        return lambda actual: actual not in refused
+    if op in ("in", "not_in"):
+        values = frozenset(v for v in expected if not isinstance(v, bool))
+        flags = frozenset(v for v in expected if isinstance(v, bool))
+
+        def member(actual: Any) -> bool:
+            if isinstance(actual, bool):
+                return actual in flags
+            return actual in values
+
+        if op == "in":
+            return member
+        return lambda actual: not member(actual)
     if op == "contains":
         needle = str(expected).casefold()
         return lambda actual: isinstance(actual, str) and needle in actual.casefold()
@@ -438,6 +455,13 @@ def compile_test(op: str, expected: Any) -> Test:
         pattern = re.compile(expected)
         return lambda actual: isinstance(actual, str) and pattern.search(actual) is not None
     raise ValueError(f"unknown operator {op!r}")
+
+
+def same(actual: Any, expected: Any) -> bool:
+    """Equality where true is not 1 and false is not 0 (YAML and JSON keep them apart)."""
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    return bool(actual == expected)
 
 
 def _is_number(value: Any) -> bool:

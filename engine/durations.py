@@ -41,7 +41,7 @@ def format_duration(value: timedelta) -> str:
     if micros == 0:
         return "0s"
     parts = []
-    for unit in ("w", "d", "h", "m", "s", "ms"):
+    for unit in ("d", "h", "m", "s", "ms"):
         size = _UNITS[unit] // timedelta(microseconds=1)
         count, micros = divmod(micros, size)
         if count:

@@ -17,6 +17,11 @@ from schemas.models import (
     Severity,
 )
 
+TITLE_MAX = 500
+BODY_MAX = 20_000
+ROLE_MAX = 64
+"""Limits of the InterventionCommand contract; rendered text longer than these is clipped."""
+
 INTERVENTION_NAMESPACE = uuid.UUID("0b9d1c52-6f0e-5c7a-9d7e-5b1f2a7c9e31")
 """Namespace of the name-based UUIDs used as intervention ids."""
 
@@ -86,8 +91,8 @@ class Template:
             kind=self.kind,
             severity=self.severity,
             priority=self.priority,
-            title=self.title.format_map(fields),
-            body=self.body.format_map(fields),
+            title=_clip(self.title.format_map(fields), TITLE_MAX) or self.kind.value,
+            body=_clip(self.body.format_map(fields), BODY_MAX),
             due_at=triggered_at + self.due_in,
             experiment=None,
             explanation=Explanation(
@@ -97,3 +102,7 @@ class Template:
             ),
             created_at=now,
         )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -136,7 +136,7 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     found = problems(text)
     assert any(":3: version: expected a whole number of at least 1, found 0" in p for p in found)
     assert any(
-        "rules[0].when.event.kind.eq: a touchpoint kind is lower_snake_case" in p for p in found
+        "rules[0].when.event.kind: a touchpoint kind is lower_snake_case" in p for p in found
     )
     assert any("rules[0].then.kind: expected one of task" in p and "'task'" in p for p in found)
     assert any(
@@ -198,3 +198,35 @@ def test_bad_regular_expressions_and_assignees_are_refused() -> None:
     found = problems(text)
     assert any("not a valid regular expression" in p for p in found)
     assert any("expected 'owner' or 'role:<name>'" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("then", "fragment"),
+    [
+        ("{kind: task, title: '', due_in: 1h}", "expected a title, found none"),
+        ("{kind: task, title: '{customer_id:d}', due_in: 1h}", "take no format or conversion"),
+        ("{kind: task, title: '" + "x" * 501 + "', due_in: 1h}", "at most 500 characters"),
+        ("{kind: task, title: t, due_in: 1h, assignee: 'role:" + "r" * 70 + "'}", "at most 64"),
+    ],
+)
+def test_actions_that_could_not_be_emitted_are_refused_at_load(then: str, fragment: str) -> None:
+    text = (
+        "bundle: b\nversion: 1\nrules:\n  - id: r\n    when: {event: {kind: a}}\n"
+        f"    then: {then}\n"
+    )
+    [problem] = problems(text)
+    assert ":6: rules[0].then." in problem
+    assert fragment in problem
+
+
+def test_numbers_are_not_compared_with_text_fields() -> None:
+    text = """
+        bundle: b
+        version: 1
+        rules:
+          - id: r
+            when: {event: {rep_id: {gt: 5}}}
+            then: {kind: task, title: t, due_in: 1h}
+    """
+    [problem] = problems(text)
+    assert "rep_id is text and never compares as a number" in problem

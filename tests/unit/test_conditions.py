@@ -285,7 +285,60 @@ def test_window_counts_match_a_brute_force_count(
         if m < newest - lateness:
             continue  # later than the allowed lateness: not counted
         accepted.append(m)
-        in_window = sum(1 for a in accepted if m - within <= a <= m)
-        if in_window == at_least:
+        ends = [m] + [a for a in accepted if m < a <= m + within]
+        if any(sum(1 for a in accepted if end - within <= a <= end) == at_least for end in ends):
             expected.append(f"e{n}")
     assert fired_at == expected
+
+
+def test_a_late_touchpoint_can_complete_a_window_ending_later() -> None:
+    compiled = rules(
+        "count: {of: {kind: sandbox_error}, within: 1h, at_least: 3}",
+        extra="allowed_lateness: 1h\n",
+    )
+    events = [
+        tp(1, "sandbox_error", minutes=0),
+        tp(2, "sandbox_error", minutes=50),
+        tp(3, "sandbox_error", minutes=40),  # late, but within the allowed lateness
+    ]
+    assert [sorted(i) for i in ids(run(compiled, events)[1])] == [["e1", "e2", "e3"]]
+
+
+def test_a_touchpoint_later_than_the_allowed_lateness_is_not_counted() -> None:
+    compiled = rules(
+        "count: {of: {kind: sandbox_error}, within: 3h, at_least: 2}",
+        extra="allowed_lateness: 10m\n",
+    )
+    events = [tp(1, "sandbox_error", minutes=120), tp(2, "sandbox_error", minutes=60)]
+    assert run(compiled, events)[1] == []
+
+
+def test_true_is_not_one() -> None:
+    compiled = rules("event: {attributes.chronic: true}")
+    assert run(compiled, [tp(1, "fill", chronic=1)])[1] == []
+    assert ids(run(compiled, [tp(2, "fill", chronic=True)])[1]) == [["e2"]]
+    listed = rules("event: {attributes.flag: {in: [1, 2]}}")
+    assert run(listed, [tp(3, "x", flag=True)])[1] == []
+
+
+def test_a_refill_ends_one_wait_and_starts_the_next() -> None:
+    compiled = rules("absence: {after: {kind: refill}, missing: {kind: refill}, within: 25d}")
+    state, _ = run(compiled, [tp(1, "refill", minutes=0), tp(2, "refill", minutes=20 * 1440)])
+    assert state is not None
+    assert (
+        next_deadline(state, compiled)
+        == int(
+            (T0 + timedelta(days=45) - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)
+        )
+        + 1
+    )
+
+
+def test_long_observed_text_is_clipped_not_fatal() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    when: {event: {kind: note}}\n"
+        "    then: {kind: task, title: '{observed}', due_in: 1h}\n"
+    ).rules
+    long_kind_event = tp(1, "note")
+    [decision] = apply(None, long_kind_event, NOW, compiled)[1]
+    assert decision.intervention.title == "note"

@@ -367,8 +367,10 @@ def test_a_90_day_supply_waits_85_days() -> None:
 def test_a_refill_in_time_or_a_non_chronic_fill_means_no_call() -> None:
     refilled = Run(pack("refill-due.yaml"))
     refilled.feed(fill(T0), fill(T0 + timedelta(days=24)))
-    assert refilled.deadline() is None
     assert refilled.timer(T0 + timedelta(days=40)) == []
+    # The refill starts the wait for the next one: a call is due 25 days after it.
+    assert refilled.deadline() == T0 + timedelta(days=49, microseconds=1)
+    assert len(refilled.timer(T0 + timedelta(days=50))) == 1
 
     acute = Run(pack("refill-due.yaml"))
     acute.feed(fill(T0, chronic=False))
