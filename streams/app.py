@@ -32,16 +32,19 @@ from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_dead_letter, encode_intervention
 
 from .metrics import WorkerMetrics
+from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, Utf8Codec
+from .timers import Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .writer import BatchWriter, OutRecord
 
 TOUCHPOINTS = "touchpoints"
 INTERVENTIONS = "interventions"
 DLQ = "dlq"
+TIMERS = "timers"
 STATE_TABLE = "customer-state"
 RECORDS_PER_SLICE = 8
 """A batch is processed this many records at a time, yielding to the event loop between."""
@@ -60,6 +63,7 @@ class Warroom:
     writer: BatchWriter
     commit_lock: BatchCommitLock
     state_codec: CustomerStateCodec
+    schedule: Schedule
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last batch (in-memory store, no copy)."""
@@ -97,6 +101,7 @@ def create_app(settings: Settings) -> Warroom:
     install_commit_lock(app, commit_lock)
     touchpoints = app.topic(
         settings.topic(TOUCHPOINTS),
+        settings.topic(TIMERS),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -108,8 +113,9 @@ def create_app(settings: Settings) -> Warroom:
     # from its key and value types and builds the changelog topic with them as
     # soon as the table is declared, so set ours and rebuild the topic (same
     # name) before anything subscribes to it.
+    state_codec = CustomerStateCodec()
     states.key_serializer = Utf8Codec()
-    states.value_serializer = CustomerStateCodec()
+    states.value_serializer = state_codec
     states.changelog_topic = states._new_changelog_topic()
     metrics = WorkerMetrics.create()
     rulebook = RuleBook(BUILTIN_BUNDLE)
@@ -119,12 +125,21 @@ def create_app(settings: Settings) -> Warroom:
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
         ),
         partitions=settings.partitions,
+        timers_topic=settings.topic(TIMERS),
     )
-    state_codec = CustomerStateCodec()
-    states.value_serializer = state_codec
+    schedule = Schedule(rulebook)
     writer = BatchWriter(app, settings.topic(TOUCHPOINTS), exactly_once)
     warroom = Warroom(
-        settings, app, touchpoints, states, metrics, pipeline, writer, commit_lock, state_codec
+        settings,
+        app,
+        touchpoints,
+        states,
+        metrics,
+        pipeline,
+        writer,
+        commit_lock,
+        state_codec,
+        schedule,
     )
 
     rules_loaded = asyncio.Event()
@@ -167,6 +182,29 @@ def create_app(settings: Settings) -> Warroom:
 
     app.task(rules)
 
+    source = settings.topic(TOUCHPOINTS)
+
+    def assignment() -> frozenset[int]:
+        return frozenset(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source
+        )
+
+    def stored(partitions: frozenset[int]) -> Iterator[tuple[str, int, CustomerState]]:
+        store: Any = states.data
+        for customer_id, state in list(store.data.items()):
+            partition = store._key_partition.get(customer_id)
+            if partition is None:
+                partition = customer_partition(customer_id, settings.partitions)
+            if partition in partitions:
+                yield customer_id, partition, state
+
+    async def timers() -> None:
+        await run_scheduler(
+            settings.bootstrap_servers, settings.topic(TIMERS), schedule, assignment, stored
+        )
+
+    app.task(timers)
+
     return warroom
 
 
@@ -184,10 +222,12 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
         )
         await asyncio.sleep(0)  # let the web server, timers and fetching run
     store: Any = warroom.states.data
+    schedule = warroom.schedule
     for partition, changed in result.states.items():
         for customer_id, state in changed.items():
             store.data[customer_id] = state
             store._key_partition[customer_id] = partition
+            schedule.note(customer_id, partition, state)
     await warroom.writer.write(_output(warroom, result))
     _observe(warroom.metrics, result, events, started)
 
@@ -216,6 +256,8 @@ def _observe(
     metrics.batch_duration.observe(finished - started)
     if result.processed:
         metrics.touchpoints.labels("processed").inc(result.processed)
+    if result.ticks:
+        metrics.ticks.inc(result.ticks)
     if result.duplicates:
         metrics.touchpoints.labels("duplicate").inc(result.duplicates)
     for command in (c for _, c in result.interventions):

@@ -18,6 +18,7 @@ class WorkerMetrics:
     dead_letters: Counter
     latency: Histogram
     bundles: Counter
+    ticks: Counter
     batch_duration: Histogram
 
     @classmethod
@@ -53,6 +54,11 @@ class WorkerMetrics:
                 "warroom_rule_bundles",
                 "Rule bundle versions offered to this worker, by outcome (activated, rejected).",
                 ["outcome"],
+                registry=registry,
+            ),
+            ticks=Counter(
+                "warroom_timer_ticks",
+                "Timer ticks that evaluated a customer's deadline.",
                 registry=registry,
             ),
             latency=Histogram(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from engine.reducer import apply
+from engine.conditions import EPOCH
+from engine.reducer import apply, apply_timer, next_deadline
 from engine.rulebook import RuleBook
 from engine.rules import CompiledRule
 from engine.state import CustomerState
@@ -22,6 +23,7 @@ from schemas.errors import SchemaError
 from schemas.models import DeadLetter, InterventionCommand, TouchpointEvent
 
 from .partitioning import customer_partition
+from .timers import decode_tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class BatchResult:
     dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
     processed: int = 0
     duplicates: int = 0
+    ticks: int = 0
+    """Timer ticks that evaluated a deadline."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Pipeline:
     """Read once per call: a bundle swapped mid-batch applies from the next slice."""
     timestamps: TimestampPolicy
     partitions: int
+    timers_topic: str = "timers"
+    """Records of this topic are timer ticks (see streams.timers), not touchpoints."""
 
     def process(
         self,
@@ -75,6 +81,9 @@ class Pipeline:
         rules: Sequence[CompiledRule],
     ) -> None:
         partition = record.partition
+        if record.topic == self.timers_topic and record.value is not None:
+            self._process_tick(record, load, now, result, rules)
+            return
         if record.value is None:
             _reject(
                 result, record, "undecodable", "expected a touchpoint, found a null value", b"", now
@@ -112,6 +121,36 @@ class Pipeline:
             for decision in decisions:
                 target = result.shadowed if decision.shadow else result.interventions
                 target.append((partition, decision.intervention))
+
+    def _process_tick(
+        self,
+        record: RawRecord,
+        load: Callable[[str], CustomerState | None],
+        now: datetime,
+        result: BatchResult,
+        rules: Sequence[CompiledRule],
+    ) -> None:
+        assert record.value is not None
+        try:
+            customer_id, due = decode_tick(record.value)
+        except ValueError as exc:
+            _reject(result, record, "undecodable", str(exc), record.value, now)
+            return
+        partition = record.partition
+        changed = result.states.setdefault(partition, {})
+        state = changed.get(customer_id) or load(customer_id)
+        if state is None:
+            return
+        deadline = next_deadline(state, rules)
+        if deadline is None or deadline > due:
+            return  # already fired, or a touchpoint moved the deadline: a stale tick
+        updated, decisions = apply_timer(state, EPOCH + timedelta(microseconds=due), now, rules)
+        result.ticks += 1
+        if updated is not state:
+            changed[customer_id] = updated
+        for decision in decisions:
+            target = result.shadowed if decision.shadow else result.interventions
+            target.append((partition, decision.intervention))
 
     def _problem(
         self, event: TouchpointEvent, partition: int, now: datetime

@@ -1,0 +1,122 @@
+"""Per-customer timers: rules with a deadline fire at it even if the customer goes quiet.
+
+After every batch the worker notes each changed customer's next deadline (from
+the engine's ``next_deadline``). A scheduler task wakes every second and, for
+each deadline the wall clock has passed, writes a *tick* record to the
+``timers`` topic, on the customer's partition. The worker consumes ticks like
+touchpoints, in the same batches and transactions, so a deadline's intervention
+is emitted exactly once: a repeated tick finds nothing left to fire.
+
+The schedule lives in memory and is rebuilt from the customer-state table
+whenever the worker's assignment changes, so deadlines survive restarts and
+rebalances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from engine.conditions import micros
+from engine.reducer import next_deadline
+from engine.rulebook import RuleBook
+from engine.state import CustomerState
+
+log = logging.getLogger(__name__)
+
+TIMERS = "timers"
+
+
+def encode_tick(customer_id: str, due: int) -> bytes:
+    return orjson.dumps({"customer_id": customer_id, "due": due})
+
+
+def decode_tick(value: bytes) -> tuple[str, int]:
+    """(customer id, due time in µs); raises ValueError naming what is wrong."""
+    try:
+        data = orjson.loads(value)
+        return str(data["customer_id"]), int(data["due"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f'expected a timer tick {{"customer_id": ..., "due": µs}}, found {value[:80]!r}'
+        ) from exc
+
+
+@dataclass
+class Schedule:
+    """Deadlines of the customers on this worker's partitions, earliest first."""
+
+    rulebook: RuleBook
+    _heap: list[tuple[int, str, int]] = field(default_factory=list)
+    _due: dict[str, int] = field(default_factory=dict)
+
+    def note(self, customer_id: str, partition: int, state: CustomerState) -> None:
+        """Record the customer's next deadline (or that it has none) after a change."""
+        deadline = next_deadline(state, self.rulebook.rules)
+        if deadline is None:
+            self._due.pop(customer_id, None)
+            return
+        if self._due.get(customer_id) != deadline:
+            self._due[customer_id] = deadline
+            heapq.heappush(self._heap, (deadline, customer_id, partition))
+
+    def rebuild(self, states: Iterable[tuple[str, int, CustomerState]]) -> None:
+        self._heap.clear()
+        self._due.clear()
+        for customer_id, partition, state in states:
+            self.note(customer_id, partition, state)
+
+    def due(self, now: int) -> list[tuple[str, int, int]]:
+        """(customer, partition, deadline) whose deadline has passed; each returned once."""
+        found: list[tuple[str, int, int]] = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, customer_id, partition = heapq.heappop(self._heap)
+            if self._due.get(customer_id) == deadline:
+                del self._due[customer_id]
+                found.append((customer_id, partition, deadline))
+        return found
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+
+async def run_scheduler(
+    bootstrap_servers: str,
+    topic: str,
+    schedule: Schedule,
+    assignment: Callable[[], frozenset[int]],
+    stored: Callable[[frozenset[int]], Iterable[tuple[str, int, CustomerState]]],
+    interval: float = 1.0,
+) -> None:
+    """Write ticks for passed deadlines until cancelled."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    known: frozenset[int] | None = None
+    rules_seen = schedule.rulebook.rules
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            current = assignment()
+            if current != known or schedule.rulebook.rules is not rules_seen:
+                rules_seen = schedule.rulebook.rules
+                schedule.rebuild(stored(current))
+                known = current
+                log.info("timer schedule rebuilt: %d customers with a deadline", len(schedule))
+            now = micros(datetime.now(UTC))
+            for customer_id, partition, deadline in schedule.due(now):
+                await producer.send(
+                    topic,
+                    encode_tick(customer_id, deadline),
+                    key=customer_id.encode(),
+                    partition=partition,
+                )
+            await producer.flush()
+    finally:
+        await producer.stop()
