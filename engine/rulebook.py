@@ -8,6 +8,7 @@ Otherwise it is refused with the reasons, and what was running keeps running.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
 from .rules import CompiledRule
@@ -29,6 +30,7 @@ class RuleBook:
     def __init__(self, *bundles: RuleBundle) -> None:
         self._bundles: dict[str, RuleBundle] = {b.name: b for b in bundles}
         self.rules: tuple[CompiledRule, ...] = ()
+        self.allowed_lateness = timedelta(0)
         self._rebuild()
 
     @property
@@ -86,6 +88,9 @@ class RuleBook:
         return problems
 
     def _rebuild(self) -> None:
+        self.allowed_lateness = max(
+            (b.allowed_lateness for b in self._bundles.values()), default=timedelta(0)
+        )
         self.rules = tuple(
             rule for name in sorted(self._bundles) for rule in self._bundles[name].rules
         )

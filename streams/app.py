@@ -125,6 +125,7 @@ def create_app(settings: Settings) -> Warroom:
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
         ),
         partitions=settings.partitions,
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         timers_topic=settings.topic(TIMERS),
     )
     schedule = Schedule(rulebook)

@@ -55,6 +55,9 @@ class Pipeline:
     """Read once per call: a bundle swapped mid-batch applies from the next slice."""
     timestamps: TimestampPolicy
     partitions: int
+    allowed_lateness: timedelta = timedelta(hours=1)
+    """Touchpoints further behind a customer's newest one go to the DLQ (reason late_event);
+    a bundle's own ``allowed_lateness`` raises this for everyone."""
     timers_topic: str = "timers"
     """Records of this topic are timer ticks (see streams.timers), not touchpoints."""
 
@@ -112,6 +115,12 @@ class Pipeline:
             state = changed.get(customer_id)
             if state is None:
                 state = load(customer_id)
+            late = self._lateness_problem(event, state)
+            if late is not None:
+                raw = record.value if single else encode_touchpoint(event)
+                where = "" if single else f"event {index} of the batch: "
+                _reject(result, record, "late_event", where + late, raw, now)
+                continue
             updated, decisions = apply(state, event, now, rules)
             if updated is state:
                 result.duplicates += 1
@@ -151,6 +160,19 @@ class Pipeline:
         for decision in decisions:
             target = result.shadowed if decision.shadow else result.interventions
             target.append((partition, decision.intervention))
+
+    def _lateness_problem(self, event: TouchpointEvent, state: CustomerState | None) -> str | None:
+        newest = state.last_event_at if state is not None else None
+        if newest is None:
+            return None
+        allowed = max(self.allowed_lateness, self.rulebook.allowed_lateness)
+        if event.occurred_at >= newest - allowed:
+            return None
+        return (
+            f"occurred_at {event.occurred_at.isoformat()} is {newest - event.occurred_at} "
+            f"behind the customer's newest touchpoint ({newest.isoformat()}); the allowed "
+            f"lateness is {allowed}"
+        )
 
     def _problem(
         self, event: TouchpointEvent, partition: int, now: datetime

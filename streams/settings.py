@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, ge=1)
     """How long the group waits for a silent worker (e.g. one that crashed) before
     moving its partitions to another; also bounds how fast a restarted worker resumes."""
+    allowed_lateness_seconds: float = Field(3600.0, ge=0)
+    """Touchpoints further behind the customer's newest one go to the DLQ as late_event."""
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     """How far in the future an ``occurred_at`` may be before the event is rejected."""
 

@@ -151,3 +151,17 @@ def test_a_customer_on_the_wrong_partition_is_refused() -> None:
     assert letter.reason == "wrong_partition"
     assert f"belongs on partition {right}" in letter.detail
     assert result.states == {wrong: {}}
+
+
+def test_touchpoints_later_than_the_allowed_lateness_go_to_the_dlq() -> None:
+    newest = touchpoint(50, "acme")
+    in_time = touchpoint(1, "acme", occurred_at=newest.occurred_at - timedelta(minutes=59))
+    too_late = touchpoint(2, "acme", occurred_at=newest.occurred_at - timedelta(minutes=61))
+    result = pipeline().process(
+        [single(newest), single(in_time, 1), single(too_late, 2)], nothing_stored, NOW
+    )
+    [(_, letter)] = result.dead_letters
+    assert (letter.reason, letter.offset) == ("late_event", 2)
+    assert "behind the customer's newest touchpoint" in letter.detail
+    assert "the allowed lateness is 1:00:00" in letter.detail
+    assert result.processed == 2
