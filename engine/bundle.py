@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 import re
 import string
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 import yaml
-from schemas.models import Channel, Direction, InterventionKind, Priority, Severity, TouchpointEvent
+from schemas.models import Channel, Direction, InterventionKind, Priority, Severity
 
 from .conditions import (
     EPOCH,
@@ -475,11 +476,8 @@ class _Checker:
                 "attributes.<name>",
                 _suggest(name, EVENT_FIELDS),
             )
-
-        def get(event: TouchpointEvent) -> Any:
-            return getattr(event, name)
-
-        return get
+        getter: Getter = operator.attrgetter(name)
+        return getter
 
     def comparisons(self, expected: Any, line: int, path: str) -> list[tuple[str, Any]]:
         if isinstance(expected, _Located):

@@ -404,10 +404,14 @@ def _step_all(
     old = memory or [None] * len(parts)
     memories: list[Any] = []
     observations: list[Observation | None] = []
+    unchanged = True
     for part, part_memory in zip(parts, old, strict=True):
         new_memory, observation = part.step(part_memory, moment)
+        unchanged = unchanged and new_memory is part_memory
         memories.append(new_memory)
         observations.append(observation)
+    if unchanged:
+        return memory, observations
     return (None if all(m is None for m in memories) else memories), observations
 
 
@@ -423,6 +427,9 @@ def _earliest(parts: Sequence[Condition], memory: Any) -> int | None:
 
 def compile_test(op: str, expected: Any) -> Test:
     """A test for one comparison operator; ``expected`` is already validated."""
+    if op in ("eq", "ne") and isinstance(expected, str):
+        # Text never equals a number or a flag: plain comparison is exact and fast.
+        return (lambda a: a == expected) if op == "eq" else (lambda a: a != expected)
     if op == "eq":
         return lambda actual: same(actual, expected)
     if op == "ne":

@@ -52,6 +52,8 @@ class CompiledRule:
         if version != self.version:
             condition_memory = None
         new_condition_memory, observation = self.condition.step(condition_memory, moment)
+        if observation is None and new_condition_memory is condition_memory:
+            return memory, None  # nothing changed: same object, no copies downstream
         decision = None
         if observation is not None and (
             last_fired is None
