@@ -75,6 +75,10 @@ class Condition(Protocol):
         """The next event time (µs) at which this condition may hold without a touchpoint."""
         ...
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        """Where this condition stands for the customer, in words."""
+        ...
+
 
 # --- predicates on one touchpoint -------------------------------------------------
 
@@ -113,6 +117,9 @@ class EventMatch:
             tuple((t.label, _shown(t.get(event))) for t in self.tests), (event.event_id,)
         )
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        return f"holds at a touchpoint with {self.label}"
+
     def deadline(self, memory: Any) -> int | None:
         return None
 
@@ -144,6 +151,11 @@ class StateThreshold:
         if not self.test(value):
             return None, None
         return None, Observation(((self.label, _shown(value)),), ())
+
+    def describe(self, memory: Any, moment: Moment) -> str:
+        value = self.get(moment.state, moment.at)
+        verdict = "holds" if self.test(value) else "does not hold"
+        return f"{self.label}: {verdict} now ({self.feature} = {_shown(value)})"
 
     def deadline(self, memory: Any) -> int | None:
         return None
@@ -199,6 +211,12 @@ class WindowAggregate:
                     ((self.label, _shown(total)),), tuple(ids[-MAX_EXPLAINED_EVENTS:])
                 )
         return entries, None
+
+    def describe(self, memory: Any, moment: Moment) -> str:
+        total, _ = window_total(memory or [], moment.at, self.within)
+        return (
+            f"{self.label}: {_shown(total)} in the window ending now, needs {_shown(self.at_least)}"
+        )
 
     def deadline(self, memory: Any) -> int | None:
         return None
@@ -273,6 +291,17 @@ class Sequence_:
             ((self.label, f"completed in {format_duration(elapsed)}"),), tuple(completed[2])
         )
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        live = [p for p in (memory or []) if moment.at - p[0] <= self.within]
+        if not live:
+            return f"{self.label}: no partial match; waits for ({self.steps[0].label})"
+        start, next_step, ids = max(live, key=lambda p: p[1])
+        left = format_duration(timedelta(microseconds=start + self.within - moment.at))
+        return (
+            f"{self.label}: {next_step} of {len(self.steps)} steps done ({', '.join(ids)}); "
+            f"waits for ({self.steps[next_step].label}) for {left} more"
+        )
+
     def deadline(self, memory: Any) -> int | None:
         return None
 
@@ -303,6 +332,12 @@ class Streak:
         if fired or count < self.length:
             return [count, ids, fired], None
         return [count, ids, True], Observation(((self.label, str(count)),), tuple(ids))
+
+    def describe(self, memory: Any, moment: Moment) -> str:
+        count, _ids, fired = memory or (0, [], False)
+        if fired:
+            return f"{self.label}: held at {count}; quiet until ({self.reset_by.label})"
+        return f"{self.label}: {count} of {self.length} so far"
 
     def deadline(self, memory: Any) -> int | None:
         return None
@@ -341,6 +376,16 @@ class Absence:
             return [moment.at, moment.at + self.within, event.event_id]
         return None
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        if memory is None:
+            return f"{self.label}: not waiting; starts at ({self.after.label})"
+        _start, deadline, trigger = memory
+        when = (EPOCH + timedelta(microseconds=deadline)).isoformat()
+        return (
+            f"{self.label}: waiting since {trigger}; holds after {when} "
+            f"unless ({self.missing.label})"
+        )
+
     def deadline(self, memory: Any) -> int | None:
         return None if memory is None else int(memory[1]) + 1
 
@@ -363,6 +408,11 @@ class AllOf:
             combined = combined + observation
         return memories, combined
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        memories = memory or [None] * len(self.parts)
+        parts = [p.describe(m, moment) for p, m in zip(self.parts, memories, strict=True)]
+        return "all of: " + "; ".join(f"[{part}]" for part in parts)
+
     def deadline(self, memory: Any) -> int | None:
         return _earliest(self.parts, memory)
 
@@ -379,6 +429,11 @@ class AnyOf:
                 return memories, observation
         return memories, None
 
+    def describe(self, memory: Any, moment: Moment) -> str:
+        memories = memory or [None] * len(self.parts)
+        parts = [p.describe(m, moment) for p, m in zip(self.parts, memories, strict=True)]
+        return "any of: " + "; ".join(f"[{part}]" for part in parts)
+
     def deadline(self, memory: Any) -> int | None:
         return _earliest(self.parts, memory)
 
@@ -393,6 +448,9 @@ class Not:
         if observation is not None:
             return new_memory, None
         return new_memory, Observation(((self.label, "true"),), ())
+
+    def describe(self, memory: Any, moment: Moment) -> str:
+        return f"not [{self.part.describe(memory, moment)}]"
 
     def deadline(self, memory: Any) -> int | None:
         return self.part.deadline(memory)

@@ -26,6 +26,7 @@ from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.builtin import BUILTIN_BUNDLE
+from engine.explain import explain
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
@@ -181,6 +182,10 @@ def create_app(settings: Settings) -> Warroom:
     async def rules() -> None:
         await follow_rules(settings, rulebook, metrics.bundles, rules_loaded)
 
+    @app.page("/customers/{customer_id}")
+    async def customer_page(web: Any, request: Any, customer_id: str) -> Any:
+        return web.json(explain_customer(warroom, customer_id, assignment(), datetime.now(UTC)))
+
     app.task(rules)
 
     source = settings.topic(TOUCHPOINTS)
@@ -272,3 +277,47 @@ def _observe(
         appended = event.message.timestamp
         if appended:
             metrics.latency.observe(max(0.0, now - appended))
+
+
+def explain_customer(
+    warroom: Warroom, customer_id: str, owned: frozenset[int], now: datetime
+) -> dict[str, Any]:
+    """A customer's state and, for every running rule, why it did or did not fire."""
+    partition = customer_partition(customer_id, warroom.settings.partitions)
+    state = warroom.stored_state(customer_id)
+    rules = warroom.pipeline.rulebook.rules
+    return {
+        "customer_id": customer_id,
+        "partition": partition,
+        "owned_here": partition in owned,
+        "known": state is not None,
+        "state": None if state is None else _readable(state),
+        "rules": [
+            {
+                "rule_id": s.rule_id,
+                "version": s.version,
+                "mode": s.mode,
+                "progress": s.progress,
+                "last_fired_at": _iso(s.last_fired_at),
+                "cooldown_until": _iso(s.cooldown_until),
+                "deadline": _iso(s.deadline),
+            }
+            for s in explain(state, rules, now)
+        ],
+    }
+
+
+def _readable(state: CustomerState) -> dict[str, Any]:
+    return {
+        "owner_rep_id": state.owner_rep_id,
+        "touchpoints": state.touchpoints,
+        "first_seen_at": _iso(state.first_seen_at),
+        "last_event_at": _iso(state.last_event_at),
+        "last_inbound_at": _iso(state.last_inbound_at),
+        "last_outbound_at": _iso(state.last_outbound_at),
+        "kind_counts": dict(state.kind_counts),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("file", type=Path)
     push.set_defaults(run=_rules_push)
 
+    explain = commands.add_parser(
+        "explain", help="a customer's state and why each rule did or did not fire"
+    )
+    explain.add_argument("customer_id")
+    explain.add_argument("--url", default="http://127.0.0.1:6066", help="the worker's web address")
+    explain.set_defaults(run=_explain)
+
     tail = commands.add_parser("tail", help="print a stream readably as it arrives")
     tail.add_argument("stream", choices=["interventions", "dlq"])
     tail.add_argument("--from-beginning", action="store_true")
@@ -147,6 +154,12 @@ def _rules_push(args: argparse.Namespace) -> int:
         return 2
     print(f"pushed bundle {name} v{version} to {where}; workers apply it within seconds")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain_cli import show_customer
+
+    return asyncio.run(show_customer(args.url, args.customer_id))
 
 
 def _tail(args: argparse.Namespace) -> int:

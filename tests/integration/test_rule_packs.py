@@ -7,8 +7,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
+
 from schemas.codec import decode_intervention, encode_touchpoint
 from schemas.models import Channel, Direction, TouchpointEvent
+from streams.explain_cli import format_explanation
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -123,3 +126,20 @@ async def test_every_shipped_pack_raises_exactly_its_interventions(
     assert by_rule["refill.30-day-supply"].assignee_role == "pharmacist"
     assert by_rule["lead.no-contact-24h"].assignee_role == "sales_manager"
     assert by_rule["trial.api-video-then-sandbox-error"].rep_id == "rep-dana"
+
+    # Why did the near misses not fire? The worker says, rule by rule.
+    async with aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{settings.web_port}/customers"
+        async with session.get(f"{base}/buyer-2") as response:
+            buyer = await response.json()
+        async with session.get(f"{base}/patient-2") as response:
+            patient = await response.json()
+    assert buyer["owned_here"] and buyer["state"]["touchpoints"] == 3
+    progress = {r["rule_id"]: r["progress"] for r in buyer["rules"]}
+    assert progress["outbound.three-unanswered"].endswith(": 1 of 3 so far")
+    [refill] = [r for r in patient["rules"] if r["rule_id"] == "refill.30-day-supply"]
+    assert "waiting since patient-2-1" in refill["progress"]
+    assert refill["deadline"] is not None
+    text = format_explanation(patient)
+    assert "rule refill.30-day-supply v1 (enforce)" in text
+    assert "deadline " in text

@@ -342,3 +342,39 @@ def test_long_observed_text_is_clipped_not_fatal() -> None:
     long_kind_event = tp(1, "note")
     [decision] = apply(None, long_kind_event, NOW, compiled)[1]
     assert decision.intervention.title == "note"
+
+
+def test_explain_says_where_each_rule_stands() -> None:
+    from engine.explain import explain
+
+    compiled = load_bundle(
+        "bundle: t\nversion: 2\nrules:\n"
+        "  - id: streak\n    cooldown: 1d\n"
+        "    when: {streak: {of: {direction: outbound},\n"
+        "                    reset_by: {direction: inbound}, length: 3}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+        "  - id: wait\n"
+        "    when: {absence: {after: {kind: lead}, missing: {direction: outbound}, within: 1d}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+        "  - id: seq\n"
+        "    when: {sequence: {within: 1h, steps: [{kind: a}, {kind: b}, {kind: c}]}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+    ).rules
+    events = [tp(1, "lead"), tp(2, "note", direction="outbound"), tp(3, "a")]
+    state, _ = run(compiled, events)
+    statuses = {s.rule_id: s for s in explain(state, compiled, T0 + timedelta(minutes=10))}
+    assert statuses["streak"].progress.endswith(": 1 of 3 so far")
+    assert statuses["streak"].version == 2
+    assert statuses["wait"].progress.startswith("(kind eq lead) and no (direction eq outbound)")
+    assert "not waiting" in statuses["wait"].progress  # the outbound note ended the wait
+    assert "1 of 3 steps done (e3); waits for (kind eq b) for 53m more" in statuses["seq"].progress
+    assert explain(None, compiled, T0) == []
+
+    fired_state, fired = run(compiled, [tp(n, "note", direction="outbound") for n in (4, 5, 6)])
+    assert len(fired) == 1
+    [streak] = [
+        s for s in explain(fired_state, compiled, T0 + timedelta(hours=1)) if s.rule_id == "streak"
+    ]
+    assert "held at 3" in streak.progress
+    assert streak.last_fired_at == T0 + timedelta(minutes=6)
+    assert streak.cooldown_until == T0 + timedelta(days=1, minutes=6)

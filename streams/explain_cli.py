@@ -1,0 +1,45 @@
+"""``warroom explain CUSTOMER``: ask a worker about a customer and print the answer."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+
+def format_explanation(data: dict[str, Any]) -> str:
+    lines = [f"customer {data['customer_id']} (partition {data['partition']})"]
+    if not data["owned_here"]:
+        lines.append("  this worker does not own that partition; ask the worker that does")
+    state = data["state"]
+    if state is None:
+        lines.append("  no touchpoints seen yet")
+    else:
+        lines.append(
+            f"  owner {state['owner_rep_id'] or '-'}, {state['touchpoints']} touchpoints, "
+            f"last {state['last_event_at']}, last inbound {state['last_inbound_at'] or 'never'}"
+        )
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(state["kind_counts"].items()))
+        lines.append(f"  by kind: {counts}")
+    for rule in data["rules"]:
+        lines.append(f"  rule {rule['rule_id']} v{rule['version']} ({rule['mode']})")
+        lines.append(f"    {rule['progress']}")
+        if rule["last_fired_at"]:
+            lines.append(f"    last fired at {rule['last_fired_at']}")
+        if rule["cooldown_until"]:
+            lines.append(f"    in cooldown until {rule['cooldown_until']}: it will not fire before")
+        if rule["deadline"]:
+            lines.append(f"    deadline {rule['deadline']}")
+    return "\n".join(lines)
+
+
+async def show_customer(url: str, customer_id: str) -> int:
+    address = f"{url.rstrip('/')}/customers/{quote(customer_id, safe='')}"
+    async with aiohttp.ClientSession() as session, session.get(address) as response:
+        if response.status != 200:
+            print(f"{address}: HTTP {response.status}: {await response.text()}", file=sys.stderr)
+            return 1
+        print(format_explanation(await response.json()))
+    return 0
