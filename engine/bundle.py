@@ -108,6 +108,8 @@ class RuleBundle:
     allowed_lateness: timedelta = timedelta(0)
     source: str = "<bundle>"
     rule_ids: frozenset[str] = field(default=frozenset())
+    per_customer_per_day: int | None = None
+    """At most this many interventions per customer in any 24 hours (event time)."""
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
@@ -196,6 +198,7 @@ class _Checker:
     source: str
     problems: list[BundleProblem] = field(default_factory=list)
     lateness: int = 0
+    managers: dict[str, str] = field(default_factory=dict)
 
     # problems
 
@@ -246,13 +249,21 @@ class _Checker:
     def bundle(self, document: Any) -> RuleBundle | None:
         try:
             top = self.mapping(document, 1, "(bundle)")
-            self.keys(top, "", ("bundle", "version", "rules"), ("allowed_lateness", "description"))
+            self.keys(
+                top,
+                "",
+                ("bundle", "version", "rules"),
+                ("allowed_lateness", "description", "caps", "managers"),
+            )
         except _Refused:
             return None
         name = self.attempt(lambda: self.name(top, "bundle", ""))
         version = self.attempt(lambda: self.integer(top, "version", "", minimum=1))
         lateness = self.attempt(lambda: self.duration(top, "allowed_lateness", "", zero_ok=True))
         self.lateness = (lateness or timedelta(0)) // ONE_MICROSECOND
+        cap = self.attempt(lambda: self.caps(top)) if "caps" in top else None
+        if "managers" in top:
+            self.attempt(lambda: self.read_managers(top))
         rules_value = top["rules"]
         if not isinstance(rules_value, _LocatedList) or not rules_value:
             self.attempt(
@@ -292,7 +303,25 @@ class _Checker:
             allowed_lateness=lateness or timedelta(0),
             source=self.source,
             rule_ids=frozenset(seen),
+            per_customer_per_day=cap,
         )
+
+    def read_managers(self, top: _Located) -> None:
+        """``managers: {rep-id: manager-id}``: whom ``assignee: manager`` reaches."""
+        managers = self.mapping(top["managers"], top.lines["managers"], "managers")
+        for rep, manager in managers.items():
+            if not isinstance(rep, str) or not isinstance(manager, str) or not manager:
+                self.refuse(
+                    managers.lines[rep],
+                    _join("managers", str(rep)),
+                    f"expected rep-id: manager-id, found {rep!r}: {manager!r}",
+                )
+        self.managers = dict(managers)
+
+    def caps(self, top: _Located) -> int:
+        caps = self.mapping(top["caps"], top.lines["caps"], "caps")
+        self.keys(caps, "caps", ("per_customer_per_day",))
+        return self.integer(caps, "per_customer_per_day", "caps", minimum=1)
 
     def rule(self, value: Any, line: int, path: str, version: int) -> CompiledRule:
         rule = self.mapping(value, line, path)
@@ -333,13 +362,14 @@ class _Checker:
         priority = self.choice(then, "priority", path, tuple(p.value for p in Priority), "normal")
         severity = self.choice(then, "severity", path, tuple(s.value for s in Severity), None)
         assignee = self.text(then, "assignee", path, required=False) or "owner"
-        if assignee != "owner" and not re.fullmatch(
+        if assignee not in ("owner", "manager") and not re.fullmatch(
             rf"role:[a-z][a-z0-9_-]{{0,{ROLE_MAX - 1}}}", assignee
         ):
             self.refuse(
                 then.lines["assignee"],
                 _join(path, "assignee"),
-                "expected 'owner' or 'role:<name>' (e.g. role:pharmacist; a name of at most "
+                "expected 'owner', 'manager' or 'role:<name>' (e.g. role:pharmacist; a name of "
+                "at most "
                 f"{ROLE_MAX} lower-case letters, digits, '_' or '-'), found {assignee!r}",
                 "owner" if assignee.startswith("own") else None,
             )
@@ -357,6 +387,7 @@ class _Checker:
             priority=Priority(priority),
             severity=Severity(severity) if severity else None,
             assignee_role=None if assignee == "owner" else assignee.removeprefix("role:"),
+            managers=self.managers,
         )
 
     def template_text(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
@@ -57,7 +57,9 @@ class Template:
     priority: Priority = Priority.NORMAL
     severity: Severity | None = None
     assignee_role: str | None = None
-    """``None`` assigns the customer's owning rep; otherwise a role such as ``pharmacist``."""
+    """``None`` assigns the customer's owning rep; ``manager`` that rep's manager (from
+    ``managers``); otherwise a role such as ``pharmacist``."""
+    managers: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def render(
         self,
@@ -72,6 +74,7 @@ class Template:
         event_kind: str | None,
         now: datetime,
     ) -> InterventionCommand:
+        assignee, role = self._assignee(rep_id)
         fields = {
             "customer_id": customer_id,
             "rep_id": rep_id or "unassigned",
@@ -84,8 +87,8 @@ class Template:
                 rule_id, rule_version, customer_id, triggering_event_ids
             ),
             customer_id=customer_id,
-            rep_id=rep_id if self.assignee_role is None else None,
-            assignee_role=self.assignee_role,
+            rep_id=assignee,
+            assignee_role=role,
             rule_id=rule_id,
             rule_version=rule_version,
             kind=self.kind,
@@ -102,6 +105,16 @@ class Template:
             ),
             created_at=now,
         )
+
+    def _assignee(self, owner: str | None) -> tuple[str | None, str | None]:
+        """(rep id, role) of whoever gets the intervention."""
+        if self.assignee_role is None:
+            return owner, None
+        if self.assignee_role == "manager":
+            manager = self.managers.get(owner) if owner is not None else None
+            # Unknown manager: leave it to the CRM's manager queue.
+            return manager, None if manager is not None else "manager"
+        return None, self.assignee_role
 
 
 def _clip(text: str, limit: int) -> str:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from schemas.models import Direction, TouchpointEvent
+from schemas.models import Direction, Priority, TouchpointEvent
 
 from .builtin import BUILTIN_RULES
 from .conditions import Moment, micros
@@ -20,8 +20,13 @@ def apply(
     event: TouchpointEvent,
     now: datetime,
     rules: Sequence[CompiledRule] = BUILTIN_RULES,
+    cap_per_day: int | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Fold ``event`` into ``state`` and evaluate ``rules``.
+
+    With ``cap_per_day``, at most that many interventions are emitted for the
+    customer in any 24 hours of event time; the rest are decided but marked
+    ``capped`` (the most urgent go first when several fire at once).
 
     ``state`` is ``None`` for a customer never seen before. An event whose id
     the state has already seen returns the state unchanged (the same object)
@@ -37,8 +42,8 @@ def apply(
     counts = dict(state.kind_counts)
     counts[event.kind] = counts.get(event.kind, 0) + 1
     last_event_at = state.last_event_at
-    updated = CustomerState(
-        customer_id=state.customer_id,
+    updated = replace(
+        state,
         owner_rep_id=_owner(state, event),
         touchpoints=state.touchpoints + 1,
         first_seen_at=state.first_seen_at or at,
@@ -47,9 +52,8 @@ def apply(
         last_outbound_at=_latest(state.last_outbound_at, at, direction is Direction.OUTBOUND),
         kind_counts=counts,
         recent_event_ids=(*state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :], event.event_id),
-        rules=state.rules,
     )
-    return _evaluate(updated, Moment(updated, micros(at), event), now, rules)
+    return _evaluate(updated, Moment(updated, micros(at), event), now, rules, cap_per_day)
 
 
 def apply_timer(
@@ -57,13 +61,14 @@ def apply_timer(
     at: datetime,
     now: datetime,
     rules: Sequence[CompiledRule] = BUILTIN_RULES,
+    cap_per_day: int | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Evaluate ``rules`` for a customer at event time ``at`` with no touchpoint.
 
     This is how an absence fires at its deadline when the customer sends
     nothing more.
     """
-    return _evaluate(state, Moment(state, micros(at)), now, rules)
+    return _evaluate(state, Moment(state, micros(at)), now, rules, cap_per_day)
 
 
 def next_deadline(
@@ -80,7 +85,11 @@ def next_deadline(
 
 
 def _evaluate(
-    state: CustomerState, moment: Moment, now: datetime, rules: Sequence[CompiledRule]
+    state: CustomerState,
+    moment: Moment,
+    now: datetime,
+    rules: Sequence[CompiledRule],
+    cap_per_day: int | None,
 ) -> tuple[CustomerState, list[Decision]]:
     decisions: list[Decision] = []
     memories: dict[str, Any] | None = None
@@ -102,7 +111,28 @@ def _evaluate(
             running = {rule.rule_id for rule in rules}
             memories = {k: v for k, v in memories.items() if k in running}
         state = replace(state, rules=memories)
+    if decisions and cap_per_day is not None:
+        return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions
+
+
+_DAY = 86_400_000_000
+_URGENCY = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+def _cap(
+    state: CustomerState, decisions: list[Decision], at: int, cap: int
+) -> tuple[CustomerState, list[Decision]]:
+    recent = [t for t in state.emitted if at - _DAY < t <= at]
+    room = cap - len(recent)
+    ranked = sorted(
+        (d for d in decisions if not d.shadow),
+        key=lambda d: _URGENCY[d.intervention.priority],
+    )
+    allowed = {id(d) for d in ranked[: max(room, 0)]}
+    capped = [d if d.shadow or id(d) in allowed else replace(d, capped=True) for d in decisions]
+    recent.extend(at for _ in allowed)
+    return replace(state, emitted=tuple(recent)), capped
 
 
 def _owner(state: CustomerState, event: TouchpointEvent) -> str | None:

@@ -31,6 +31,7 @@ class RuleBook:
         self._bundles: dict[str, RuleBundle] = {b.name: b for b in bundles}
         self.rules: tuple[CompiledRule, ...] = ()
         self.allowed_lateness = timedelta(0)
+        self.per_customer_per_day: int | None = None
         self._rebuild()
 
     @property
@@ -88,6 +89,8 @@ class RuleBook:
         return problems
 
     def _rebuild(self) -> None:
+        caps = [b.per_customer_per_day for b in self._bundles.values() if b.per_customer_per_day]
+        self.per_customer_per_day = min(caps) if caps else None
         self.allowed_lateness = max(
             (b.allowed_lateness for b in self._bundles.values()), default=timedelta(0)
         )

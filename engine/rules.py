@@ -26,6 +26,12 @@ class Decision:
 
     intervention: InterventionCommand
     shadow: bool
+    capped: bool = False
+    """The customer had reached the daily cap: recorded, not emitted."""
+
+    @property
+    def emitted(self) -> bool:
+        return not (self.shadow or self.capped)
 
 
 @dataclass(frozen=True, slots=True)

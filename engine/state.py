@@ -26,6 +26,8 @@ class CustomerState:
     last_outbound_at: datetime | None = None
     kind_counts: Mapping[str, int] = field(default_factory=dict)
     recent_event_ids: tuple[str, ...] = ()
+    emitted: tuple[int, ...] = ()
+    """Event times (µs) of interventions emitted in the last 24 hours, for caps."""
     rules: Mapping[str, Any] = field(default_factory=dict)
     """Rule id -> that rule's memory for this customer (partial matches, last firing)."""
 
@@ -41,6 +43,7 @@ class CustomerState:
             "last_outbound_at": _to_micros(self.last_outbound_at),
             "kind_counts": dict(self.kind_counts),
             "recent_event_ids": list(self.recent_event_ids),
+            "emitted": list(self.emitted),
             "rules": dict(self.rules),
         }
 
@@ -57,6 +60,7 @@ class CustomerState:
             last_outbound_at=_from_micros(data.get("last_outbound_at")),
             kind_counts=dict(data.get("kind_counts", {})),
             recent_event_ids=tuple(data.get("recent_event_ids", ())),
+            emitted=tuple(data.get("emitted", ())),
             rules=dict(data.get("rules", {})),
         )
 

@@ -270,6 +270,8 @@ def _observe(
         metrics.interventions.labels(command.rule_id, command.kind.value).inc()
     for command in (c for _, c in result.shadowed):
         metrics.shadowed.labels(command.rule_id).inc()
+    for command in (c for _, c in result.capped):
+        metrics.capped.labels(command.rule_id).inc()
     for letter in (d for _, d in result.dead_letters):
         metrics.dead_letters.labels(letter.reason).inc()
     now = time.time()

@@ -15,6 +15,7 @@ class WorkerMetrics:
     touchpoints: Counter
     interventions: Counter
     shadowed: Counter
+    capped: Counter
     dead_letters: Counter
     latency: Histogram
     bundles: Counter
@@ -41,6 +42,12 @@ class WorkerMetrics:
             shadowed=Counter(
                 "warroom_shadow_decisions",
                 "Interventions rules in shadow mode would have emitted, by rule.",
+                ["rule_id"],
+                registry=registry,
+            ),
+            capped=Counter(
+                "warroom_capped_interventions",
+                "Interventions held back by a customer's daily cap, by rule.",
                 ["rule_id"],
                 registry=registry,
             ),

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from engine.conditions import EPOCH
 from engine.reducer import apply, apply_timer, next_deadline
 from engine.rulebook import RuleBook
-from engine.rules import CompiledRule
+from engine.rules import CompiledRule, Decision
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
 from schemas.codec import decode_touchpoints_lenient, encode_touchpoint
@@ -42,6 +42,8 @@ class BatchResult:
     interventions: list[tuple[int, InterventionCommand]] = field(default_factory=list)
     shadowed: list[tuple[int, InterventionCommand]] = field(default_factory=list)
     """What rules in shadow mode would have emitted."""
+    capped: list[tuple[int, InterventionCommand]] = field(default_factory=list)
+    """What a customer's daily cap held back."""
     dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
     processed: int = 0
     duplicates: int = 0
@@ -71,8 +73,9 @@ class Pipeline:
         """Process ``records``; continue ``into`` an earlier result of the same batch."""
         result = BatchResult() if into is None else into
         rules = self.rulebook.rules
+        cap = self.rulebook.per_customer_per_day
         for record in records:
-            self._process_record(record, load, now, result, rules)
+            self._process_record(record, load, now, result, rules, cap)
         return result
 
     def _process_record(
@@ -82,6 +85,7 @@ class Pipeline:
         now: datetime,
         result: BatchResult,
         rules: Sequence[CompiledRule],
+        cap: int | None,
     ) -> None:
         partition = record.partition
         if record.topic == self.timers_topic and record.value is not None:
@@ -121,15 +125,13 @@ class Pipeline:
                 where = "" if single else f"event {index} of the batch: "
                 _reject(result, record, "late_event", where + late, raw, now)
                 continue
-            updated, decisions = apply(state, event, now, rules)
+            updated, decisions = apply(state, event, now, rules, cap)
             if updated is state:
                 result.duplicates += 1
                 continue
             result.processed += 1
             changed[customer_id] = updated
-            for decision in decisions:
-                target = result.shadowed if decision.shadow else result.interventions
-                target.append((partition, decision.intervention))
+            _sort(result, partition, decisions)
 
     def _process_tick(
         self,
@@ -153,13 +155,14 @@ class Pipeline:
         deadline = next_deadline(state, rules)
         if deadline is None or deadline > due:
             return  # already fired, or a touchpoint moved the deadline: a stale tick
-        updated, decisions = apply_timer(state, EPOCH + timedelta(microseconds=due), now, rules)
+        cap = self.rulebook.per_customer_per_day
+        updated, decisions = apply_timer(
+            state, EPOCH + timedelta(microseconds=due), now, rules, cap
+        )
         result.ticks += 1
         if updated is not state:
             changed[customer_id] = updated
-        for decision in decisions:
-            target = result.shadowed if decision.shadow else result.interventions
-            target.append((partition, decision.intervention))
+        _sort(result, partition, decisions)
 
     def _lateness_problem(self, event: TouchpointEvent, state: CustomerState | None) -> str | None:
         newest = state.last_event_at if state is not None else None
@@ -207,3 +210,13 @@ def _reject(
             ),
         )
     )
+
+
+def _sort(result: BatchResult, partition: int, decisions: Sequence[Decision]) -> None:
+    for decision in decisions:
+        if decision.shadow:
+            result.shadowed.append((partition, decision.intervention))
+        elif decision.capped:
+            result.capped.append((partition, decision.intervention))
+        else:
+            result.interventions.append((partition, decision.intervention))

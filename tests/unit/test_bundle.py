@@ -197,7 +197,7 @@ def test_bad_regular_expressions_and_assignees_are_refused() -> None:
     """
     found = problems(text)
     assert any("not a valid regular expression" in p for p in found)
-    assert any("expected 'owner' or 'role:<name>'" in p for p in found)
+    assert any("expected 'owner', 'manager' or 'role:<name>'" in p for p in found)
 
 
 @pytest.mark.parametrize(

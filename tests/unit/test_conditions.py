@@ -378,3 +378,56 @@ def test_explain_says_where_each_rule_stands() -> None:
     assert "held at 3" in streak.progress
     assert streak.last_fired_at == T0 + timedelta(minutes=6)
     assert streak.cooldown_until == T0 + timedelta(days=1, minutes=6)
+
+
+def test_a_daily_cap_holds_back_the_least_urgent_and_lifts_after_24_hours() -> None:
+    bundle = load_bundle(
+        "bundle: t\nversion: 1\ncaps: {per_customer_per_day: 2}\nrules:\n"
+        "  - id: low\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: task, title: t, due_in: 1h, priority: low}\n"
+        "  - id: urgent\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: task, title: t, due_in: 1h, priority: urgent}\n"
+        "  - id: normal\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+    )
+    assert bundle.per_customer_per_day == 2
+    state, decisions = apply(None, tp(1, "ping", minutes=0), NOW, bundle.rules, 2)
+    assert {d.intervention.rule_id: d.capped for d in decisions} == {
+        "low": True,
+        "urgent": False,
+        "normal": False,
+    }
+    state, decisions = apply(state, tp(2, "ping", minutes=60), NOW, bundle.rules, 2)
+    assert all(d.capped for d in decisions)
+    _, decisions = apply(state, tp(3, "ping", minutes=24 * 60 + 1), NOW, bundle.rules, 2)
+    assert sorted(d.intervention.rule_id for d in decisions if d.emitted) == ["normal", "urgent"]
+
+
+def test_the_strictest_cap_of_the_running_bundles_applies() -> None:
+    from engine.rulebook import RuleBook
+
+    book = RuleBook()
+    template = "bundle: {n}\nversion: 1\n{caps}rules:\n  - id: {n}.r\n    when: {{event: {{kind: a}}}}\n    then: {{kind: task, title: t, due_in: 1h}}\n"  # noqa: E501
+    assert book.offer(
+        template.format(n="a", caps="caps: {per_customer_per_day: 5}\n"), "a"
+    ).accepted
+    assert book.per_customer_per_day == 5
+    assert book.offer(
+        template.format(n="b", caps="caps: {per_customer_per_day: 3}\n"), "b"
+    ).accepted
+    assert book.per_customer_per_day == 3
+    assert book.offer(template.format(n="c", caps=""), "c").accepted
+    assert book.per_customer_per_day == 3
+
+
+def test_manager_assignees_resolve_through_the_bundles_directory() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nmanagers: {rep-1: mgr-zoe}\nrules:\n"
+        "  - id: r\n    when: {event: {kind: escalate}}\n"
+        "    then: {kind: escalation, title: t, due_in: 1h, assignee: manager}\n"
+    ).rules
+    [decision] = apply(None, tp(1, "escalate"), NOW, compiled)[1]
+    assert (decision.intervention.rep_id, decision.intervention.assignee_role) == ("mgr-zoe", None)
+    unknown = tp(2, "escalate").model_copy(update={"rep_id": "rep-new"})
+    [decision] = apply(None, unknown, NOW, compiled)[1]
+    assert (decision.intervention.rep_id, decision.intervention.assignee_role) == (None, "manager")
