@@ -386,7 +386,8 @@ class _Checker:
             due_in=due_in,
             priority=Priority(priority),
             severity=Severity(severity) if severity else None,
-            assignee_role=None if assignee == "owner" else assignee.removeprefix("role:"),
+            assignee_role=assignee.removeprefix("role:") if assignee.startswith("role:") else None,
+            to_manager=assignee == "manager",
             managers=self.managers,
         )
 

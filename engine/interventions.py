@@ -59,6 +59,8 @@ class Template:
     assignee_role: str | None = None
     """``None`` assigns the customer's owning rep; ``manager`` that rep's manager (from
     ``managers``); otherwise a role such as ``pharmacist``."""
+    to_manager: bool = False
+    """Assign the owning rep's manager (from ``managers``) instead."""
     managers: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def render(
@@ -108,12 +110,12 @@ class Template:
 
     def _assignee(self, owner: str | None) -> tuple[str | None, str | None]:
         """(rep id, role) of whoever gets the intervention."""
-        if self.assignee_role is None:
-            return owner, None
-        if self.assignee_role == "manager":
+        if self.to_manager:
             manager = self.managers.get(owner) if owner is not None else None
             # Unknown manager: leave it to the CRM's manager queue.
             return manager, None if manager is not None else "manager"
+        if self.assignee_role is None:
+            return owner, None
         return None, self.assignee_role
 
 

@@ -123,7 +123,9 @@ _URGENCY = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.L
 def _cap(
     state: CustomerState, decisions: list[Decision], at: int, cap: int
 ) -> tuple[CustomerState, list[Decision]]:
-    recent = [t for t in state.emitted if at - _DAY < t <= at]
+    # Emissions within a day either side: a late touchpoint must not slip past
+    # interventions emitted for later touchpoints.
+    recent = [t for t in state.emitted if abs(at - t) < _DAY]
     room = cap - len(recent)
     ranked = sorted(
         (d for d in decisions if not d.shadow),
@@ -131,8 +133,9 @@ def _cap(
     )
     allowed = {id(d) for d in ranked[: max(room, 0)]}
     capped = [d if d.shadow or id(d) in allowed else replace(d, capped=True) for d in decisions]
-    recent.extend(at for _ in allowed)
-    return replace(state, emitted=tuple(recent)), capped
+    newest = max([at, *state.emitted])
+    kept = [t for t in state.emitted if t > newest - _DAY] + [at for _ in allowed]
+    return replace(state, emitted=tuple(sorted(kept))), capped
 
 
 def _owner(state: CustomerState, event: TouchpointEvent) -> str | None:

@@ -431,3 +431,13 @@ def test_manager_assignees_resolve_through_the_bundles_directory() -> None:
     unknown = tp(2, "escalate").model_copy(update={"rep_id": "rep-new"})
     [decision] = apply(None, unknown, NOW, compiled)[1]
     assert (decision.intervention.rep_id, decision.intervention.assignee_role) == (None, "manager")
+
+
+def test_a_late_touchpoint_does_not_slip_past_the_cap() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+    ).rules
+    state, first = apply(None, tp(1, "ping", minutes=30), NOW, compiled, 1)
+    state, late = apply(state, tp(2, "ping", minutes=0), NOW, compiled, 1)
+    assert [d.emitted for d in first + late] == [True, False]

@@ -12,11 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from engine.builtin import BUILTIN_BUNDLE
 from engine.bundle import InvalidBundle, RuleBundle, load_bundle
 from engine.reducer import apply, apply_timer, next_deadline
+from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from schemas.models import (
     Channel,
@@ -414,3 +417,123 @@ def test_a_conversation_within_14_days_or_an_early_stage_means_no_alert() -> Non
     early.feed(stage(T0, "discovery"))
     assert early.deadline() is None
     assert only(early.feed(touch("email_received", T0 + timedelta(days=30), "inbound"))) == []
+
+
+# --- the reference's worked examples -----------------------------------------------------
+
+
+def doc_bundle(name: str) -> RuleBundle:
+    """The valid bundle named ``name`` shown in the reference."""
+    for example in DOC_BUNDLES:
+        if not example.invalid and example.text.startswith(f"bundle: {name}\n"):
+            return load_bundle(example.text, f"docs/rules.md:{example.line}")
+    raise AssertionError(f"docs/rules.md shows no bundle {name!r}")
+
+
+def doc_text_after(heading: str) -> str:
+    """The first ``text`` block after ``heading`` in the reference."""
+    doc = DOC.read_text(encoding="utf-8")
+    start = doc.index(f"\n{heading}\n")
+    block = next(b for b in FENCE.finditer(doc, start) if b.group(1) == "text")
+    return block.group(2).rstrip("\n")
+
+
+def inbound_chat(at: datetime, text: str, rep: str | None = "rep-maria") -> TouchpointEvent:
+    return TouchpointEvent(
+        event_id=f"evt-{next(_ids)}",
+        customer_id="cust-42",
+        occurred_at=at,
+        received_at=at,
+        channel=Channel.CHAT,
+        kind="message_received",
+        direction=Direction.INBOUND,
+        rep_id=rep,
+        text=text,
+        source="test/1",
+    )
+
+
+def test_the_cap_example_emits_the_most_urgent_and_holds_back_the_rest_for_24h() -> None:
+    book = RuleBook(BUILTIN_BUNDLE, doc_bundle("support-desk"))
+    assert book.per_customer_per_day == 2
+    monday = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
+    state = None
+    outcomes = []
+    for at, text in (
+        (monday, "we may cancel"),
+        (monday + timedelta(hours=23), "hello again"),
+        (monday + timedelta(hours=24), "still there?"),
+    ):
+        state, decisions = apply(
+            state, inbound_chat(at, text), NOW, book.rules, book.per_customer_per_day
+        )
+        outcomes.append(
+            (
+                sorted(d.intervention.rule_id for d in decisions if d.emitted),
+                sorted(d.intervention.rule_id for d in decisions if d.capped),
+            )
+        )
+    assert outcomes == [
+        (["desk.cancel-intent", "desk.reply-to-inbound"], ["desk.log-contact"]),
+        ([], ["desk.log-contact", "desk.reply-to-inbound"]),
+        (["desk.log-contact", "desk.reply-to-inbound"], []),
+    ]
+
+
+def test_the_strictest_cap_among_running_bundles_applies() -> None:
+    looser = load_bundle(
+        "bundle: looser\nversion: 1\ncaps: {per_customer_per_day: 5}\nrules:\n"
+        "  - id: looser.any\n    when: {event: {kind: x}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+    )
+    assert RuleBook(looser, doc_bundle("support-desk")).per_customer_per_day == 2
+    assert RuleBook(looser).per_customer_per_day == 5
+    assert RuleBook(BUILTIN_BUNDLE).per_customer_per_day is None
+
+
+def test_the_manager_example_reaches_the_owners_manager_or_the_manager_queue() -> None:
+    rules = doc_bundle("renewals").rules
+    asked = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
+    _, [known] = apply(None, inbound_chat(asked, "Any discount?", "rep-maria"), NOW, rules)
+    assert (known.intervention.rep_id, known.intervention.assignee_role) == ("mgr-lee", None)
+    assert known.intervention.body == "Owner: rep-maria."
+    _, [unknown] = apply(None, inbound_chat(asked, "Price match?", "rep-zoe"), NOW, rules)
+    assert (unknown.intervention.rep_id, unknown.intervention.assignee_role) == (None, "manager")
+
+
+def test_the_explain_example_is_what_the_worker_prints() -> None:
+    from streams.app import explain_customer
+    from streams.explain_cli import format_explanation
+
+    book = RuleBook(BUILTIN_BUNDLE, doc_bundle("quote-follow-up"), doc_bundle("account-health"))
+    first = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    happened = [
+        ("support_ticket_opened", first + timedelta(days=day), "inbound", "support", None)
+        for day in range(5)
+    ] + [
+        ("quote_sent", first + timedelta(days=5), "outbound", "email", "rep-maria"),
+        ("message_sent", first + timedelta(days=6), "outbound", "chat", "rep-maria"),
+        ("message_sent", first + timedelta(days=6, hours=3), "outbound", "chat", "rep-maria"),
+    ]
+    state = None
+    for number, (kind, at, direction, channel, rep) in enumerate(happened, start=1):
+        event = TouchpointEvent(
+            event_id=f"evt-{number}",
+            customer_id="cust-42",
+            occurred_at=at,
+            received_at=at,
+            channel=Channel(channel),
+            kind=kind,
+            direction=Direction(direction),
+            rep_id=rep,
+            source="test/1",
+        )
+        state, _ = apply(state, event, NOW, book.rules)
+    worker = SimpleNamespace(
+        settings=SimpleNamespace(partitions=4),
+        stored_state=lambda customer_id: state,
+        pipeline=SimpleNamespace(rulebook=book),
+    )
+    now = datetime(2026, 4, 8, 12, 0, tzinfo=UTC)
+    answer = explain_customer(worker, "cust-42", frozenset(range(4)), now)  # type: ignore[arg-type]
+    assert format_explanation(answer) == doc_text_after("## Why didn't it fire?")
