@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import io
 import itertools
 import json
 import logging
@@ -51,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -59,22 +61,26 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from connectors.publisher import ENVELOPE_MAX_EVENTS, envelopes
-from schemas.codec import encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
-from streams.partitioning import customer_partition
-from streams.settings import Guarantee, Settings
-from streams.topics import ensure_topics
+if TYPE_CHECKING:
+    from schemas.models import TouchpointEvent
+    from streams.settings import Settings
+
+# Warroom's own modules are imported inside functions only: the harness first
+# snapshots them (see --sources) and re-executes itself to import the snapshot.
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
 PARTITIONS = 4
+EXACTLY_ONCE = "exactly_once"
+AT_LEAST_ONCE = "at_least_once"
+SNAPSHOT_ENV = "WARROOM_BENCH_SNAPSHOT"
+RUN_ID_ENV = "WARROOM_BENCH_RUN_ID"
 
 NAIVE = "naive"
 ENVELOPES = "warroom-envelopes"
@@ -103,21 +109,21 @@ def log(message: str) -> None:
 @dataclass(frozen=True, slots=True)
 class _Kind:
     weight: float
-    channel: Channel
+    channel: str  # a schemas.models.Channel value
     kind: str
-    direction: Direction
+    direction: str  # a schemas.models.Direction value
     text: str | None  # "chat", "email" or None
 
 
 _KINDS = (
-    _Kind(0.26, Channel.CHAT, "message_sent", Direction.OUTBOUND, "chat"),
-    _Kind(0.16, Channel.EMAIL, "email_sent", Direction.OUTBOUND, "email"),
-    _Kind(0.20, Channel.CHAT, "message_received", Direction.INBOUND, "chat"),
-    _Kind(0.10, Channel.EMAIL, "email_received", Direction.INBOUND, "email"),
-    _Kind(0.14, Channel.PRODUCT, "feature_used", Direction.NONE, None),
-    _Kind(0.04, Channel.PRODUCT, "login", Direction.NONE, None),
-    _Kind(0.06, Channel.WEB, "page_view", Direction.NONE, None),
-    _Kind(0.04, Channel.CALL, "call_made", Direction.OUTBOUND, None),
+    _Kind(0.26, "chat", "message_sent", "outbound", "chat"),
+    _Kind(0.16, "email", "email_sent", "outbound", "email"),
+    _Kind(0.20, "chat", "message_received", "inbound", "chat"),
+    _Kind(0.10, "email", "email_received", "inbound", "email"),
+    _Kind(0.14, "product", "feature_used", "none", None),
+    _Kind(0.04, "product", "login", "none", None),
+    _Kind(0.06, "web", "page_view", "none", None),
+    _Kind(0.04, "call", "call_made", "outbound", None),
 )
 _TEXT = (
     "hi thanks quick question about the renewal pricing for our team plan could you send "
@@ -173,6 +179,8 @@ def generate_events(
     n: int, customers: int, skew: float, seed: int, now: datetime
 ) -> Iterator[TouchpointEvent]:
     """``n`` touchpoints over the last six hours, in time order, customers Zipf-skewed."""
+    from schemas.models import Channel, Direction, TouchpointEvent
+
     rng = random.Random(seed)
     numbers = list(range(customers))
     rng.shuffle(numbers)  # rank -> customer number: the heavy customers land anywhere
@@ -195,33 +203,37 @@ def generate_events(
             attributes: dict[str, bool | int | float | str]
             if kind.text is not None:
                 attributes = {"thread_id": f"th-{number:05d}-{rng.randrange(40):02d}"}
-                if kind.channel is Channel.EMAIL:
+                if kind.channel == "email":
                     attributes["has_attachment"] = rng.random() < 0.15
-            elif kind.channel is Channel.PRODUCT:
+            elif kind.channel == "product":
                 attributes = {"feature": rng.choice(_FEATURES), "duration_s": rng.randrange(1, 900)}
-            elif kind.channel is Channel.WEB:
+            elif kind.channel == "web":
                 attributes = {"path": rng.choice(_PAGES), "session_s": rng.randrange(5, 600)}
             else:
                 attributes = {"duration_s": rng.randrange(20, 1800), "answered": rng.random() < 0.6}
-            human = kind.text is not None or kind.channel is Channel.CALL
+            human = kind.text is not None or kind.channel == "call"
             yield TouchpointEvent(
                 event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 customer_id=f"cus-{number:05d}",
                 occurred_at=occurred,
                 received_at=occurred + timedelta(milliseconds=rng.randrange(20, 1500)),
-                channel=kind.channel,
+                channel=Channel(kind.channel),
                 kind=kind.kind,
-                direction=kind.direction,
+                direction=Direction(kind.direction),
                 rep_id=reps[number] if human else None,
                 contact_id=f"ct-{number:05d}-{rng.randrange(3)}" if human else None,
                 text=_text(rng, kind.text) if kind.text is not None else None,
                 attributes=attributes,
-                source="chat-http/0.1.0" if kind.channel is Channel.CHAT else "bench-gen/1.0",
+                source="chat-http/0.1.0" if kind.channel == "chat" else "bench-gen/1.0",
                 industry=industries[number],
             )
 
 
 def build_workload(n: int, customers: int, skew: float, seed: int, envelope_chunk: int) -> Workload:
+    from connectors.publisher import envelopes
+    from schemas.codec import encode_touchpoint
+    from streams.partitioning import customer_partition
+
     started = time.perf_counter()
     now = datetime.now(UTC)
     singles: list[Record] = []
@@ -277,6 +289,8 @@ def build_workload(n: int, customers: int, skew: float, seed: int, envelope_chun
 
 
 def _settings(bootstrap: str, topic_prefix: str, app_id: str, guarantee: str) -> Settings:
+    from streams.settings import Guarantee, Settings
+
     return Settings(
         app_id=app_id,
         bootstrap_servers=bootstrap,
@@ -288,6 +302,8 @@ def _settings(bootstrap: str, topic_prefix: str, app_id: str, guarantee: str) ->
 
 async def _preload(bootstrap: str, settings: Settings, records: Sequence[Record]) -> float:
     """Create the case's topics and write ``records``; returns the seconds the write took."""
+    from streams.topics import ensure_topics
+
     await ensure_topics(settings)
     topic = settings.topic("touchpoints")
     producer = AIOKafkaProducer(
@@ -544,7 +560,9 @@ class Harness:
     def _attach_py_spy(self, pid: int, output: Path, case_dir: Path) -> subprocess.Popen[bytes]:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         command = [
-            py_spy, "record", "--pid", str(pid), "--nonblocking", "--threads", "--function",
+            # Blocking mode (the default): py-spy pauses the worker for each sample, so
+            # stacks are consistent; --nonblocking gives torn stacks under load.
+            py_spy, "record", "--pid", str(pid), "--threads", "--function",
             "--rate", str(self.profile_rate), "--format", "raw", "--output", str(output),
         ]  # fmt: skip
         log("attaching: " + " ".join(command))
@@ -629,7 +647,9 @@ _ROOT_FRAMES = (
 """On (nearly) every stack: left out of the inclusive list."""
 
 _BATCH_COMPONENTS = (
-    ("_write (streams/app.py", "batch: state writes + sends (_write)"),
+    ("_write (streams/app.py", "batch: output (state writes + sends)"),
+    ("_output (streams/app.py", "batch: output (state writes + sends)"),
+    ("(streams/writer.py", "batch: output (state writes + sends)"),
     ("_observe (streams/app.py", "batch: metrics (_observe)"),
     ("(engine/", "batch: engine (reducer.apply, rules)"),
     ("decode_touchpoint", "batch: decode (fastavro + pydantic)"),
@@ -814,14 +834,63 @@ def render_profile(result: CaseResult) -> str:
 # --------------------------------------------------------------------------- worker side
 
 
-def source_fingerprint() -> str:
-    """Short hash of the Warroom sources a worker runs (they may change between runs)."""
+SOURCE_PACKAGES = ("streams", "engine", "schemas", "connectors")
+
+
+def source_fingerprint(root: Path = REPO_ROOT) -> str:
+    """Short hash of the Warroom sources under ``root`` (.py and .avsc files)."""
     digest = hashlib.sha256()
-    for package in ("streams", "engine", "schemas", "connectors"):
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
-            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
-            digest.update(path.read_bytes())
+    for package in SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".avsc") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+                digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def imported_sources_root() -> Path:
+    """Where this process imports Warroom from (the repo, or a snapshot of it)."""
+    import streams
+
+    return Path(streams.__file__).resolve().parent.parent
+
+
+def snapshot_sources(target: Path, which: str) -> Path:
+    """Copy Warroom's packages to ``target``: the working tree, or HEAD (``git archive``)."""
+    target.mkdir(parents=True, exist_ok=True)
+    if which == "head":
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD", *SOURCE_PACKAGES],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(target, filter="data")
+        return target
+    for package in SOURCE_PACKAGES:
+        shutil.copytree(
+            REPO_ROOT / package,
+            target / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    return target
+
+
+def _reexec_with_snapshot(args: argparse.Namespace, argv: Sequence[str]) -> NoReturn:
+    """Snapshot the sources, then run this command again importing only the snapshot."""
+    run_id = datetime.now(UTC).strftime("%H%M%S") + uuid.uuid4().hex[:4]
+    sources = snapshot_sources(args.out_dir.resolve() / run_id / "src", args.sources)
+    env = dict(os.environ)
+    env[SNAPSHOT_ENV] = str(sources)
+    env[RUN_ID_ENV] = run_id
+    # Ahead of the editable install, whose finder only answers after sys.path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(sources), env.get("PYTHONPATH")) if p)
+    script = str(Path(__file__).resolve())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, script, *argv], env)
 
 
 class Probe:
@@ -882,7 +951,8 @@ class Probe:
         cpu = time.process_time() - self.first_cpu
         result = {
             "case": self.case,
-            "sources": source_fingerprint(),
+            "sources": source_fingerprint(imported_sources_root()),
+            "sources_root": str(imported_sources_root()),
             "timed_until": self.timed_until,
             "events": self.count,
             "seconds": ended - (self.first or ended),
@@ -910,13 +980,13 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
     from faust.transport.consumer import TransactionManager
 
     from engine.reducer import apply
-    from engine.rules import BUILTIN_RULES
     from schemas.codec import decode_touchpoint
     from schemas.faust_codec import InterventionCodec
+    from streams.settings import Settings
     from streams.state_codec import CustomerStateCodec, Utf8Codec
 
     prefix = config["topic_prefix"]
-    exactly_once = config["guarantee"] == Guarantee.EXACTLY_ONCE.value
+    exactly_once = config["guarantee"] == EXACTLY_ONCE
     app = faust.App(
         config["app_id"],
         broker=f"kafka://{config['bootstrap']}",
@@ -969,16 +1039,22 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
             probe.begin()
             event = decode_touchpoint(value)
             state = table.get(event.customer_id)
-            updated, commands = apply(state, event, datetime.now(UTC), BUILTIN_RULES)
+            updated, outputs = apply(state, event, datetime.now(UTC))  # the built-in rules
             changed = updated is not state
             if changed:
                 table[event.customer_id] = updated
             partition = stream.current_event.message.partition
-            for command in commands:
+            sent = 0
+            for output_item in outputs:
+                # An InterventionCommand, or a Decision wrapping one (shadow: not sent).
+                if getattr(output_item, "shadow", False):
+                    continue
+                command: Any = getattr(output_item, "intervention", output_item)
                 await output.send(
                     key=command.customer_id.encode(), value=command, partition=partition
                 )
-            probe.add(1, int(changed), int(not changed), 0, len(commands), int(changed))
+                sent += 1
+            probe.add(1, int(changed), int(not changed), 0, sent, int(changed))
             probe.batch_done()
 
     app.agent(source, name="bench.naive")(naive)
@@ -993,9 +1069,12 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
     counted from the pipeline's results (one ``BatchResult`` per batch, however
     many slices fill it) and checked against the worker's Prometheus counters.
     """
+    import dataclasses
+
     import streams.app
     from streams.app import create_app
     from streams.pipeline import Pipeline
+    from streams.settings import Guarantee, Settings
 
     batch_results: dict[int, Any] = {}
 
@@ -1031,7 +1110,9 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
     )
     warroom = create_app(settings)
     base = warroom.pipeline
-    warroom.pipeline = TimedPipeline(base.rules, base.timestamps, base.partitions)
+    warroom.pipeline = TimedPipeline(
+        **{f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+    )
     registry = warroom.metrics.registry
 
     def counted_by_metrics() -> dict[str, float]:
@@ -1142,8 +1223,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--guarantee",
-        choices=[g.value for g in Guarantee],
-        default=Guarantee.EXACTLY_ONCE.value,
+        choices=[EXACTLY_ONCE, AT_LEAST_ONCE],
+        default=EXACTLY_ONCE,
         help="processing guarantee of every case (exactly_once)",
     )
     parser.add_argument("--customers", type=int, default=5000)
@@ -1181,6 +1262,14 @@ def _parser() -> argparse.ArgumentParser:
         help="override a streams.settings.Settings field in the Warroom cases, e.g. "
         "batch_max_records=4 (repeatable; the naive case ignores it)",
     )
+    parser.add_argument(
+        "--sources",
+        choices=["tree", "head", "live"],
+        default="tree",
+        help="the Warroom code to run: a snapshot of the working tree's streams/ engine/ "
+        "schemas/ connectors/ taken at the start (tree, default), of the HEAD commit "
+        "(head), or the repo as it is whenever a process starts (live)",
+    )
     parser.add_argument("--worker-config", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -1203,11 +1292,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.events < 1 or not 1 <= naive_events <= args.events:
         print("expected 1 <= --naive-events <= --events", file=sys.stderr)
         return 2
-    command = " ".join(["bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
-    run_id = datetime.now(UTC).strftime("%H%M%S") + uuid.uuid4().hex[:4]
+    arguments = list(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["bench/throughput.py", *arguments])
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if args.sources != "live" and not snapshot:
+        _reexec_with_snapshot(args, arguments)
+    run_id = os.environ.get(RUN_ID_ENV) or (
+        datetime.now(UTC).strftime("%H%M%S") + uuid.uuid4().hex[:4]
+    )
     out_dir: Path = args.out_dir / run_id
+    imported = imported_sources_root()
+    if snapshot and imported != Path(snapshot).resolve():
+        print(f"expected to import Warroom from {snapshot}, found {imported}", file=sys.stderr)
+        return 2
+    sources_at_start = source_fingerprint(imported)
+    sources_label = {
+        "tree": "a snapshot of the working tree taken at the start",
+        "head": f"git HEAD {_git_head()} (git archive)",
+        "live": "the live tree (may change between cases)",
+    }[args.sources]
+    log(f"Warroom sources: {sources_label}: {imported} ({sources_at_start})")
+    from connectors.publisher import ENVELOPE_MAX_EVENTS
+    from streams.settings import Settings
 
-    sources_at_start = source_fingerprint()
     log(f"generating {args.events} events ({args.customers} customers, seed {args.seed})")
     workload = build_workload(
         args.events, args.customers, args.skew, args.seed, args.envelope_chunk
@@ -1310,7 +1417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{', '.join(sorted(sources))}); the cases did not all run the same code"
         )
     else:
-        notes.append(f"sources: git {_git_head()}, fingerprint {sources_at_start}")
+        notes.append(f"sources: {sources_label}, fingerprint {sources_at_start}")
     if len({r.interventions for r in by_case.values() if r.events == args.events}) > 1:
         notes.append("WARNING: intervention counts differ between cases over the same events")
     print()
@@ -1333,6 +1440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "platform": platform.platform(),
             },
             "guarantee": args.guarantee,
+            "sources": sources_label,
             "warroom_settings": overrides,
             "git_head": _git_head(),
             "sources_at_start": sources_at_start,

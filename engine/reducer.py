@@ -42,8 +42,10 @@ def apply(
     counts = dict(state.kind_counts)
     counts[event.kind] = counts.get(event.kind, 0) + 1
     last_event_at = state.last_event_at
-    updated = replace(
-        state,
+    # Built field by field (dataclasses.replace costs a tenth of a touchpoint's time);
+    # tests/unit/test_engine.py checks that no field is forgotten.
+    updated = CustomerState(
+        customer_id=state.customer_id,
         owner_rep_id=_owner(state, event),
         touchpoints=state.touchpoints + 1,
         first_seen_at=state.first_seen_at or at,
@@ -52,6 +54,8 @@ def apply(
         last_outbound_at=_latest(state.last_outbound_at, at, direction is Direction.OUTBOUND),
         kind_counts=counts,
         recent_event_ids=(*state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :], event.event_id),
+        emitted=state.emitted,
+        rules=state.rules,
     )
     return _evaluate(updated, Moment(updated, micros(at), event), now, rules, cap_per_day)
 

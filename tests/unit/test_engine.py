@@ -191,3 +191,19 @@ def test_interventions_match_a_brute_force_count_of_unanswered_runs(seq: list[st
                 expected += 1
     assert len(fired) == expected
     assert len({c.intervention_id for c in fired}) == len(fired)
+
+
+def test_apply_carries_every_state_field_it_does_not_change() -> None:
+    import dataclasses
+
+    changed_by_apply = {
+        "owner_rep_id", "touchpoints", "first_seen_at", "last_event_at", "last_inbound_at",
+        "last_outbound_at", "kind_counts", "recent_event_ids",
+    }  # fmt: skip
+    state = CustomerState(
+        customer_id="cust-1", emitted=(1, 2), rules={"gone": [None, 5, 1]}, touchpoints=4
+    )
+    after, _ = apply(state, touchpoint(1, "none", kind="web_visit"), NOW, rules=())
+    for field in dataclasses.fields(CustomerState):
+        if field.name not in changed_by_apply:
+            assert getattr(after, field.name) == getattr(state, field.name), field.name
