@@ -17,6 +17,13 @@ cleanup() {
     echo
     echo "stopping..."
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do  # up to 10 s for a clean shutdown, then no more waiting
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.2
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     wait "${pids[@]}" 2>/dev/null || true
     "$PY" deploy/kafka/broker.py stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
     echo "stopped: worker, chat endpoint, tail and broker"
