@@ -3,6 +3,10 @@
 
     .venv/bin/python bench/rules_eval.py [--events 20000] [--rules 10,100,1000]
 
+First, the worker's batch pipeline (decode + engine, no Kafka) over envelopes of
+the same touchpoints, with the built-in rule only and with the five example packs
+of rules/examples loaded: the packs' cost as a throughput ratio.
+
 Each run replays the same seeded touchpoints (500 customers) through
 ``engine.reducer.apply`` with a bundle of N generated rules that cycles through
 every condition type (event, state, count, sum, sequence, streak, absence, all,
@@ -17,6 +21,7 @@ import argparse
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from engine.bundle import load_bundle
 from engine.reducer import apply
@@ -95,13 +100,57 @@ def run(events: list[TouchpointEvent], rules: tuple[CompiledRule, ...]) -> tuple
     return time.perf_counter() - started, fired
 
 
+def pipeline_with_packs(count: int) -> None:
+    """Decode + engine (the worker's batch pipeline, no Kafka) with and without the packs."""
+    from pathlib import Path
+
+    from connectors.publisher import envelopes
+    from engine.builtin import BUILTIN_BUNDLE
+    from engine.rulebook import RuleBook
+    from engine.timestamps import TimestampPolicy
+    from streams.pipeline import Pipeline, RawRecord
+
+    now = datetime.now(UTC)
+    events = [
+        e.model_copy(update={"occurred_at": now - timedelta(seconds=count - n)})
+        for n, e in enumerate(touchpoints(count))
+    ]
+    records = [
+        RawRecord("touchpoints", p, offset, key, value)
+        for offset, (p, key, value) in enumerate(envelopes(events, 4))
+    ]
+    packs = sorted(Path(__file__).resolve().parents[1].glob("rules/examples/*.yaml"))
+    with_packs = RuleBook(BUILTIN_BUNDLE)
+    for pack in packs:
+        verdict = with_packs.offer(pack.read_text(encoding="utf-8"), str(pack))
+        assert verdict.accepted, verdict.problems
+    results = {}
+    for name, book in (("builtin only", RuleBook(BUILTIN_BUNDLE)), ("with packs", with_packs)):
+        pipeline = Pipeline(book, TimestampPolicy(), 4)
+        best = min(_timed(pipeline, records, now) for _ in range(3))
+        results[name] = count / best
+        print(
+            f"pipeline, {name:<12} ({len(book.rules)} rules): {count / best:>9,.0f} touchpoints/s"
+        )
+    ratio = results["with packs"] / results["builtin only"]
+    print(f"with the {len(packs)} example packs: {ratio:.2f}x the throughput of the built-in rule")
+
+
+def _timed(pipeline: Any, records: list[Any], now: datetime) -> float:
+    started = time.perf_counter()
+    pipeline.process(records, {}.get, now)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rules", default="10,100,1000")
+    parser.add_argument("--packs-events", type=int, default=50_000)
     args = parser.parse_args()
+    pipeline_with_packs(args.packs_events)
     events = touchpoints(args.events)
     sizes = [int(s) for s in args.rules.split(",")]
     baseline, _ = run(events, ())
