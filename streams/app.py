@@ -93,6 +93,11 @@ def create_app(settings: Settings) -> Warroom:
         table_standby_replicas=0,
         producer_linger_ms=5,
         broker_session_timeout=settings.session_timeout_seconds,
+        # The check compares an on-disk store's persisted changelog offsets with the
+        # highwaters; the in-memory store persists nothing, and the offsets Faust
+        # keeps from an earlier recovery of a partition it still owns are not a
+        # store's.
+        recovery_consistency_check=False,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     )
     exactly_once = settings.processing_guarantee is Guarantee.EXACTLY_ONCE
