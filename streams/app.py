@@ -15,6 +15,8 @@ changelog topic when partitions are assigned.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_dead_letter, encode_intervention
 
+from .analytics import FEEDBACK, METRICS, Analytics, publish_metrics
 from .metrics import WorkerMetrics
 from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
@@ -65,6 +68,7 @@ class Warroom:
     commit_lock: BatchCommitLock
     state_codec: CustomerStateCodec
     schedule: Schedule
+    analytics: Analytics
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last batch (in-memory store, no copy)."""
@@ -147,6 +151,7 @@ def create_app(settings: Settings) -> Warroom:
         commit_lock,
         state_codec,
         schedule,
+        Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
     )
 
     rules_loaded = asyncio.Event()
@@ -209,6 +214,30 @@ def create_app(settings: Settings) -> Warroom:
             if partition in partitions:
                 yield customer_id, partition, state
 
+    feedback = app.topic(
+        settings.topic(FEEDBACK),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    async def count_feedback(stream: StreamT[bytes]) -> None:
+        async for value in stream:
+            warroom.analytics.record_feedback(value)
+
+    app.agent(feedback, name="warroom.feedback")(count_feedback)
+
+    async def analytics() -> None:
+        await publish_metrics(
+            settings.bootstrap_servers,
+            settings.topic(METRICS),
+            warroom.analytics,
+            lambda: [rule.rule_id for rule in rulebook.rules],
+            settings.metrics_interval_seconds,
+        )
+
+    app.task(analytics)
+
     async def timers() -> None:
         await run_scheduler(
             settings.bootstrap_servers, settings.topic(TIMERS), schedule, assignment, stored
@@ -240,6 +269,12 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
             store._key_partition[customer_id] = partition
             schedule.note(customer_id, partition, state)
     await warroom.writer.write(_output(warroom, result))
+    warroom.analytics.record(
+        (customer for changed in result.states.values() for customer in changed),
+        (c.rule_id for _, c in result.interventions),
+        (c.rule_id for _, c in result.shadowed),
+        (c.rule_id for _, c in result.capped),
+    )
     _observe(warroom.metrics, result, events, started)
 
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     moving its partitions to another; also bounds how fast a restarted worker resumes."""
     allowed_lateness_seconds: float = Field(3600.0, ge=0)
     """Touchpoints further behind the customer's newest one go to the DLQ as late_event."""
+    metrics_interval_seconds: float = Field(60.0, gt=0)
+    """How often business metrics are published to the metrics topic."""
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     """How far in the future an ``occurred_at`` may be before the event is rejected."""
 

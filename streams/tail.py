@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import decode_dead_letter, decode_intervention
@@ -75,7 +76,33 @@ async def tail(
     return printed
 
 
+def format_metric(record: dict[str, Any], colour: bool = False) -> str:
+    bold, dim, reset = (_BOLD, _DIM, _RESET) if colour else ("", "", "")
+    rate = record.get("trigger_rate")
+    loop = record.get("closed_loop_rate")
+    feedback = record.get("feedback", {})
+    shown = " ".join(f"{k} {v}" for k, v in feedback.items() if v)
+    return (
+        f"{dim}{record['interval_end'][11:19]}{reset} {bold}{record['rule_id']:<36}{reset} "
+        f"customers {record['customers_evaluated']:>6}  fired {record['fired']:>5} "
+        f"({_percent(rate)})  shadow {record['shadowed']:>4}  capped {record['capped']:>4}  "
+        f"closed-loop {_percent(loop)}" + (f"  [{shown}]" if shown else "")
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.1%}"
+
+
 def _render(stream: str, value: bytes, colour: bool) -> str:
+    if stream in ("metrics", "audit"):
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return f"undecodable record on {stream}: {exc}"
+        if stream == "metrics" and record.get("metric") == "rule_activity":
+            return format_metric(record, colour)
+        return orjson.dumps(record).decode()
     try:
         if stream == "interventions":
             return format_intervention(decode_intervention(value), colour)

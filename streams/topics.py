@@ -10,12 +10,13 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-CUSTOMER_TOPICS = ("touchpoints", "timers", "interventions", "dlq")
+CUSTOMER_TOPICS = ("touchpoints", "timers", "interventions", "dlq", "intervention-feedback")
 """Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
 
 SHARED_TOPICS: dict[str, dict[str, str]] = {
     "rules": {"cleanup.policy": "compact"},
     "audit": {},
+    "metrics": {},
 }
 """One partition each, read whole by every worker (rules) or by people and tools (audit)."""
 

@@ -1,0 +1,136 @@
+"""Business metrics for analysts, published as JSON to the ``metrics`` topic.
+
+Every interval each worker publishes, per running rule, what happened on its
+partitions during the interval:
+
+* ``customers_evaluated``: distinct customers whose touchpoints or timers were
+  evaluated (every running rule is evaluated for each of them);
+* ``fired`` / ``shadowed`` / ``capped``: interventions emitted, recorded by rules in
+  shadow mode, held back by a daily cap;
+* ``trigger_rate``: fired / customers_evaluated;
+* ``feedback``: statuses the CRM reported on ``intervention-feedback``
+  (accepted, done, dismissed, expired) for the rule's interventions;
+* ``closed_loop_rate``: (accepted + done) / all feedback received, or null.
+
+Records of several workers for the same interval add up: sum the counts, then
+divide. Counts are exact for interventions (they come from committed batches)
+and at-least-once for feedback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics"
+FEEDBACK = "intervention-feedback"
+STATUSES = ("accepted", "done", "dismissed", "expired")
+
+
+@dataclass
+class RuleTally:
+    fired: int = 0
+    shadowed: int = 0
+    capped: int = 0
+    feedback: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Analytics:
+    """Tallies of one worker for the current interval."""
+
+    worker: str
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    customers: set[str] = field(default_factory=set)
+    rules: defaultdict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
+    invalid_feedback: int = 0
+
+    def record(
+        self,
+        customers: Iterable[str],
+        fired: Iterable[str],
+        shadowed: Iterable[str],
+        capped: Iterable[str],
+    ) -> None:
+        """Account for a batch: customers evaluated and rule ids of its decisions."""
+        self.customers.update(customers)
+        for rule_id in fired:
+            self.rules[rule_id].fired += 1
+        for rule_id in shadowed:
+            self.rules[rule_id].shadowed += 1
+        for rule_id in capped:
+            self.rules[rule_id].capped += 1
+
+    def record_feedback(self, value: bytes | None) -> None:
+        try:
+            data = orjson.loads(value or b"")
+            rule_id, status = str(data["rule_id"]), str(data["status"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.invalid_feedback += 1
+            return
+        if status not in STATUSES:
+            self.invalid_feedback += 1
+            return
+        self.rules[rule_id].feedback[status] += 1
+
+    def flush(self, rule_ids: Iterable[str], now: datetime) -> list[dict[str, Any]]:
+        """One record per running rule (and any rule with feedback), then start afresh."""
+        evaluated = len(self.customers)
+        records = []
+        for rule_id in sorted(set(rule_ids) | set(self.rules)):
+            tally = self.rules.get(rule_id, RuleTally())
+            answered = sum(tally.feedback.values())
+            acted = tally.feedback["accepted"] + tally.feedback["done"]
+            records.append(
+                {
+                    "metric": "rule_activity",
+                    "rule_id": rule_id,
+                    "worker": self.worker,
+                    "interval_start": self.started.isoformat(),
+                    "interval_end": now.isoformat(),
+                    "customers_evaluated": evaluated,
+                    "fired": tally.fired,
+                    "shadowed": tally.shadowed,
+                    "capped": tally.capped,
+                    "trigger_rate": tally.fired / evaluated if evaluated else None,
+                    "feedback": {status: tally.feedback[status] for status in STATUSES},
+                    "closed_loop_rate": acted / answered if answered else None,
+                }
+            )
+        if self.invalid_feedback:
+            log.warning("%d feedback records were not understood", self.invalid_feedback)
+        self.started = now
+        self.customers = set()
+        self.rules = defaultdict(RuleTally)
+        self.invalid_feedback = 0
+        return records
+
+
+async def publish_metrics(
+    bootstrap_servers: str,
+    topic: str,
+    analytics: Analytics,
+    rule_ids: Callable[[], Iterable[str]],
+    interval: float,
+) -> None:
+    """Every ``interval`` seconds, write the worker's tallies to the metrics topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            for record in analytics.flush(rule_ids(), datetime.now(UTC)):
+                await producer.send(topic, orjson.dumps(record), key=record["rule_id"].encode())
+            await producer.flush()
+    finally:
+        await producer.stop()
