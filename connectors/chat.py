@@ -111,29 +111,31 @@ def parse_messages(payload: Any) -> list[ChatMessage]:
                 }
             ]
         )
-    messages: list[ChatMessage] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        try:
-            messages.append(ChatMessage.model_validate(item))
-        except ValidationError as exc:
-            problems.extend(_problems(exc, index=index))
-    if problems:
-        raise InvalidChatInput(problems)
-    return messages
+    return _validated(
+        ((item, {"index": index}) for index, item in enumerate(items)),
+        ChatMessage.model_validate,
+    )
 
 
 def parse_jsonl(lines: Iterable[str]) -> list[ChatMessage]:
     """One chat message per line (blank lines skipped); every bad line is reported."""
+    return _validated(
+        ((line, {"line": number}) for number, line in enumerate(lines, start=1) if line.strip()),
+        ChatMessage.model_validate_json,
+    )
+
+
+def _validated(
+    inputs: Iterable[tuple[Any, dict[str, int]]], validate: Callable[[Any], ChatMessage]
+) -> list[ChatMessage]:
+    """Validate every input; raise once, naming every problem and where it is."""
     messages: list[ChatMessage] = []
     problems: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for value, where in inputs:
         try:
-            messages.append(ChatMessage.model_validate_json(line))
+            messages.append(validate(value))
         except ValidationError as exc:
-            problems.extend(_problems(exc, line=number))
+            problems.extend(_problems(exc, **where))
     if problems:
         raise InvalidChatInput(problems)
     return messages
