@@ -39,6 +39,7 @@ from .conditions import (
 from .durations import parse_duration
 from .errors import EngineError
 from .interventions import BODY_MAX, ROLE_MAX, TITLE_MAX, Template
+from .journeys import HOLDOUT, CompiledJourney, JourneyStep, Variant
 from .rules import CompiledRule, RuleMode
 from .state import CustomerState
 
@@ -110,6 +111,7 @@ class RuleBundle:
     rule_ids: frozenset[str] = field(default=frozenset())
     per_customer_per_day: int | None = None
     """At most this many interventions per customer in any 24 hours (event time)."""
+    journeys: tuple[CompiledJourney, ...] = ()
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
@@ -142,7 +144,7 @@ class _Located(dict[str, Any]):
 
 class _LocatedList(list[Any]):
     line: int = 1
-    lines: list[int]
+    lines: list[int] = []  # replaced per instance when loaded
 
 
 class _DuplicateKey(Exception):
@@ -252,8 +254,8 @@ class _Checker:
             self.keys(
                 top,
                 "",
-                ("bundle", "version", "rules"),
-                ("allowed_lateness", "description", "caps", "managers"),
+                ("bundle", "version"),
+                ("rules", "allowed_lateness", "description", "caps", "managers", "journeys"),
             )
         except _Refused:
             return None
@@ -264,8 +266,13 @@ class _Checker:
         cap = self.attempt(lambda: self.caps(top)) if "caps" in top else None
         if "managers" in top:
             self.attempt(lambda: self.read_managers(top))
-        rules_value = top["rules"]
-        if not isinstance(rules_value, _LocatedList) or not rules_value:
+        if "rules" not in top and "journeys" not in top:
+            self.problems.append(
+                BundleProblem(self.source, top.line, "rules", "expected rules, journeys or both")
+            )
+            return None
+        rules_value = top.get("rules", _LocatedList())
+        if "rules" in top and (not isinstance(rules_value, _LocatedList) or not rules_value):
             self.attempt(
                 lambda: self.refuse(
                     top.lines["rules"],
@@ -294,6 +301,9 @@ class _Checker:
                 continue
             seen[rule.rule_id] = line
             compiled.append(rule)
+        journeys = None
+        if "journeys" in top:
+            journeys = self.attempt(lambda: self.journeys(top, version or 1))
         if self.problems:
             return None
         return RuleBundle(
@@ -304,7 +314,128 @@ class _Checker:
             source=self.source,
             rule_ids=frozenset(seen),
             per_customer_per_day=cap,
+            journeys=journeys or (),
         )
+
+    def journeys(self, top: _Located, version: int) -> tuple[CompiledJourney, ...]:
+        items = top["journeys"]
+        if not isinstance(items, _LocatedList) or not items:
+            self.refuse(
+                top.lines["journeys"],
+                "journeys",
+                f"expected a list of journeys, found {_kind(items)}",
+            )
+        compiled: list[CompiledJourney] = []
+        seen: set[str] = set()
+        for index, (item, line) in enumerate(zip(items, items.lines, strict=True)):
+            try:
+                journey = self.journey(item, line, f"journeys[{index}]", version)
+            except _Refused:
+                continue
+            if journey.journey_id in seen:
+                self.problems.append(
+                    BundleProblem(
+                        self.source,
+                        line,
+                        f"journeys[{index}].id",
+                        f"journey id {journey.journey_id!r} is used twice",
+                    )
+                )
+            seen.add(journey.journey_id)
+            compiled.append(journey)
+        return tuple(compiled)
+
+    def journey(self, value: Any, line: int, path: str, version: int) -> CompiledJourney:
+        spec = self.mapping(value, line, path)
+        self.keys(
+            spec,
+            path,
+            ("id", "entry", "variants"),
+            ("description", "exit", "conversion", "holdout"),
+        )
+        journey_id = self.name(spec, "id", path)
+        entry = self.condition(spec["entry"], spec.lines["entry"], _join(path, "entry"))
+        exits = {
+            key: self.condition(spec[key], spec.lines[key], _join(path, key))
+            for key in ("exit", "conversion")
+            if key in spec
+        }
+        holdout = self.integer(spec, "holdout", path, minimum=0) if "holdout" in spec else 0
+        if holdout > 99:
+            self.refuse(
+                spec.lines["holdout"],
+                _join(path, "holdout"),
+                f"expected a percent from 0 to 99, found {holdout}",
+            )
+        variants_value = spec["variants"]
+        if not isinstance(variants_value, _LocatedList) or not variants_value:
+            self.refuse(
+                spec.lines["variants"],
+                _join(path, "variants"),
+                f"expected a list of variants, found {_kind(variants_value)}",
+            )
+        variants: list[Variant] = []
+        for index, (item, item_line) in enumerate(
+            zip(variants_value, variants_value.lines, strict=True)
+        ):
+            variant = self.variant(item, item_line, f"{path}.variants[{index}]")
+            if variant.name == HOLDOUT or any(v.name == variant.name for v in variants):
+                self.refuse(
+                    item_line,
+                    f"{path}.variants[{index}].name",
+                    f"variant name {variant.name!r} is taken (holdout is reserved)",
+                )
+            variants.append(variant)
+        if not any(v.weight for v in variants):
+            self.refuse(
+                spec.lines["variants"],
+                _join(path, "variants"),
+                "expected at least one variant with a weight above 0 (0 stops new entrants)",
+            )
+        return CompiledJourney(
+            journey_id=journey_id,
+            version=version,
+            entry=entry,
+            exit=exits.get("exit"),
+            conversion=exits.get("conversion"),
+            holdout=holdout,
+            variants=tuple(variants),
+        )
+
+    def variant(self, value: Any, line: int, path: str) -> Variant:
+        spec = self.mapping(value, line, path)
+        self.keys(spec, path, ("name", "steps"), ("weight",))
+        name = self.name(spec, "name", path)
+        weight = self.integer(spec, "weight", path, minimum=0) if "weight" in spec else 1
+        steps_value = spec["steps"]
+        if not isinstance(steps_value, _LocatedList) or not steps_value:
+            self.refuse(
+                spec.lines["steps"],
+                _join(path, "steps"),
+                f"expected a list of steps, found {_kind(steps_value)}",
+            )
+        steps = []
+        for index, (item, item_line) in enumerate(zip(steps_value, steps_value.lines, strict=True)):
+            here = f"{path}.steps[{index}]"
+            step = self.mapping(item, item_line, here)
+            self.keys(step, here, ("id", "then"), ("after", "when"))
+            if "after" not in step and "when" not in step:
+                self.refuse(item_line, here, "a step needs `after`, `when` or both")
+            after = self.duration(step, "after", here)
+            when = (
+                self.condition(step["when"], step.lines["when"], _join(here, "when"))
+                if "when" in step
+                else None
+            )
+            steps.append(
+                JourneyStep(
+                    step_id=self.name(step, "id", here),
+                    after=None if after is None else after // ONE_MICROSECOND,
+                    when=when,
+                    template=self.then(step["then"], step.lines["then"], _join(here, "then")),
+                )
+            )
+        return Variant(name, weight, tuple(steps))
 
     def read_managers(self, top: _Located) -> None:
         """``managers: {rep-id: manager-id}``: whom ``assignee: manager`` reaches."""

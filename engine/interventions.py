@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from schemas.models import (
+    Experiment,
     Explanation,
     InterventionCommand,
     InterventionKind,
@@ -75,6 +76,7 @@ class Template:
         triggered_at: datetime,
         event_kind: str | None,
         now: datetime,
+        experiment: tuple[str, str] | None = None,
     ) -> InterventionCommand:
         assignee, role = self._assignee(rep_id)
         fields = {
@@ -99,7 +101,11 @@ class Template:
             title=_clip(self.title.format_map(fields), TITLE_MAX) or self.kind.value,
             body=_clip(self.body.format_map(fields), BODY_MAX),
             due_at=triggered_at + self.due_in,
-            experiment=None,
+            experiment=(
+                Experiment(experiment_id=experiment[0], variant=experiment[1])
+                if experiment is not None
+                else None
+            ),
             explanation=Explanation(
                 matched=[Match(condition=c, observed=o) for c, o in matched],
                 scores={},

@@ -11,6 +11,7 @@ from schemas.models import Direction, Priority, TouchpointEvent
 
 from .builtin import BUILTIN_RULES
 from .conditions import Moment, micros
+from .journeys import CompiledJourney, JourneySignal
 from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
 
@@ -21,8 +22,13 @@ def apply(
     now: datetime,
     rules: Sequence[CompiledRule] = BUILTIN_RULES,
     cap_per_day: int | None = None,
+    journeys: Sequence[CompiledJourney] = (),
+    signals: list[JourneySignal] | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
-    """Fold ``event`` into ``state`` and evaluate ``rules``.
+    """Fold ``event`` into ``state`` and evaluate ``rules`` and ``journeys``.
+
+    Journey signals (entered, converted, ...) are appended to ``signals`` when
+    given.
 
     With ``cap_per_day``, at most that many interventions are emitted for the
     customer in any 24 hours of event time; the rest are decided but marked
@@ -57,7 +63,8 @@ def apply(
         emitted=state.emitted,
         rules=state.rules,
     )
-    return _evaluate(updated, Moment(updated, micros(at), event), now, rules, cap_per_day)
+    moment = Moment(updated, micros(at), event)
+    return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
 
 
 def apply_timer(
@@ -66,17 +73,22 @@ def apply_timer(
     now: datetime,
     rules: Sequence[CompiledRule] = BUILTIN_RULES,
     cap_per_day: int | None = None,
+    journeys: Sequence[CompiledJourney] = (),
+    signals: list[JourneySignal] | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
-    """Evaluate ``rules`` for a customer at event time ``at`` with no touchpoint.
+    """Evaluate ``rules`` and ``journeys`` for a customer at event time ``at``, no touchpoint.
 
     This is how an absence fires at its deadline when the customer sends
     nothing more.
     """
-    return _evaluate(state, Moment(state, micros(at)), now, rules, cap_per_day)
+    moment = Moment(state, micros(at))
+    return _evaluate(state, moment, now, rules, cap_per_day, journeys, signals)
 
 
 def next_deadline(
-    state: CustomerState, rules: Sequence[CompiledRule] = BUILTIN_RULES
+    state: CustomerState,
+    rules: Sequence[CompiledRule] = BUILTIN_RULES,
+    journeys: Sequence[CompiledJourney] = (),
 ) -> int | None:
     """The earliest event time (µs) at which :func:`apply_timer` can change anything."""
     deadlines = [
@@ -85,6 +97,12 @@ def next_deadline(
         if (memory := state.rules.get(rule.rule_id)) is not None
         and (d := rule.deadline(memory)) is not None
     ]
+    deadlines.extend(
+        d
+        for journey in journeys
+        if (memory := state.rules.get(journey.key)) is not None
+        and (d := journey.deadline(memory)) is not None
+    )
     return min(deadlines) if deadlines else None
 
 
@@ -94,6 +112,8 @@ def _evaluate(
     now: datetime,
     rules: Sequence[CompiledRule],
     cap_per_day: int | None,
+    journeys: Sequence[CompiledJourney] = (),
+    signals: list[JourneySignal] | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     decisions: list[Decision] = []
     memories: dict[str, Any] | None = None
@@ -110,9 +130,19 @@ def _evaluate(
                 memories[rule.rule_id] = new_memory
         if decision is not None:
             decisions.append(decision)
+    for journey in journeys:
+        memory = old.get(journey.key)
+        new_memory, fired, marks = journey.step(memory, moment, now)
+        if new_memory is not memory:
+            if memories is None:
+                memories = dict(old)
+            memories[journey.key] = new_memory
+        decisions.extend(fired)
+        if signals is not None:
+            signals.extend(marks)
     if memories is not None:
-        if len(memories) > len(rules):  # drop what rules no longer running remembered
-            running = {rule.rule_id for rule in rules}
+        if len(memories) > len(rules) + len(journeys):  # what is no longer running goes
+            running = {rule.rule_id for rule in rules} | {j.key for j in journeys}
             memories = {k: v for k, v in memories.items() if k in running}
         state = replace(state, rules=memories)
     if decisions and cap_per_day is not None:

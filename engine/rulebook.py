@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
+from .journeys import CompiledJourney
 from .rules import CompiledRule
 
 
@@ -32,6 +33,7 @@ class RuleBook:
         self.rules: tuple[CompiledRule, ...] = ()
         self.allowed_lateness = timedelta(0)
         self.per_customer_per_day: int | None = None
+        self.journeys: tuple[CompiledJourney, ...] = ()
         self._rebuild()
 
     @property
@@ -77,6 +79,16 @@ class RuleBook:
         for other in self._bundles.values():
             if other.name == bundle.name:
                 continue
+            mine = {j.journey_id for j in bundle.journeys}
+            for journey_id in sorted(mine & {j.journey_id for j in other.journeys}):
+                problems.append(
+                    BundleProblem(
+                        bundle.source,
+                        1,
+                        "journeys",
+                        f"journey id {journey_id!r} is already used by bundle {other.name!r}",
+                    )
+                )
             for rule_id in sorted(bundle.rule_ids & other.rule_ids):
                 problems.append(
                     BundleProblem(
@@ -96,4 +108,7 @@ class RuleBook:
         )
         self.rules = tuple(
             rule for name in sorted(self._bundles) for rule in self._bundles[name].rules
+        )
+        self.journeys = tuple(
+            journey for name in sorted(self._bundles) for journey in self._bundles[name].journeys
         )

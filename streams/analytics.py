@@ -12,6 +12,11 @@ partitions during the interval:
   (accepted, done, dismissed, expired) for the rule's interventions;
 * ``closed_loop_rate``: (accepted + done) / all feedback received, or null.
 
+And per journey and variant (``journey_activity``): customers who ``entered``,
+interventions its steps emitted (``intervened``), customers who ``completed`` the
+steps, ``converted`` or ``exited``, and the ``conversion_rate`` (converted /
+entered, within the interval).
+
 Records of several workers for the same interval add up: sum the counts, then
 divide. Counts are exact for interventions (they come from committed batches)
 and at-least-once for feedback.
@@ -30,11 +35,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from engine.journeys import JourneySignal
+
 log = logging.getLogger(__name__)
 
 METRICS = "metrics"
 FEEDBACK = "intervention-feedback"
 STATUSES = ("accepted", "done", "dismissed", "expired")
+JOURNEY_SIGNALS = ("entered", "intervened", "completed", "converted", "exited")
 
 
 @dataclass
@@ -54,6 +62,13 @@ class Analytics:
     customers: set[str] = field(default_factory=set)
     rules: defaultdict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
     invalid_feedback: int = 0
+    journeys: defaultdict[tuple[str, str], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+
+    def record_signals(self, signals: Iterable[JourneySignal]) -> None:
+        for signal in signals:
+            self.journeys[(signal.journey_id, signal.variant)][signal.what] += 1
 
     def record(
         self,
@@ -107,12 +122,27 @@ class Analytics:
                     "closed_loop_rate": acted / answered if answered else None,
                 }
             )
+        for (journey_id, variant), counts in sorted(self.journeys.items()):
+            entered = counts["entered"]
+            records.append(
+                {
+                    "metric": "journey_activity",
+                    "journey_id": journey_id,
+                    "variant": variant,
+                    "worker": self.worker,
+                    "interval_start": self.started.isoformat(),
+                    "interval_end": now.isoformat(),
+                    **{what: counts[what] for what in JOURNEY_SIGNALS},
+                    "conversion_rate": counts["converted"] / entered if entered else None,
+                }
+            )
         if self.invalid_feedback:
             log.warning("%d feedback records were not understood", self.invalid_feedback)
         self.started = now
         self.customers = set()
         self.rules = defaultdict(RuleTally)
         self.invalid_feedback = 0
+        self.journeys = defaultdict(Counter)
         return records
 
 
@@ -130,7 +160,8 @@ async def publish_metrics(
         while True:
             await asyncio.sleep(interval)
             for record in analytics.flush(rule_ids(), datetime.now(UTC)):
-                await producer.send(topic, orjson.dumps(record), key=record["rule_id"].encode())
+                key = record.get("rule_id") or record["journey_id"]
+                await producer.send(topic, orjson.dumps(record), key=key.encode())
             await producer.flush()
     finally:
         await producer.stop()

@@ -275,6 +275,7 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
         (c.rule_id for _, c in result.shadowed),
         (c.rule_id for _, c in result.capped),
     )
+    warroom.analytics.record_signals(result.signals)
     _observe(warroom.metrics, result, events, started)
 
 

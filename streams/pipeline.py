@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from engine.conditions import EPOCH
+from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
 from engine.rulebook import RuleBook
 from engine.rules import CompiledRule, Decision
@@ -44,6 +45,8 @@ class BatchResult:
     """What rules in shadow mode would have emitted."""
     capped: list[tuple[int, InterventionCommand]] = field(default_factory=list)
     """What a customer's daily cap held back."""
+    signals: list[JourneySignal] = field(default_factory=list)
+    """Journey entries, steps, conversions and exits, for analysts."""
     dead_letters: list[tuple[int, DeadLetter]] = field(default_factory=list)
     processed: int = 0
     duplicates: int = 0
@@ -74,8 +77,9 @@ class Pipeline:
         result = BatchResult() if into is None else into
         rules = self.rulebook.rules
         cap = self.rulebook.per_customer_per_day
+        journeys = self.rulebook.journeys
         for record in records:
-            self._process_record(record, load, now, result, rules, cap)
+            self._process_record(record, load, now, result, rules, cap, journeys)
         return result
 
     def _process_record(
@@ -86,6 +90,7 @@ class Pipeline:
         result: BatchResult,
         rules: Sequence[CompiledRule],
         cap: int | None,
+        journeys: Sequence[CompiledJourney],
     ) -> None:
         partition = record.partition
         if record.topic == self.timers_topic and record.value is not None:
@@ -125,7 +130,7 @@ class Pipeline:
                 where = "" if single else f"event {index} of the batch: "
                 _reject(result, record, "late_event", where + late, raw, now)
                 continue
-            updated, decisions = apply(state, event, now, rules, cap)
+            updated, decisions = apply(state, event, now, rules, cap, journeys, result.signals)
             if updated is state:
                 result.duplicates += 1
                 continue
@@ -152,12 +157,18 @@ class Pipeline:
         state = changed.get(customer_id) or load(customer_id)
         if state is None:
             return
-        deadline = next_deadline(state, rules)
+        deadline = next_deadline(state, rules, self.rulebook.journeys)
         if deadline is None or deadline > due:
             return  # already fired, or a touchpoint moved the deadline: a stale tick
         cap = self.rulebook.per_customer_per_day
         updated, decisions = apply_timer(
-            state, EPOCH + timedelta(microseconds=due), now, rules, cap
+            state,
+            EPOCH + timedelta(microseconds=due),
+            now,
+            rules,
+            cap,
+            self.rulebook.journeys,
+            result.signals,
         )
         result.ticks += 1
         if updated is not state:

@@ -90,6 +90,15 @@ def format_metric(record: dict[str, Any], colour: bool = False) -> str:
     )
 
 
+def format_journey(record: dict[str, Any]) -> str:
+    return (
+        f"{record['interval_end'][11:19]} journey {record['journey_id']}/{record['variant']:<12} "
+        f"entered {record['entered']:>5}  steps {record['intervened']:>5}  "
+        f"completed {record['completed']:>5}  converted {record['converted']:>5} "
+        f"({_percent(record['conversion_rate'])})  exited {record['exited']:>5}"
+    )
+
+
 def _percent(value: float | None) -> str:
     return "   -  " if value is None else f"{value:6.1%}"
 
@@ -102,6 +111,8 @@ def _render(stream: str, value: bytes, colour: bool) -> str:
             return f"undecodable record on {stream}: {exc}"
         if stream == "metrics" and record.get("metric") == "rule_activity":
             return format_metric(record, colour)
+        if stream == "metrics" and record.get("metric") == "journey_activity":
+            return format_journey(record)
         return orjson.dumps(record).decode()
     try:
         if stream == "interventions":

@@ -59,7 +59,7 @@ class Schedule:
 
     def note(self, customer_id: str, partition: int, state: CustomerState) -> None:
         """Record the customer's next deadline (or that it has none) after a change."""
-        deadline = next_deadline(state, self.rulebook.rules)
+        deadline = next_deadline(state, self.rulebook.rules, self.rulebook.journeys)
         if deadline is None:
             self._due.pop(customer_id, None)
             return

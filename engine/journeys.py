@@ -1,0 +1,181 @@
+"""Journeys: multi-step flows a customer enters, moves through and leaves, per variant.
+
+A customer enters when ``entry`` holds and is assigned a variant by a stable hash
+of journey and customer (a ``holdout`` share gets no steps, to measure against).
+The assignment is kept in the customer's state, so it sticks across bundle
+versions even when weights change. Each step waits ``after`` a duration since
+the previous step (or the entry), and/or ``when`` a condition holds, then emits
+its intervention, tagged with the journey and variant. ``conversion`` and
+``exit`` end the journey; after the last step the customer stays in it until
+one of them holds, so conversions after the last step still count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .conditions import Condition, Moment
+from .interventions import Template
+from .rules import Decision
+
+HOLDOUT = "holdout"
+BUCKETS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class JourneySignal:
+    """Something analysts count per journey and variant."""
+
+    journey_id: str
+    variant: str
+    what: str
+    """entered, intervened, completed, converted or exited."""
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyStep:
+    step_id: str
+    after: int | None
+    """Microseconds to wait since the previous step (or the entry)."""
+    when: Condition | None
+    template: Template
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    weight: int
+    steps: tuple[JourneyStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledJourney:
+    journey_id: str
+    version: int
+    entry: Condition
+    exit: Condition | None
+    conversion: Condition | None
+    holdout: int
+    """Percent of customers who enter and get no steps."""
+    variants: tuple[Variant, ...]
+
+    @property
+    def key(self) -> str:
+        """Where the journey keeps its memory in a customer's state."""
+        return f"journey:{self.journey_id}"
+
+    def assign(self, customer_id: str) -> str:
+        """The customer's variant: stable for a journey id, whatever else changes."""
+        digest = hashlib.sha256(f"{self.journey_id}\x1f{customer_id}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") % BUCKETS
+        held = self.holdout * BUCKETS // 100
+        if bucket < held:
+            return HOLDOUT
+        total = sum(v.weight for v in self.variants)
+        point = (bucket - held) * total // (BUCKETS - held)
+        for variant in self.variants:
+            if point < variant.weight:
+                return variant.name
+            point -= variant.weight
+        return self.variants[-1].name
+
+    def _steps(self, variant: str) -> tuple[JourneyStep, ...]:
+        for candidate in self.variants:
+            if candidate.name == variant:
+                return candidate.steps
+        return ()
+
+    def step(
+        self, memory: Any, moment: Moment, now: datetime
+    ) -> tuple[Any, list[Decision], list[JourneySignal]]:
+        """Memory: [variant, inside, step index, step started (µs), entry, exit,
+        conversion and step-condition memories, version]."""
+        fields: list[Any] = (
+            memory if memory is not None else [None, 0, 0, 0, None, None, None, None, 0]
+        )
+        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version = fields
+        if version != self.version:
+            m_entry = m_exit = m_conv = m_when = None
+        decisions: list[Decision] = []
+        signals: list[JourneySignal] = []
+        if not inside:
+            m_entry, entered = self.entry.step(m_entry, moment)
+            if entered is not None:
+                known = assigned == HOLDOUT or any(v.name == assigned for v in self.variants)
+                assigned = assigned if known else self.assign(moment.state.customer_id)
+                inside, index, started = 1, 0, moment.at
+                m_exit = m_conv = m_when = None
+                signals.append(JourneySignal(self.journey_id, assigned, "entered"))
+        else:
+            for condition, what in ((self.conversion, "converted"), (self.exit, "exited")):
+                if condition is None or not inside:
+                    continue
+                held_memory, held = condition.step(
+                    m_conv if what == "converted" else m_exit, moment
+                )
+                if what == "converted":
+                    m_conv = held_memory
+                else:
+                    m_exit = held_memory
+                if held is not None:
+                    inside = 0
+                    signals.append(JourneySignal(self.journey_id, assigned, what))
+        if inside:
+            steps = self._steps(assigned)
+            if index < len(steps):
+                current = steps[index]
+                observation = None
+                if current.when is not None:
+                    m_when, observation = current.when.step(m_when, moment)
+                due = current.after is None or moment.at >= started + current.after
+                if due and (current.when is None or observation is not None):
+                    ids = observation.event_ids if observation is not None else ()
+                    command = current.template.render(
+                        rule_id=f"{self.journey_id}.{current.step_id}",
+                        rule_version=self.version,
+                        customer_id=moment.state.customer_id,
+                        rep_id=moment.state.owner_rep_id,
+                        matched=(
+                            observation.matched
+                            if observation is not None
+                            else ((f"step {current.step_id} due", "timer"),)
+                        ),
+                        triggering_event_ids=ids or (f"{self.journey_id}@{started}",),
+                        triggered_at=moment.at_datetime,
+                        event_kind=moment.event.kind if moment.event is not None else None,
+                        now=now,
+                        experiment=(self.journey_id, assigned),
+                    )
+                    decisions.append(Decision(command, shadow=False))
+                    signals.append(JourneySignal(self.journey_id, assigned, "intervened"))
+                    index, started, m_when = index + 1, moment.at, None
+                    if index == len(steps):
+                        signals.append(JourneySignal(self.journey_id, assigned, "completed"))
+        new_memory = [
+            assigned,
+            inside,
+            index,
+            started,
+            m_entry,
+            m_exit,
+            m_conv,
+            m_when,
+            self.version,
+        ]
+        if new_memory == memory:
+            return memory, decisions, signals
+        return new_memory, decisions, signals
+
+    def deadline(self, memory: Any) -> int | None:
+        """When a waiting step becomes due with no condition to wait for."""
+        if memory is None or not memory[1] or memory[8] != self.version:
+            return None
+        steps = self._steps(memory[0])
+        index = memory[2]
+        if index >= len(steps) or steps[index].after is None or steps[index].when is not None:
+            return None
+        due: int = memory[3] + steps[index].after
+        return due

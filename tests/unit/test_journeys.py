@@ -1,0 +1,168 @@
+"""Journeys: stable variant assignment, steps by time and condition, conversion and exit."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.bundle import InvalidBundle, load_bundle
+from engine.journeys import HOLDOUT, CompiledJourney, JourneySignal
+from engine.reducer import apply, apply_timer, next_deadline
+from engine.state import CustomerState
+from schemas.models import Channel, Direction, InterventionCommand, TouchpointEvent
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+BUNDLE = """\
+bundle: onboarding
+version: {version}
+journeys:
+  - id: trial
+    entry: {{event: {{kind: trial_started}}}}
+    conversion: {{event: {{kind: subscribed}}}}
+    exit: {{event: {{kind: churned}}}}
+    holdout: {holdout}
+    variants:
+      - name: guided
+        weight: {guided}
+        steps:
+          - id: welcome-call
+            after: 1h
+            then: {{kind: task, title: "Welcome call for {{customer_id}}", due_in: 1d}}
+          - id: fix-error
+            when: {{event: {{kind: sandbox_error}}}}
+            then: {{kind: task, title: "Fix the sandbox for {{customer_id}}", due_in: 2h}}
+      - name: self-serve
+        weight: {self_serve}
+        steps:
+          - id: tips-email
+            after: 1d
+            then: {{kind: content_push, title: "Tips for {{customer_id}}", due_in: 1d}}
+"""
+
+
+def journey(
+    version: int = 1, holdout: int = 0, guided: int = 1, self_serve: int = 0
+) -> CompiledJourney:
+    text = BUNDLE.format(version=version, holdout=holdout, guided=guided, self_serve=self_serve)
+    [compiled] = load_bundle(text, "onboarding.yaml").journeys
+    return compiled
+
+
+def tp(n: int, kind: str, minutes: float, customer: str = "c1") -> TouchpointEvent:
+    at = T0 + timedelta(minutes=minutes)
+    return TouchpointEvent(
+        event_id=f"{customer}-{n}",
+        customer_id=customer,
+        occurred_at=at,
+        received_at=at,
+        channel=Channel.PRODUCT,
+        kind=kind,
+        direction=Direction.NONE,
+        rep_id="rep-1",
+        source="test/1",
+    )
+
+
+class Run:
+    def __init__(self, compiled: CompiledJourney) -> None:
+        self.journeys = (compiled,)
+        self.state: CustomerState | None = None
+        self.signals: list[JourneySignal] = []
+        self.sent: list[InterventionCommand] = []
+
+    def feed(self, *events: TouchpointEvent) -> None:
+        for event in events:
+            self.state, decisions = apply(
+                self.state, event, NOW, (), None, self.journeys, self.signals
+            )
+            self.sent.extend(d.intervention for d in decisions)
+
+    def timer(self, at: datetime) -> None:
+        assert self.state is not None
+        self.state, decisions = apply_timer(
+            self.state, at, NOW, (), None, self.journeys, self.signals
+        )
+        self.sent.extend(d.intervention for d in decisions)
+
+    def marks(self) -> list[str]:
+        return [s.what for s in self.signals]
+
+
+def test_assignment_is_stable_and_follows_weights_and_holdout() -> None:
+    compiled = journey(holdout=10, guided=1, self_serve=3)
+    shares = Counter(compiled.assign(f"cust-{n}") for n in range(20_000))
+    assert compiled.assign("cust-7") == compiled.assign("cust-7")
+    assert abs(shares[HOLDOUT] / 20_000 - 0.10) < 0.01
+    assert abs(shares["guided"] / 20_000 - 0.225) < 0.015
+    assert abs(shares["self-serve"] / 20_000 - 0.675) < 0.015
+
+
+def test_steps_wait_for_time_and_for_a_condition_then_the_customer_converts() -> None:
+    run = Run(journey())
+    run.feed(tp(1, "trial_started", 0), tp(2, "login", 10))
+    assert run.marks() == ["entered"] and run.sent == []
+    assert run.state is not None
+    due = next_deadline(run.state, (), run.journeys)
+    assert due is not None
+    run.timer(T0 + timedelta(minutes=59))
+    assert run.sent == []
+    run.timer(T0 + timedelta(hours=1))
+    [welcome] = run.sent
+    assert welcome.rule_id == "trial.welcome-call"
+    assert welcome.experiment is not None
+    assert (welcome.experiment.experiment_id, welcome.experiment.variant) == ("trial", "guided")
+    run.feed(tp(3, "login", 90), tp(4, "sandbox_error", 100))
+    assert [c.rule_id for c in run.sent] == ["trial.welcome-call", "trial.fix-error"]
+    assert run.sent[1].explanation.triggering_event_ids == ["c1-4"]
+    run.feed(tp(5, "subscribed", 200))
+    assert run.marks() == ["entered", "intervened", "intervened", "completed", "converted"]
+    assert next_deadline(run.state, (), run.journeys) is None
+
+
+def test_the_holdout_gets_no_steps_but_its_conversions_count() -> None:
+    run = Run(journey(holdout=99))
+    customer = next(f"h{n}" for n in range(100) if run.journeys[0].assign(f"h{n}") == HOLDOUT)
+    run.feed(tp(1, "trial_started", 0, customer))
+    run.timer(T0 + timedelta(days=2))
+    run.feed(tp(2, "subscribed", 3000, customer))
+    assert run.sent == []
+    assert [(s.variant, s.what) for s in run.signals] == [
+        (HOLDOUT, "entered"),
+        (HOLDOUT, "converted"),
+    ]
+
+
+def test_exit_ends_the_journey_and_reentry_keeps_the_variant_across_versions() -> None:
+    run = Run(journey(guided=1, self_serve=0))
+    run.feed(tp(1, "trial_started", 0), tp(2, "churned", 5))
+    assert run.marks() == ["entered", "exited"]
+    run.timer(T0 + timedelta(hours=2))
+    assert run.sent == []
+    # A new version sends everyone new to self-serve; this customer stays guided.
+    run.journeys = (journey(version=2, guided=0 + 1, self_serve=1000),)
+    run.feed(tp(3, "trial_started", 600))
+    assert run.signals[-1] == JourneySignal("trial", "guided", "entered")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ("            after: 1h\n", "", "a step needs `after`, `when` or both"),
+        ("holdout: {holdout}", "holdout: 100", "expected a percent from 0 to 99"),
+        ("      - name: self-serve", "      - name: guided", "variant name 'guided' is taken"),
+        ("    conversion:", "    convertion:", "did you mean 'conversion'?"),
+        ("after: 1d", "after: 0s", "impossible window"),
+    ],
+)
+def test_bad_journeys_are_refused_with_the_field_named(old: str, new: str, fragment: str) -> None:
+    assert old in BUNDLE
+    text = BUNDLE.replace(old, new).format(version=1, holdout=0, guided=1, self_serve=1)
+    with pytest.raises(InvalidBundle) as caught:
+        load_bundle(textwrap.dedent(text), "onboarding.yaml")
+    problems = [str(p) for p in caught.value.problems]
+    assert any(fragment in p and p.startswith("onboarding.yaml:") for p in problems), problems
