@@ -441,3 +441,26 @@ def test_a_late_touchpoint_does_not_slip_past_the_cap() -> None:
     state, first = apply(None, tp(1, "ping", minutes=30), NOW, compiled, 1)
     state, late = apply(state, tp(2, "ping", minutes=0), NOW, compiled, 1)
     assert [d.emitted for d in first + late] == [True, False]
+
+
+def test_a_new_rule_version_drops_partial_matches_but_keeps_the_cooldown() -> None:
+    def version(n: int, length: int) -> tuple[CompiledRule, ...]:
+        return load_bundle(
+            f"bundle: t\nversion: {n}\nrules:\n  - id: r\n    cooldown: 1d\n"
+            "    when: {streak: {of: {direction: outbound}, reset_by: {direction: inbound}, "
+            f"length: {length}}}}}\n    then: {{kind: task, title: t, due_in: 1h}}\n"
+        ).rules
+
+    state: CustomerState | None = None
+    for n in (1, 2):
+        state, _ = apply(state, tp(n, "note", direction="outbound"), NOW, version(1, 3))
+    # Version 2 arrives with two of three messages counted: the count starts again.
+    state, fired = apply(state, tp(3, "note", direction="outbound"), NOW, version(2, 3))
+    assert fired == []
+    for n in (4, 5):
+        state, fired = apply(state, tp(n, "note", direction="outbound"), NOW, version(2, 3))
+    assert [d.intervention.explanation.triggering_event_ids for d in fired] == [["e3", "e4", "e5"]]
+    # Fired at e5; a version 3 with a shorter streak still honours the cooldown.
+    state, _ = apply(state, tp(6, "note", direction="inbound"), NOW, version(3, 1))
+    state, fired = apply(state, tp(7, "note", direction="outbound"), NOW, version(3, 1))
+    assert fired == []
