@@ -351,7 +351,7 @@ class _Checker:
             spec,
             path,
             ("id", "entry", "variants"),
-            ("description", "exit", "conversion", "holdout"),
+            ("description", "exit", "conversion", "holdout", "required_signals"),
         )
         journey_id = self.name(spec, "id", path)
         entry = self.condition(spec["entry"], spec.lines["entry"], _join(path, "entry"))
@@ -392,7 +392,17 @@ class _Checker:
                 _join(path, "variants"),
                 "expected at least one variant with a weight above 0 (0 stops new entrants)",
             )
+        required = spec.get("required_signals", [])
+        if not isinstance(required, list) or not all(
+            isinstance(k, str) and KIND.match(k) for k in required
+        ):
+            self.refuse(
+                spec.lines["required_signals"],
+                _join(path, "required_signals"),
+                f"expected a list of touchpoint kinds (lower_snake_case), found {required!r}",
+            )
         return CompiledJourney(
+            required_signals=tuple(dict.fromkeys(required)),
             journey_id=journey_id,
             version=version,
             entry=entry,

@@ -32,7 +32,8 @@ class JourneySignal:
     journey_id: str
     variant: str
     what: str
-    """entered, intervened, completed, converted or exited."""
+    """entered, intervened, completed, converted, exited, or covered (every required
+    signal has arrived since the customer entered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,9 @@ class CompiledJourney:
     holdout: int
     """Percent of customers who enter and get no steps."""
     variants: tuple[Variant, ...]
+    required_signals: tuple[str, ...] = ()
+    """Touchpoint kinds every customer in the journey is expected to produce; the share
+    who produced all of them is the journey's signal coverage."""
 
     @property
     def key(self) -> str:
@@ -92,11 +96,11 @@ class CompiledJourney:
         self, memory: Any, moment: Moment, now: datetime
     ) -> tuple[Any, list[Decision], list[JourneySignal]]:
         """Memory: [variant, inside, step index, step started (µs), entry, exit,
-        conversion and step-condition memories, version]."""
+        conversion and step-condition memories, version, required kinds seen]."""
         fields: list[Any] = (
-            memory if memory is not None else [None, 0, 0, 0, None, None, None, None, 0]
+            memory if memory is not None else [None, 0, 0, 0, None, None, None, None, 0, []]
         )
-        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version = fields
+        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version, seen = fields
         if version != self.version:
             m_entry = m_exit = m_conv = m_when = None
         decisions: list[Decision] = []
@@ -106,7 +110,7 @@ class CompiledJourney:
             if entered is not None:
                 known = assigned == HOLDOUT or any(v.name == assigned for v in self.variants)
                 assigned = assigned if known else self.assign(moment.state.customer_id)
-                inside, index, started = 1, 0, moment.at
+                inside, index, started, seen = 1, 0, moment.at, []
                 m_exit = m_conv = m_when = None
                 signals.append(JourneySignal(self.journey_id, assigned, "entered"))
         else:
@@ -123,6 +127,16 @@ class CompiledJourney:
                 if held is not None:
                     inside = 0
                     signals.append(JourneySignal(self.journey_id, assigned, what))
+        event = moment.event
+        if (
+            inside
+            and event is not None
+            and event.kind in self.required_signals
+            and event.kind not in seen
+        ):
+            seen = [*seen, event.kind]
+            if len(seen) == len(self.required_signals):
+                signals.append(JourneySignal(self.journey_id, assigned, "covered"))
         if inside:
             steps = self._steps(assigned)
             if index < len(steps):
@@ -164,6 +178,7 @@ class CompiledJourney:
             m_conv,
             m_when,
             self.version,
+            seen,
         ]
         if new_memory == memory:
             return memory, decisions, signals

@@ -15,7 +15,8 @@ partitions during the interval:
 And per journey and variant (``journey_activity``): customers who ``entered``,
 interventions its steps emitted (``intervened``), customers who ``completed`` the
 steps, ``converted`` or ``exited``, and the ``conversion_rate`` (converted /
-entered, within the interval).
+entered, within the interval) and the ``signal_coverage`` (customers whose
+journey's ``required_signals`` all arrived / entered).
 
 Records of several workers for the same interval add up: sum the counts, then
 divide. Counts are exact for interventions (they come from committed batches)
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 METRICS = "metrics"
 FEEDBACK = "intervention-feedback"
 STATUSES = ("accepted", "done", "dismissed", "expired")
-JOURNEY_SIGNALS = ("entered", "intervened", "completed", "converted", "exited")
+JOURNEY_SIGNALS = ("entered", "intervened", "completed", "converted", "exited", "covered")
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Analytics:
                     "interval_end": now.isoformat(),
                     **{what: counts[what] for what in JOURNEY_SIGNALS},
                     "conversion_rate": counts["converted"] / entered if entered else None,
+                    "signal_coverage": counts["covered"] / entered if entered else None,
                 }
             )
         if self.invalid_feedback:

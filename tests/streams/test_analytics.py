@@ -49,3 +49,17 @@ def test_metrics_print_as_one_aligned_line() -> None:
     assert line.startswith("10:01:00 builtin.unanswered-outbound")
     assert "customers      2  fired     1 ( 50.0%)" in line
     assert "closed-loop 100.0%  [done 1]" in line
+
+
+def test_journey_activity_per_variant_with_conversion_and_coverage() -> None:
+    from engine.journeys import JourneySignal
+
+    tally = Analytics(worker="w1", started=T1)
+    marks = [("guided", "entered"), ("guided", "entered"), ("guided", "covered"),
+             ("guided", "converted"), ("holdout", "entered"), ("guided", "intervened")]  # fmt: skip
+    tally.record_signals(JourneySignal("trial", variant, what) for variant, what in marks)
+    records = {r["variant"]: r for r in tally.flush([], T2) if r["metric"] == "journey_activity"}
+    guided = records["guided"]
+    assert (guided["entered"], guided["intervened"], guided["converted"]) == (2, 1, 1)
+    assert (guided["conversion_rate"], guided["signal_coverage"]) == (0.5, 0.5)
+    assert (records["holdout"]["entered"], records["holdout"]["conversion_rate"]) == (1, 0.0)

@@ -166,3 +166,16 @@ def test_bad_journeys_are_refused_with_the_field_named(old: str, new: str, fragm
         load_bundle(textwrap.dedent(text), "onboarding.yaml")
     problems = [str(p) for p in caught.value.problems]
     assert any(fragment in p and p.startswith("onboarding.yaml:") for p in problems), problems
+
+
+def test_signal_coverage_marks_customers_whose_required_signals_all_arrived() -> None:
+    text = BUNDLE.format(version=1, holdout=0, guided=1, self_serve=0).replace(
+        "    holdout: 0\n", "    holdout: 0\n    required_signals: [login, sandbox_error, login]\n"
+    )
+    [compiled] = load_bundle(text, "onboarding.yaml").journeys
+    assert compiled.required_signals == ("login", "sandbox_error")
+    run = Run(compiled)
+    run.feed(tp(1, "login", -5), tp(2, "trial_started", 0), tp(3, "login", 5), tp(4, "login", 6))
+    assert "covered" not in run.marks()  # the login before entry does not count
+    run.feed(tp(5, "sandbox_error", 7), tp(6, "sandbox_error", 8))
+    assert run.marks().count("covered") == 1
