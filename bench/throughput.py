@@ -85,13 +85,18 @@ RUN_ID_ENV = "WARROOM_BENCH_RUN_ID"
 NAIVE = "naive"
 ENVELOPES = "warroom-envelopes"
 SINGLE = "warroom-single"
-CASES = (NAIVE, ENVELOPES, SINGLE)
+PACKS = "warroom-packs"
+"""Envelopes again, with the five example rule packs of rules/examples running."""
+CASES = (NAIVE, ENVELOPES, SINGLE, PACKS)
+PACK_FILES = sorted((Path(__file__).resolve().parents[1] / "rules" / "examples").glob("*.yaml"))
 CASE_ALIASES = {
     "a": NAIVE,
     "b": ENVELOPES,
     "c": SINGLE,
+    "d": PACKS,
     "envelopes": ENVELOPES,
     "single": SINGLE,
+    "packs": PACKS,
     **{case: case for case in CASES},
 }
 
@@ -340,6 +345,14 @@ async def _preload(bootstrap: str, settings: Settings, records: Sequence[Record]
     return seconds
 
 
+async def _push_packs(settings: Settings) -> None:
+    """Publish the example packs to the case's rules topic; the worker loads them at start."""
+    from streams.rules_push import push_bundle
+
+    for path in PACK_FILES:
+        await push_bundle(settings, path.read_text(encoding="utf-8"), str(path))
+
+
 async def _log_end(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -437,6 +450,8 @@ class Harness:
         settings = _settings(self.bootstrap, prefix, app_id, self.guarantee)
         log(f"{tag}: pre-loading {spec.events} events in {len(spec.records)} records")
         preload = asyncio.run(_preload(self.bootstrap, settings, spec.records))
+        if spec.case == PACKS:
+            asyncio.run(_push_packs(settings))
         log(f"{tag}: pre-loaded in {preload:.1f} s; starting the worker")
         case_dir = self.out_dir / tag
         case_dir.mkdir(parents=True, exist_ok=True)
@@ -1331,6 +1346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         NAIVE: CaseSpec(NAIVE, workload.singles[:naive_events], naive_events),
         ENVELOPES: CaseSpec(ENVELOPES, workload.envelopes, args.events),
         SINGLE: CaseSpec(SINGLE, workload.singles, args.events),
+        PACKS: CaseSpec(PACKS, workload.envelopes, args.events),
     }
     overrides: dict[str, str] = {}
     for item in args.warroom_setting:
@@ -1396,7 +1412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.repeat} runs per case, interleaved; the row is the run with the median "
             "events/s, ratios are between those rows"
         )
-    for case in (ENVELOPES, SINGLE):
+    for case in (ENVELOPES, SINGLE, PACKS):
         ratio = _ratio(by_case, case)
         if ratio is not None:
             notes.append(f"{case} / naive = {ratio:.2f}x (events/s, same invocation)")
@@ -1407,6 +1423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if case in pair and NAIVE in pair:
                     per_run.append(f"{pair[case].events_per_s / pair[NAIVE].events_per_s:.2f}x")
             notes.append(f"{case} / naive per repeat: {', '.join(per_run)}")
+    if PACKS in by_case and ENVELOPES in by_case:
+        packs = by_case[PACKS].events_per_s / by_case[ENVELOPES].events_per_s
+        notes.append(
+            f"{PACKS} / {ENVELOPES} = {packs:.2f}x: throughput with the {len(PACK_FILES)} "
+            "example rule packs running, against the built-in rule alone (same invocation)"
+        )
     short = sorted({r.case for r in results if not r.profiled and r.seconds < 10})
     if short:
         notes.append(f"under 10 s of work: {', '.join(short)}; raise --events for steadier numbers")
@@ -1446,7 +1468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sources_at_start": sources_at_start,
             "workload": summary,
             "results": [asdict(r) for r in results],
-            "ratios": {case: _ratio(by_case, case) for case in (ENVELOPES, SINGLE)},
+            "ratios": {case: _ratio(by_case, case) for case in (ENVELOPES, SINGLE, PACKS)},
             "notes": notes,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -304,6 +304,20 @@ class _Checker:
         journeys = None
         if "journeys" in top:
             journeys = self.attempt(lambda: self.journeys(top, version or 1))
+        for journey in journeys or ():
+            for variant in journey.variants:
+                for step in variant.steps:
+                    rule_id = f"{journey.journey_id}.{step.step_id}"
+                    if rule_id in seen:
+                        self.problems.append(
+                            BundleProblem(
+                                self.source,
+                                top.lines["journeys"],
+                                "journeys",
+                                f"journey step {rule_id!r} has the id of the rule at line "
+                                f"{seen[rule_id]}; rename one",
+                            )
+                        )
         if self.problems:
             return None
         return RuleBundle(
@@ -424,7 +438,7 @@ class _Checker:
                 _join(path, "steps"),
                 f"expected a list of steps, found {_kind(steps_value)}",
             )
-        steps = []
+        steps: list[JourneyStep] = []
         for index, (item, item_line) in enumerate(zip(steps_value, steps_value.lines, strict=True)):
             here = f"{path}.steps[{index}]"
             step = self.mapping(item, item_line, here)
@@ -437,9 +451,14 @@ class _Checker:
                 if "when" in step
                 else None
             )
+            step_id = self.name(step, "id", here)
+            if any(s.step_id == step_id for s in steps):
+                self.refuse(
+                    step.lines["id"], _join(here, "id"), f"step id {step_id!r} is used twice"
+                )
             steps.append(
                 JourneyStep(
-                    step_id=self.name(step, "id", here),
+                    step_id=step_id,
                     after=None if after is None else after // ONE_MICROSECOND,
                     when=when,
                     template=self.then(step["then"], step.lines["then"], _join(here, "then")),

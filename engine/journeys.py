@@ -7,7 +7,8 @@ versions even when weights change. Each step waits ``after`` a duration since
 the previous step (or the entry), and/or ``when`` a condition holds, then emits
 its intervention, tagged with the journey and variant. ``conversion`` and
 ``exit`` end the journey; after the last step the customer stays in it until
-one of them holds, so conversions after the last step still count.
+one of them holds, so conversions after the last step still count (a journey
+with neither lets the customer go after the last step).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class CompiledJourney:
                 inside, index, started, seen = 1, 0, moment.at, []
                 m_exit = m_conv = m_when = None
                 signals.append(JourneySignal(self.journey_id, assigned, "entered"))
-        else:
+        if inside:
+            # The entering touchpoint counts too: it may start an absence in `exit`.
             for condition, what in ((self.conversion, "converted"), (self.exit, "exited")):
                 if condition is None or not inside:
                     continue
@@ -168,6 +170,8 @@ class CompiledJourney:
                     index, started, m_when = index + 1, moment.at, None
                     if index == len(steps):
                         signals.append(JourneySignal(self.journey_id, assigned, "completed"))
+                        if self.conversion is None and self.exit is None:
+                            inside = 0  # nothing to wait for: free to enter again
         new_memory = [
             assigned,
             inside,
@@ -185,12 +189,26 @@ class CompiledJourney:
         return new_memory, decisions, signals
 
     def deadline(self, memory: Any) -> int | None:
-        """When a waiting step becomes due with no condition to wait for."""
-        if memory is None or not memory[1] or memory[8] != self.version:
+        """When a timer must look at the customer: a waiting step falls due, or a
+        condition of the journey (an absence, say) has a deadline of its own."""
+        if memory is None:
             return None
-        steps = self._steps(memory[0])
-        index = memory[2]
-        if index >= len(steps) or steps[index].after is None or steps[index].when is not None:
-            return None
-        due: int = memory[3] + steps[index].after
-        return due
+        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version = memory[:9]
+        if version != self.version:
+            m_entry = m_exit = m_conv = m_when = None
+        if not inside:
+            return self.entry.deadline(m_entry)
+        candidates = [
+            condition.deadline(condition_memory)
+            for condition, condition_memory in ((self.exit, m_exit), (self.conversion, m_conv))
+            if condition is not None
+        ]
+        steps = self._steps(assigned)
+        if index < len(steps):
+            step = steps[index]
+            if step.when is not None:
+                candidates.append(step.when.deadline(m_when))
+            elif step.after is not None:
+                candidates.append(started + step.after)
+        due = [d for d in candidates if d is not None]
+        return min(due) if due else None

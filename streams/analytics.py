@@ -13,10 +13,11 @@ partitions during the interval:
 * ``closed_loop_rate``: (accepted + done) / all feedback received, or null.
 
 And per journey and variant (``journey_activity``): customers who ``entered``,
-interventions its steps emitted (``intervened``), customers who ``completed`` the
-steps, ``converted`` or ``exited``, and the ``conversion_rate`` (converted /
-entered, within the interval) and the ``signal_coverage`` (customers whose
-journey's ``required_signals`` all arrived / entered).
+interventions its steps decided (``intervened``; a daily cap may have held some
+back), customers who ``completed`` the steps, ``converted`` or ``exited``, the
+``conversion_rate`` (converted / entered, within the interval) and the
+``signal_coverage`` (customers whose journey's ``required_signals`` all arrived /
+entered).
 
 Records of several workers for the same interval add up: sum the counts, then
 divide. Counts are exact for interventions (they come from committed batches)

@@ -179,3 +179,45 @@ def test_signal_coverage_marks_customers_whose_required_signals_all_arrived() ->
     assert "covered" not in run.marks()  # the login before entry does not count
     run.feed(tp(5, "sandbox_error", 7), tp(6, "sandbox_error", 8))
     assert run.marks().count("covered") == 1
+
+
+def test_a_timed_step_keeps_its_timer_across_a_new_version() -> None:
+    run = Run(journey(version=1))
+    run.feed(tp(1, "trial_started", 0))
+    run.journeys = (journey(version=2),)
+    assert run.state is not None
+    assert next_deadline(run.state, (), run.journeys) is not None
+    run.timer(T0 + timedelta(hours=1))
+    assert [c.rule_id for c in run.sent] == ["trial.welcome-call"]
+
+
+def test_an_absence_inside_a_journey_is_scheduled() -> None:
+    text = BUNDLE.format(version=1, holdout=0, guided=1, self_serve=0).replace(
+        "    exit: {event: {kind: churned}}\n",
+        "    exit: {absence: {after: {kind: trial_started}, missing: {kind: login}, within: 3d}}\n",
+    )
+    [compiled] = load_bundle(text, "onboarding.yaml").journeys
+    run = Run(compiled)
+    run.feed(tp(1, "trial_started", 0))
+    run.timer(T0 + timedelta(hours=1))  # the welcome call
+    assert run.state is not None
+    due = next_deadline(run.state, (), run.journeys)
+    assert due is not None
+    run.timer(T0 + timedelta(days=3, minutes=1))
+    assert run.marks()[-1] == "exited"
+
+
+def test_duplicate_step_ids_and_clashes_with_rule_ids_are_refused() -> None:
+    twice = BUNDLE.replace("id: fix-error", "id: welcome-call").format(
+        version=1, holdout=0, guided=1, self_serve=1
+    )
+    with pytest.raises(InvalidBundle, match="step id 'welcome-call' is used twice"):
+        load_bundle(twice, "onboarding.yaml")
+    clash = BUNDLE.format(version=1, holdout=0, guided=1, self_serve=1) + (
+        "rules:\n  - id: trial.tips-email\n    when: {event: {kind: a}}\n"
+        "    then: {kind: task, title: t, due_in: 1h}\n"
+    )
+    with pytest.raises(
+        InvalidBundle, match=r"journey step 'trial\.tips-email' has the id of the rule"
+    ):
+        load_bundle(clash, "onboarding.yaml")

@@ -8,7 +8,8 @@ and each pack fires on the touchpoints it is written for and not on a near miss.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from engine.builtin import BUILTIN_BUNDLE
 from engine.bundle import InvalidBundle, RuleBundle, load_bundle
+from engine.journeys import JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
@@ -107,7 +109,7 @@ def test_the_reference_shows_a_bundle_for_every_condition_and_an_invalid_one() -
 )
 def test_every_bundle_in_the_reference_compiles(example: DocBundle) -> None:
     bundle = load_bundle(example.text, f"docs/rules.md:{example.line}")
-    assert bundle.rules
+    assert bundle.rules or bundle.journeys
 
 
 @pytest.mark.parametrize(
@@ -537,3 +539,73 @@ def test_the_explain_example_is_what_the_worker_prints() -> None:
     now = datetime(2026, 4, 8, 12, 0, tzinfo=UTC)
     answer = explain_customer(worker, "cust-42", frozenset(range(4)), now)  # type: ignore[arg-type]
     assert format_explanation(answer) == doc_text_after("## Why didn't it fire?")
+
+
+def test_the_journey_example_takes_each_variant_through_its_steps_as_described() -> None:
+    [trial] = doc_bundle("trial-onboarding").journeys
+    journeys = (trial,)
+    customers = [f"cust-{n}" for n in range(20_000)]
+    shares = Counter(trial.assign(c) for c in customers)
+    assert abs(shares["holdout"] / len(customers) - 0.10) < 0.01
+    assert abs(shares["guided"] / len(customers) - 0.45) < 0.015
+    pick = {variant: next(c for c in customers if trial.assign(c) == variant) for variant in shares}
+
+    def journey_run(
+        variant: str,
+    ) -> tuple[Callable[..., list[InterventionCommand]], list[JourneySignal]]:
+        customer, signals = pick[variant], list[JourneySignal]()
+        state: CustomerState | None = None
+
+        def at(
+            when: timedelta, kind: str | None = None, **attributes: str
+        ) -> list[InterventionCommand]:
+            nonlocal state
+            if kind is None:
+                assert state is not None
+                state, decisions = apply_timer(state, T0 + when, NOW, (), None, journeys, signals)
+            else:
+                event = touch(kind, T0 + when, customer=customer, **attributes)
+                state, decisions = apply(state, event, NOW, (), None, journeys, signals)
+            return [d.intervention for d in decisions]
+
+        return at, signals
+
+    guided, guided_signals = journey_run("guided")
+    assert guided(timedelta(0), "trial_started") == []
+    assert guided(timedelta(hours=2) - JUST) == []
+    [welcome] = guided(timedelta(hours=2))
+    assert welcome.rule_id == "trial.welcome-call"
+    assert welcome.experiment is not None
+    assert (welcome.experiment.experiment_id, welcome.experiment.variant) == ("trial", "guided")
+    early = timedelta(days=1, hours=2)
+    assert guided(early, "page_viewed", page="pricing") == []
+    [pricing] = guided(timedelta(days=2, hours=2), "page_viewed", page="pricing")
+    assert pricing.rule_id == "trial.pricing-call"
+    guided(timedelta(days=3), "subscription_started")
+    assert [s.what for s in guided_signals] == [
+        "entered",
+        "intervened",
+        "intervened",
+        "completed",
+        "converted",
+    ]
+
+    self_serve, _ = journey_run("self-serve")
+    self_serve(timedelta(0), "trial_started")
+    assert self_serve(timedelta(hours=23), "sandbox_error") == []
+    [guide] = self_serve(timedelta(days=1))
+    assert guide.rule_id == "trial.getting-started"
+    assert self_serve(timedelta(days=1, hours=1), "sandbox_error") == []
+    assert self_serve(timedelta(days=1, hours=2), "sandbox_error") == []
+    [stuck] = self_serve(timedelta(days=1, hours=3), "sandbox_error")
+    assert stuck.rule_id == "trial.stuck-help"
+    assert stuck.body == "3 sandbox errors in a day."
+
+    held, held_signals = journey_run("holdout")
+    held(timedelta(0), "trial_started")
+    assert held(timedelta(days=3)) == []
+    held(timedelta(days=14), "trial_expired")
+    assert [(s.variant, s.what) for s in held_signals] == [
+        ("holdout", "entered"),
+        ("holdout", "exited"),
+    ]
