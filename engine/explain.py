@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .conditions import EPOCH, Moment, micros
+from .journeys import CompiledJourney
 from .rules import CompiledRule
 from .state import CustomerState
 
@@ -57,3 +58,47 @@ def explain(
 
 def _at(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + timedelta(microseconds=value)
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyStatus:
+    journey_id: str
+    variant: str | None
+    """None until the customer first enters."""
+    inside: bool
+    progress: str
+    deadline: datetime | None
+
+
+def explain_journeys(
+    state: CustomerState | None, journeys: Sequence[CompiledJourney], at: datetime
+) -> list[JourneyStatus]:
+    """Where the customer stands in each running journey, as of event time ``at``."""
+    if state is None:
+        return []
+    statuses = []
+    for journey in journeys:
+        memory: Any = state.rules.get(journey.key)
+        if memory is None or memory[0] is None:
+            statuses.append(JourneyStatus(journey.journey_id, None, False, "never entered", None))
+            continue
+        variant, inside, index, started = memory[0], bool(memory[1]), memory[2], memory[3]
+        steps = next((v.steps for v in journey.variants if v.name == variant), ())
+        if not inside:
+            progress = f"out of the journey (variant {variant} kept for re-entry)"
+        elif index < len(steps):
+            since = _at(started)
+            progress = (
+                f"in variant {variant}: {index} of {len(steps)} steps done; next "
+                f"{steps[index].step_id!r}, waiting since {since.isoformat() if since else '-'}"
+            )
+        else:
+            progress = (
+                f"in variant {variant}: all {len(steps)} steps done; waits for conversion or exit"
+            )
+        statuses.append(
+            JourneyStatus(
+                journey.journey_id, variant, inside, progress, _at(journey.deadline(memory))
+            )
+        )
+    return statuses

@@ -28,7 +28,7 @@ from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.builtin import BUILTIN_BUNDLE
-from engine.explain import explain
+from engine.explain import explain, explain_journeys
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
@@ -346,6 +346,16 @@ def explain_customer(
                 "deadline": _iso(s.deadline),
             }
             for s in explain(state, rules, now)
+        ],
+        "journeys": [
+            {
+                "journey_id": j.journey_id,
+                "variant": j.variant,
+                "inside": j.inside,
+                "progress": j.progress,
+                "deadline": _iso(j.deadline),
+            }
+            for j in explain_journeys(state, warroom.pipeline.rulebook.journeys, now)
         ],
     }
 

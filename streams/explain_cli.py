@@ -32,6 +32,11 @@ def format_explanation(data: dict[str, Any]) -> str:
             lines.append(f"    in cooldown until {rule['cooldown_until']}: it will not fire before")
         if rule["deadline"]:
             lines.append(f"    deadline {rule['deadline']}")
+    for journey in data.get("journeys", []):
+        lines.append(f"  journey {journey['journey_id']}")
+        lines.append(f"    {journey['progress']}")
+        if journey["deadline"]:
+            lines.append(f"    deadline {journey['deadline']}")
     return "\n".join(lines)
 
 

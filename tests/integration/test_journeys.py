@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 from engine.bundle import load_bundle
@@ -103,6 +104,14 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
                     into["entered"] += r["entered"]
                     into["converted"] += r["converted"]
             return totals
+
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{settings.web_port}/customers/{self_serve}"
+            async with session.get(url) as response:
+                explained = await response.json()
+        [status] = explained["journeys"]
+        assert status["journey_id"] == "trial"
+        assert status["progress"].startswith("in variant self-serve: all 1 steps done")
 
         records = await read_topic(
             settings,

@@ -221,3 +221,22 @@ def test_duplicate_step_ids_and_clashes_with_rule_ids_are_refused() -> None:
         InvalidBundle, match=r"journey step 'trial\.tips-email' has the id of the rule"
     ):
         load_bundle(clash, "onboarding.yaml")
+
+
+def test_explain_says_where_a_customer_stands_in_each_journey() -> None:
+    from engine.explain import explain_journeys
+
+    compiled = journey()
+    run = Run(compiled)
+    assert explain_journeys(None, run.journeys, T0) == []
+    run.feed(tp(1, "login", 0))
+    [status] = explain_journeys(run.state, run.journeys, T0)
+    assert (status.variant, status.inside, status.progress) == (None, False, "never entered")
+    run.feed(tp(2, "trial_started", 1))
+    [status] = explain_journeys(run.state, run.journeys, T0)
+    assert status.inside and status.variant == "guided"
+    assert "0 of 2 steps done; next 'welcome-call'" in status.progress
+    assert status.deadline == T0 + timedelta(minutes=1, hours=1)
+    run.feed(tp(3, "churned", 2))
+    [status] = explain_journeys(run.state, run.journeys, T0)
+    assert status.progress == "out of the journey (variant guided kept for re-entry)"
