@@ -27,14 +27,12 @@ import faust
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.assignees import admit, assignee_key
 from engine.builtin import BUILTIN_BUNDLE
-from engine.conditions import micros
 from engine.explain import explain, explain_journeys
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
-from schemas.codec import decode_intervention, encode_dead_letter, encode_intervention
+from schemas.codec import encode_dead_letter, encode_intervention
 
 from .analytics import FEEDBACK, METRICS, Analytics, publish_metrics
 from .metrics import WorkerMetrics
@@ -42,22 +40,15 @@ from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
-from .state_codec import CustomerStateCodec, TimesCodec, Utf8Codec
+from .state_codec import CustomerStateCodec, Utf8Codec
 from .timers import Schedule, run_scheduler
-from .transactions import (
-    BatchCommitLock,
-    install_commit_lock,
-    install_exactly_once_commit,
-    install_short_transactions,
-)
+from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .writer import BatchWriter, OutRecord
 
 TOUCHPOINTS = "touchpoints"
 INTERVENTIONS = "interventions"
 DLQ = "dlq"
 TIMERS = "timers"
-REP_CANDIDATES = "rep-candidates"
-ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
 RECORDS_PER_SLICE = 8
 """A batch is processed this many records at a time, yielding to the event loop between."""
@@ -78,7 +69,6 @@ class Warroom:
     state_codec: CustomerStateCodec
     schedule: Schedule
     analytics: Analytics
-    assignees: faust.Table[str, Any]
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last batch (in-memory store, no copy)."""
@@ -117,17 +107,11 @@ def create_app(settings: Settings) -> Warroom:
     exactly_once = settings.processing_guarantee is Guarantee.EXACTLY_ONCE
     if exactly_once:
         install_exactly_once_commit(app)
-        install_short_transactions(app)
     commit_lock = BatchCommitLock()
     install_commit_lock(app, commit_lock)
-    # One agent over every customer-partitioned input, so each partition's records
-    # share one batch, one commit and one transaction (a second agent on the same
-    # worker stalled the first after a graceful restart).
     touchpoints = app.topic(
         settings.topic(TOUCHPOINTS),
         settings.topic(TIMERS),
-        settings.topic(FEEDBACK),
-        settings.topic(REP_CANDIDATES),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -143,13 +127,6 @@ def create_app(settings: Settings) -> Warroom:
     states.key_serializer = Utf8Codec()
     states.value_serializer = state_codec
     states.changelog_topic = states._new_changelog_topic()
-    assignees = cast(
-        faust.Table[str, Any],
-        app.Table(ASSIGNEE_TABLE, key_type=str, partitions=settings.partitions),
-    )
-    assignees.key_serializer = Utf8Codec()
-    assignees.value_serializer = TimesCodec()
-    assignees.changelog_topic = assignees._new_changelog_topic()
     metrics = WorkerMetrics.create()
     rulebook = RuleBook(BUILTIN_BUNDLE)
     pipeline = Pipeline(
@@ -175,7 +152,6 @@ def create_app(settings: Settings) -> Warroom:
         state_codec,
         schedule,
         Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
-        assignees,
     )
 
     rules_loaded = asyncio.Event()
@@ -238,6 +214,19 @@ def create_app(settings: Settings) -> Warroom:
             if partition in partitions:
                 yield customer_id, partition, state
 
+    feedback = app.topic(
+        settings.topic(FEEDBACK),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    async def count_feedback(stream: StreamT[bytes]) -> None:
+        async for value in stream:
+            warroom.analytics.record_feedback(value)
+
+    app.agent(feedback, name="warroom.feedback")(count_feedback)
+
     async def analytics() -> None:
         await publish_metrics(
             settings.bootstrap_servers,
@@ -261,22 +250,10 @@ def create_app(settings: Settings) -> Warroom:
 
 async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None:
     started = time.perf_counter()
-    settings = warroom.settings
-    feedback, candidates = settings.topic(FEEDBACK), settings.topic(REP_CANDIDATES)
-    records: list[RawRecord] = []
-    held: list[EventT[Any]] = []
-    for event in events:
-        message = event.message
-        if message.topic == feedback:
-            warroom.analytics.record_feedback(message.value)
-        elif message.topic == candidates:
-            held.append(event)
-        else:
-            records.append(
-                RawRecord(
-                    message.topic, message.partition, message.offset, message.key, message.value
-                )
-            )
+    records = [
+        RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+        for m in (event.message for event in events)
+    ]
     now = datetime.now(UTC)
     result = BatchResult()
     for start in range(0, len(records), RECORDS_PER_SLICE):
@@ -291,24 +268,18 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
             store.data[customer_id] = state
             store._key_partition[customer_id] = partition
             schedule.note(customer_id, partition, state)
-    direct = warroom.pipeline.rulebook.per_rep_per_day is None
-    output = list(_output(warroom, result, direct))
-    if held:
-        output.extend(_admit_candidates(warroom, held))
-    await warroom.writer.write(output)
+    await warroom.writer.write(_output(warroom, result))
     warroom.analytics.record(
         (customer for changed in result.states.values() for customer in changed),
-        (c.rule_id for _, c in result.interventions) if direct else (),
+        (c.rule_id for _, c in result.interventions),
         (c.rule_id for _, c in result.shadowed),
         (c.rule_id for _, c in result.capped),
     )
     warroom.analytics.record_signals(result.signals)
-    _observe(warroom.metrics, result, events, started, direct)
+    _observe(warroom.metrics, result, events, started)
 
 
-def _output(warroom: Warroom, result: BatchResult, direct: bool) -> Iterator[OutRecord]:
-    """What a batch writes. ``direct``: interventions go straight out; otherwise to the
-    assignee-keyed stage that applies per-rep caps."""
+def _output(warroom: Warroom, result: BatchResult) -> Iterator[OutRecord]:
     settings = warroom.settings
     changelog = warroom.states.changelog_topic.get_topic_name()
     dumps = warroom.state_codec.dumps
@@ -316,20 +287,9 @@ def _output(warroom: Warroom, result: BatchResult, direct: bool) -> Iterator[Out
         for customer_id, state in changed.items():
             yield OutRecord(changelog, partition, customer_id.encode(), dumps(state))
     interventions = settings.topic(INTERVENTIONS)
-    candidates = settings.topic(REP_CANDIDATES)
     for partition, command in result.interventions:
-        if direct:
-            yield OutRecord(
-                interventions, partition, command.customer_id.encode(), encode_intervention(command)
-            )
-            continue
-        key = assignee_key(command)
         yield OutRecord(
-            candidates,
-            customer_partition(key, settings.partitions),
-            key.encode(),
-            encode_intervention(command),
-            source_partition=partition,
+            interventions, partition, command.customer_id.encode(), encode_intervention(command)
         )
     dlq = settings.topic(DLQ)
     for partition, letter in result.dead_letters:
@@ -337,11 +297,7 @@ def _output(warroom: Warroom, result: BatchResult, direct: bool) -> Iterator[Out
 
 
 def _observe(
-    metrics: WorkerMetrics,
-    result: BatchResult,
-    events: Sequence[EventT[Any]],
-    started: float,
-    direct: bool,
+    metrics: WorkerMetrics, result: BatchResult, events: Sequence[EventT[Any]], started: float
 ) -> None:
     finished = time.perf_counter()
     metrics.batch_duration.observe(finished - started)
@@ -351,7 +307,7 @@ def _observe(
         metrics.ticks.inc(result.ticks)
     if result.duplicates:
         metrics.touchpoints.labels("duplicate").inc(result.duplicates)
-    for command in (c for _, c in result.interventions if direct):
+    for command in (c for _, c in result.interventions):
         metrics.interventions.labels(command.rule_id, command.kind.value).inc()
     for command in (c for _, c in result.shadowed):
         metrics.shadowed.labels(command.rule_id).inc()
@@ -418,45 +374,3 @@ def _readable(state: CustomerState) -> dict[str, Any]:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[OutRecord]:
-    """The assignee-keyed stage: admit each intervention under its assignee's daily cap."""
-    settings = warroom.settings
-    cap = warroom.pipeline.rulebook.per_rep_per_day
-    store: Any = warroom.assignees.data
-    changed: dict[str, tuple[int, tuple[int, ...]]] = {}
-    out: list[OutRecord] = []
-    fired: list[str] = []
-    capped: list[str] = []
-    for event in events:
-        message = event.message
-        command = decode_intervention(message.value or b"")
-        key = assignee_key(command)
-        admitted = True
-        if cap is not None:
-            sent = changed[key][1] if key in changed else store.data.get(key, ())
-            remembered, admitted = admit(sent, micros(command.created_at), cap)
-            changed[key] = (message.partition, remembered)
-        if admitted:
-            fired.append(command.rule_id)
-            warroom.metrics.interventions.labels(command.rule_id, command.kind.value).inc()
-            out.append(
-                OutRecord(
-                    settings.topic(INTERVENTIONS),
-                    customer_partition(command.customer_id, settings.partitions),
-                    command.customer_id.encode(),
-                    message.value,
-                    source_partition=message.partition,
-                )
-            )
-        else:
-            capped.append(command.rule_id)
-            warroom.metrics.capped.labels(command.rule_id).inc()
-    changelog = warroom.assignees.changelog_topic.get_topic_name()
-    for key, (partition, remembered) in changed.items():
-        store.data[key] = remembered
-        store._key_partition[key] = partition
-        out.append(OutRecord(changelog, partition, key.encode(), TimesCodec().dumps(remembered)))
-    warroom.analytics.record((), fired, (), capped)
-    return out

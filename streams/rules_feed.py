@@ -60,15 +60,15 @@ async def follow_rules(
             ready.set()
         while True:
             batches = await consumer.getmany(timeout_ms=500)
-            audits = []
             for record in batches.get(topic, []):
                 verdict = _offer(rulebook, record.key, record.value, record.offset)
                 outcomes.labels("activated" if verdict.accepted else "rejected").inc()
-                audits.append((record.key, audit_record(verdict, record.offset, datetime.now(UTC))))
+                entry = audit_record(verdict, record.offset, datetime.now(UTC))
+                await producer.send_and_wait(
+                    settings.topic(AUDIT), orjson.dumps(entry), key=record.key
+                )
             if not ready.is_set() and await consumer.position(topic) >= end:
-                ready.set()  # touchpoints may flow: every bundle on the topic is applied
-            for key, entry in audits:
-                await producer.send_and_wait(settings.topic(AUDIT), orjson.dumps(entry), key=key)
+                ready.set()
     finally:
         await consumer.stop()
         await producer.stop()

@@ -10,14 +10,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-CUSTOMER_TOPICS = (
-    "touchpoints",
-    "timers",
-    "interventions",
-    "dlq",
-    "intervention-feedback",
-    "rep-candidates",
-)
+CUSTOMER_TOPICS = ("touchpoints", "timers", "interventions", "dlq", "intervention-feedback")
 """Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
 
 SHARED_TOPICS: dict[str, dict[str, str]] = {

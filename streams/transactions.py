@@ -114,26 +114,3 @@ class _BrokerHighwaters(AIOKafkaConsumerThread):
         consumer: Any = self._ensure_consumer()
         offsets: Mapping[TP, int] = await consumer.end_offsets(partitions)
         return offsets
-
-
-TRANSACTION_TIMEOUT_MS = 10_000
-
-
-def install_short_transactions(app: faust.App) -> None:
-    """Transactions time out after 10 s instead of aiokafka's 60 s.
-
-    A worker stopped mid-transaction leaves its consumer offsets pending in an open
-    transaction; the next owner of those partitions cannot read its committed
-    offsets until the broker aborts it. A batch never takes near this long to commit.
-    """
-    base: Any = app.transport.Producer
-
-    def _settings_extra(self: Any) -> Mapping[str, Any]:
-        extra = dict(base._settings_extra(self))
-        if self.app.in_transaction:
-            extra["transaction_timeout_ms"] = TRANSACTION_TIMEOUT_MS
-        return extra
-
-    app.transport.Producer = type(  # type: ignore[misc]
-        "WarroomProducer", (base,), {"_settings_extra": _settings_extra}
-    )
