@@ -14,7 +14,3 @@ class WarroomError(Exception):
 
 class EngineError(WarroomError):
     """The pure core was given something it cannot work with."""
-
-
-class RuleDefinitionError(EngineError):
-    """A rule is malformed; raised when the rule is built, never at event time."""
