@@ -12,15 +12,19 @@ between transactions, as happens when a worker stops right after an assignment.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 import faust
-from aiokafka.errors import ProducerFenced
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 class ExactlyOnceTransactions(TransactionManager):
@@ -80,8 +84,9 @@ class BatchCommitLock:
 
 
 def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
-    """Give ``app`` a consumer that takes ``commit_lock`` around every commit and that asks
-    the broker for changelog highwaters (see :class:`_BrokerHighwaters`)."""
+    """Give ``app`` a consumer that takes ``commit_lock`` around every commit, asks the
+    broker for changelog highwaters and seeks every partition on assignment (see
+    :class:`_WarroomConsumerThread`)."""
     base: Any = app.transport.Consumer
 
     async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
@@ -90,7 +95,7 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
             return committed
 
     def _new_consumer_thread(self: Any) -> Any:
-        return _BrokerHighwaters(self, loop=self.loop, beacon=self.beacon)
+        return _WarroomConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     app.transport.Consumer = type(  # type: ignore[misc]
         "WarroomConsumer",
@@ -99,18 +104,135 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
     )
 
 
-class _BrokerHighwaters(AIOKafkaConsumerThread):
-    """Changelog highwaters from the broker, also under exactly-once.
+class _WarroomConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread with two repairs.
 
+    **Every partition is seeked after an assignment.** Once the state is
+    recovered Faust resumes the source partitions and then seeks each to its
+    committed offset, which also forgets what it had read of them. aiokafka skips
+    partitions without a committed offset (or with offset 0), so a record fetched
+    from such a partition in between is neither processed nor fetched again: a
+    partition that had never been committed could lose its first touchpoints on a
+    restart or a rebalance (tests/integration/test_restart.py). Those partitions
+    go back to their beginning here, which is what ``auto_offset_reset=earliest``
+    promises anyway; records read twice are dropped by the engine as repeated
+    event ids.
+
+    **Changelog highwaters from the broker, also under exactly-once.**
     With transactions Faust takes a partition's highwater from the last fetch
     response (its last stable offset), which does not exist yet for a partition
     just assigned in a rebalance: recovery then sees an empty changelog and the
     customers of that partition start from blank state. A ListOffsets request
     (read_committed, so it returns the last stable offset too) does not depend on
     an earlier fetch (tests/integration/test_rebalance.py).
+
+    Under exactly-once a changelog ends with a transaction marker, which takes an
+    offset but is never delivered, so the last record Faust can read sits below
+    the last stable offset. Faust then waits for two idle 5 s polls before it
+    treats the gap as aborted records: every restart would cost 10 s. The
+    highwater reported here is therefore one past the last *readable* record
+    (:func:`after_last_records`).
     """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        # None for an uncommitted partition: Faust then forgets its read offset too.
+        found: Mapping[TP, int] = await self.call_thread(self._seek_to_committed)
+        return found
+
+    async def _seek_to_committed(self) -> Mapping[TP, int | None]:
+        consumer: Any = self._ensure_consumer()
+        committed: Mapping[TP, int | None] = await consumer.seek_to_committed()
+        changelogs = self.consumer.app.tables.changelog_topics
+        uncommitted = [
+            tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs
+        ]
+        if uncommitted:
+            await consumer.seek_to_beginning(*uncommitted)
+        return committed
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         consumer: Any = self._ensure_consumer()
-        offsets: Mapping[TP, int] = await consumer.end_offsets(partitions)
-        return offsets
+        offsets: dict[TP, int] = dict(await consumer.end_offsets(partitions))
+        if not self.consumer.in_transaction:
+            return offsets
+        servers = consumer._client._bootstrap_servers
+        try:
+            found = await asyncio.wait_for(after_last_records(servers, offsets), TAIL_PROBE_TIMEOUT)
+        except (TimeoutError, KafkaError) as exc:
+            # Correct either way: Faust only waits its 10 s for the markers.
+            log.warning("changelog tail probe failed, recovery may wait 10 s: %r", exc)
+            return offsets
+        return {tp: found.get(tp, end) for tp, end in offsets.items()}
+
+
+TAIL_PROBE_TIMEOUT = 15.0
+TAIL_WINDOWS = (8, 512)
+"""How far before the last stable offset the probe looks for the last record; after
+the last window it reads the partition from its start."""
+
+
+async def after_last_records(servers: Any, ends: Mapping[TP, int]) -> dict[TP, int]:
+    """For each partition, one past the offset of its last committed record below
+    ``ends`` (a last stable offset), or 0 when there is none.
+
+    Reads read_committed with a consumer of its own, so records of aborted
+    transactions and transaction markers are skipped the way recovery skips them.
+    """
+    found: dict[TP, int] = {tp: 0 for tp, end in ends.items() if end <= 0}
+    pending = {tp: end for tp, end in ends.items() if end > 0}
+    if not pending:
+        return found
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await probe.start()
+    try:
+        for window in (*TAIL_WINDOWS, None):
+            if not pending:
+                break
+            last = await _last_offsets(probe, pending, window)
+            for tp, offset in last.items():
+                found[tp] = offset + 1
+                del pending[tp]
+        found.update({tp: 0 for tp in pending})  # nothing committed at all
+        return found
+    finally:
+        await _stop(probe)
+
+
+async def _stop(probe: AIOKafkaConsumer) -> None:
+    # aiokafka's stop awaits a helper task it has just cancelled and can re-raise that
+    # CancelledError; it is ours to swallow only if nobody is cancelling this task.
+    try:
+        await probe.stop()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
+async def _last_offsets(
+    probe: AIOKafkaConsumer, ends: Mapping[TP, int], window: int | None
+) -> dict[TP, int]:
+    """Offset of the last record each partition delivers in ``[end - window, end)``."""
+    partitions = [TopicPartition(tp.topic, tp.partition) for tp in ends]
+    probe.assign(partitions)
+    for tp, end in ends.items():
+        probe.seek(
+            TopicPartition(tp.topic, tp.partition), 0 if window is None else max(0, end - window)
+        )
+    last: dict[TP, int] = {}
+    reading = dict(ends)
+    while reading:
+        for part, records in (await probe.getmany(timeout_ms=200)).items():
+            for record in records:
+                tp = TP(part.topic, part.partition)
+                if tp in reading and record.offset < reading[tp]:
+                    last[tp] = record.offset
+        for tp, end in list(reading.items()):
+            if await probe.position(TopicPartition(tp.topic, tp.partition)) >= end:
+                del reading[tp]
+    return last

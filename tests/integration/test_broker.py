@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.types import TP
+
+from streams.transactions import after_last_records
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +103,48 @@ async def test_read_committed_sees_only_committed_transaction(bootstrap: str, to
 
     assert [r.value for r in committed] == [b"committed", b"after-abort"]
     assert [r.value for r in everything] == [b"committed", b"aborted", b"after-abort"]
+
+
+async def test_changelog_tail_probe_finds_the_last_readable_record(bootstrap: str) -> None:
+    """Recovery's highwater is one past the last committed record, not the last stable
+    offset, which also counts transaction markers and aborted records."""
+    topic = f"it-tail-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"it-txn-{uuid.uuid4().hex[:8]}"
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for value in (b"a", b"b"):
+                await producer.send_and_wait(topic, value, partition=0)
+        async with producer.transaction():
+            await producer.send_and_wait(topic, b"c", partition=0)
+        await producer.begin_transaction()
+        for value in (b"x", b"y", b"z"):
+            await producer.send_and_wait(topic, value, partition=0)
+            await producer.send_and_wait(topic, value, partition=1)
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    partitions = [TP(topic, 0), TP(topic, 1), TP(topic, 2)]
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await probe.start()
+    try:
+        ends = {
+            TP(tp.topic, tp.partition): end
+            for tp, end in (await probe.end_offsets(partitions)).items()
+        }
+    finally:
+        await probe.stop()
+    # a, b, marker, c, marker, x y z (aborted), marker: the last stable offset is 9.
+    assert ends == {TP(topic, 0): 9, TP(topic, 1): 4, TP(topic, 2): 0}
+
+    found = await after_last_records(bootstrap, ends)
+
+    assert found == {TP(topic, 0): 4, TP(topic, 1): 0, TP(topic, 2): 0}
