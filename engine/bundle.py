@@ -112,6 +112,8 @@ class RuleBundle:
     per_customer_per_day: int | None = None
     """At most this many interventions per customer in any 24 hours (event time)."""
     journeys: tuple[CompiledJourney, ...] = ()
+    per_rep_per_day: int | None = None
+    """At most this many interventions per assignee (rep, or role) in any 24 hours."""
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
@@ -263,7 +265,7 @@ class _Checker:
         version = self.attempt(lambda: self.integer(top, "version", "", minimum=1))
         lateness = self.attempt(lambda: self.duration(top, "allowed_lateness", "", zero_ok=True))
         self.lateness = (lateness or timedelta(0)) // ONE_MICROSECOND
-        cap = self.attempt(lambda: self.caps(top)) if "caps" in top else None
+        caps = (self.attempt(lambda: self.caps(top)) if "caps" in top else None) or (None, None)
         if "managers" in top:
             self.attempt(lambda: self.read_managers(top))
         if "rules" not in top and "journeys" not in top:
@@ -327,7 +329,8 @@ class _Checker:
             allowed_lateness=lateness or timedelta(0),
             source=self.source,
             rule_ids=frozenset(seen),
-            per_customer_per_day=cap,
+            per_customer_per_day=caps[0],
+            per_rep_per_day=caps[1],
             journeys=journeys or (),
         )
 
@@ -478,10 +481,21 @@ class _Checker:
                 )
         self.managers = dict(managers)
 
-    def caps(self, top: _Located) -> int:
+    def caps(self, top: _Located) -> tuple[int | None, int | None]:
         caps = self.mapping(top["caps"], top.lines["caps"], "caps")
-        self.keys(caps, "caps", ("per_customer_per_day",))
-        return self.integer(caps, "per_customer_per_day", "caps", minimum=1)
+        self.keys(caps, "caps", (), ("per_customer_per_day", "per_rep_per_day"))
+        if not caps:
+            self.refuse(
+                top.lines["caps"], "caps", "expected per_customer_per_day, per_rep_per_day or both"
+            )
+        return (
+            self.integer(caps, "per_customer_per_day", "caps", minimum=1)
+            if "per_customer_per_day" in caps
+            else None,
+            self.integer(caps, "per_rep_per_day", "caps", minimum=1)
+            if "per_rep_per_day" in caps
+            else None,
+        )
 
     def rule(self, value: Any, line: int, path: str, version: int) -> CompiledRule:
         rule = self.mapping(value, line, path)

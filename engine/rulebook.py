@@ -33,6 +33,7 @@ class RuleBook:
         self.rules: tuple[CompiledRule, ...] = ()
         self.allowed_lateness = timedelta(0)
         self.per_customer_per_day: int | None = None
+        self.per_rep_per_day: int | None = None
         self.journeys: tuple[CompiledJourney, ...] = ()
         self._rebuild()
 
@@ -103,6 +104,8 @@ class RuleBook:
     def _rebuild(self) -> None:
         caps = [b.per_customer_per_day for b in self._bundles.values() if b.per_customer_per_day]
         self.per_customer_per_day = min(caps) if caps else None
+        rep_caps = [b.per_rep_per_day for b in self._bundles.values() if b.per_rep_per_day]
+        self.per_rep_per_day = min(rep_caps) if rep_caps else None
         self.allowed_lateness = max(
             (b.allowed_lateness for b in self._bundles.values()), default=timedelta(0)
         )

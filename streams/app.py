@@ -27,12 +27,14 @@ import faust
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.assignees import admit, assignee_key
 from engine.builtin import BUILTIN_BUNDLE
+from engine.conditions import micros
 from engine.explain import explain, explain_journeys
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
-from schemas.codec import encode_dead_letter, encode_intervention
+from schemas.codec import decode_intervention, encode_dead_letter, encode_intervention
 
 from .analytics import FEEDBACK, METRICS, Analytics, publish_metrics
 from .metrics import WorkerMetrics
@@ -40,7 +42,7 @@ from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
-from .state_codec import CustomerStateCodec, Utf8Codec
+from .state_codec import CustomerStateCodec, TimesCodec, Utf8Codec
 from .timers import Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .writer import BatchWriter, OutRecord
@@ -49,6 +51,8 @@ TOUCHPOINTS = "touchpoints"
 INTERVENTIONS = "interventions"
 DLQ = "dlq"
 TIMERS = "timers"
+REP_CANDIDATES = "rep-candidates"
+ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
 RECORDS_PER_SLICE = 8
 """A batch is processed this many records at a time, yielding to the event loop between."""
@@ -69,6 +73,7 @@ class Warroom:
     state_codec: CustomerStateCodec
     schedule: Schedule
     analytics: Analytics
+    assignees: faust.Table[str, Any]
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last batch (in-memory store, no copy)."""
@@ -109,9 +114,12 @@ def create_app(settings: Settings) -> Warroom:
         install_exactly_once_commit(app)
     commit_lock = BatchCommitLock()
     install_commit_lock(app, commit_lock)
+    # Interventions waiting for a per-rep cap come back on rep-candidates, keyed by
+    # assignee; the same agent reads them so they share batches and transactions.
     touchpoints = app.topic(
         settings.topic(TOUCHPOINTS),
         settings.topic(TIMERS),
+        settings.topic(REP_CANDIDATES),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -127,6 +135,13 @@ def create_app(settings: Settings) -> Warroom:
     states.key_serializer = Utf8Codec()
     states.value_serializer = state_codec
     states.changelog_topic = states._new_changelog_topic()
+    assignees = cast(
+        faust.Table[str, Any],
+        app.Table(ASSIGNEE_TABLE, key_type=str, partitions=settings.partitions),
+    )
+    assignees.key_serializer = Utf8Codec()
+    assignees.value_serializer = TimesCodec()
+    assignees.changelog_topic = assignees._new_changelog_topic()
     metrics = WorkerMetrics.create()
     rulebook = RuleBook(BUILTIN_BUNDLE)
     pipeline = Pipeline(
@@ -152,6 +167,7 @@ def create_app(settings: Settings) -> Warroom:
         state_codec,
         schedule,
         Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
+        assignees,
     )
 
     rules_loaded = asyncio.Event()
@@ -250,10 +266,19 @@ def create_app(settings: Settings) -> Warroom:
 
 async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None:
     started = time.perf_counter()
-    records = [
-        RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
-        for m in (event.message for event in events)
-    ]
+    candidates = warroom.settings.topic(REP_CANDIDATES)
+    records: list[RawRecord] = []
+    held: list[EventT[Any]] = []
+    for event in events:
+        message = event.message
+        if message.topic == candidates:
+            held.append(event)
+        else:
+            records.append(
+                RawRecord(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+            )
     now = datetime.now(UTC)
     result = BatchResult()
     for start in range(0, len(records), RECORDS_PER_SLICE):
@@ -268,18 +293,24 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
             store.data[customer_id] = state
             store._key_partition[customer_id] = partition
             schedule.note(customer_id, partition, state)
-    await warroom.writer.write(_output(warroom, result))
+    direct = warroom.pipeline.rulebook.per_rep_per_day is None
+    output = list(_output(warroom, result, direct))
+    if held:
+        output.extend(_admit_candidates(warroom, held))
+    await warroom.writer.write(output)
     warroom.analytics.record(
         (customer for changed in result.states.values() for customer in changed),
-        (c.rule_id for _, c in result.interventions),
+        (c.rule_id for _, c in result.interventions) if direct else (),
         (c.rule_id for _, c in result.shadowed),
         (c.rule_id for _, c in result.capped),
     )
     warroom.analytics.record_signals(result.signals)
-    _observe(warroom.metrics, result, events, started)
+    _observe(warroom.metrics, result, events, started, direct)
 
 
-def _output(warroom: Warroom, result: BatchResult) -> Iterator[OutRecord]:
+def _output(warroom: Warroom, result: BatchResult, direct: bool) -> Iterator[OutRecord]:
+    """What a batch writes. ``direct``: interventions go straight out; otherwise to the
+    assignee-keyed stage that applies per-rep caps."""
     settings = warroom.settings
     changelog = warroom.states.changelog_topic.get_topic_name()
     dumps = warroom.state_codec.dumps
@@ -287,9 +318,20 @@ def _output(warroom: Warroom, result: BatchResult) -> Iterator[OutRecord]:
         for customer_id, state in changed.items():
             yield OutRecord(changelog, partition, customer_id.encode(), dumps(state))
     interventions = settings.topic(INTERVENTIONS)
+    candidates = settings.topic(REP_CANDIDATES)
     for partition, command in result.interventions:
+        if direct:
+            yield OutRecord(
+                interventions, partition, command.customer_id.encode(), encode_intervention(command)
+            )
+            continue
+        key = assignee_key(command)
         yield OutRecord(
-            interventions, partition, command.customer_id.encode(), encode_intervention(command)
+            candidates,
+            customer_partition(key, settings.partitions),
+            key.encode(),
+            encode_intervention(command),
+            source_partition=partition,
         )
     dlq = settings.topic(DLQ)
     for partition, letter in result.dead_letters:
@@ -297,7 +339,11 @@ def _output(warroom: Warroom, result: BatchResult) -> Iterator[OutRecord]:
 
 
 def _observe(
-    metrics: WorkerMetrics, result: BatchResult, events: Sequence[EventT[Any]], started: float
+    metrics: WorkerMetrics,
+    result: BatchResult,
+    events: Sequence[EventT[Any]],
+    started: float,
+    direct: bool,
 ) -> None:
     finished = time.perf_counter()
     metrics.batch_duration.observe(finished - started)
@@ -307,7 +353,7 @@ def _observe(
         metrics.ticks.inc(result.ticks)
     if result.duplicates:
         metrics.touchpoints.labels("duplicate").inc(result.duplicates)
-    for command in (c for _, c in result.interventions):
+    for command in (c for _, c in result.interventions if direct):
         metrics.interventions.labels(command.rule_id, command.kind.value).inc()
     for command in (c for _, c in result.shadowed):
         metrics.shadowed.labels(command.rule_id).inc()
@@ -374,3 +420,45 @@ def _readable(state: CustomerState) -> dict[str, Any]:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[OutRecord]:
+    """The assignee-keyed stage: admit each intervention under its assignee's daily cap."""
+    settings = warroom.settings
+    cap = warroom.pipeline.rulebook.per_rep_per_day
+    store: Any = warroom.assignees.data
+    changed: dict[str, tuple[int, tuple[int, ...]]] = {}
+    out: list[OutRecord] = []
+    fired: list[str] = []
+    capped: list[str] = []
+    for event in events:
+        message = event.message
+        command = decode_intervention(message.value or b"")
+        key = assignee_key(command)
+        admitted = True
+        if cap is not None:
+            sent = changed[key][1] if key in changed else store.data.get(key, ())
+            remembered, admitted = admit(sent, micros(command.created_at), cap)
+            changed[key] = (message.partition, remembered)
+        if admitted:
+            fired.append(command.rule_id)
+            warroom.metrics.interventions.labels(command.rule_id, command.kind.value).inc()
+            out.append(
+                OutRecord(
+                    settings.topic(INTERVENTIONS),
+                    customer_partition(command.customer_id, settings.partitions),
+                    command.customer_id.encode(),
+                    message.value,
+                    source_partition=message.partition,
+                )
+            )
+        else:
+            capped.append(command.rule_id)
+            warroom.metrics.capped.labels(command.rule_id).inc()
+    changelog = warroom.assignees.changelog_topic.get_topic_name()
+    for key, (partition, remembered) in changed.items():
+        store.data[key] = remembered
+        store._key_partition[key] = partition
+        out.append(OutRecord(changelog, partition, key.encode(), TimesCodec().dumps(remembered)))
+    warroom.analytics.record((), fired, (), capped)
+    return out

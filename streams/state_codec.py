@@ -32,3 +32,13 @@ class Utf8Codec(Codec):
 
     def _loads(self, s: bytes) -> Any:
         return s.decode()
+
+
+class TimesCodec(Codec):
+    """tuple of µs timestamps <-> JSON list, for what an assignee was sent."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return orjson.dumps(list(obj))
+
+    def _loads(self, s: bytes) -> Any:
+        return tuple(orjson.loads(s))

@@ -10,7 +10,14 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-CUSTOMER_TOPICS = ("touchpoints", "timers", "interventions", "dlq", "intervention-feedback")
+CUSTOMER_TOPICS = (
+    "touchpoints",
+    "timers",
+    "interventions",
+    "dlq",
+    "intervention-feedback",
+    "rep-candidates",
+)
 """Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
 
 SHARED_TOPICS: dict[str, dict[str, str]] = {

@@ -31,6 +31,9 @@ class OutRecord:
     partition: int
     key: bytes | None
     value: bytes | None
+    source_partition: int | None = None
+    """Partition of the consumed record that caused this one (its transaction);
+    ``None`` when it is the same as ``partition``."""
 
 
 class BatchWriter:
@@ -47,12 +50,15 @@ class BatchWriter:
         """Queue ``records`` for sending; returns how many record batches were queued."""
         if self._failure is not None:
             raise RuntimeError(f"an earlier write failed: {self._failure!r}") from self._failure
-        grouped: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        grouped: dict[tuple[int, str, int], list[OutRecord]] = defaultdict(list)
         for record in records:
-            grouped[(record.topic, record.partition)].append(record)
+            source = (
+                record.partition if record.source_partition is None else record.source_partition
+            )
+            grouped[(source, record.topic, record.partition)].append(record)
         queued = 0
-        for (topic, partition), items in grouped.items():
-            producer = await self._producer_for(partition)
+        for (source, topic, partition), items in grouped.items():
+            producer = await self._producer_for(source)
             batch = producer.create_batch()
             for item in items:
                 if batch.append(key=item.key, value=item.value, timestamp=None) is None:

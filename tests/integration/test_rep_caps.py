@@ -1,0 +1,82 @@
+"""A cap per rep per day holds across partitions: one rep's customers live on several."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+
+from schemas.codec import decode_intervention, encode_touchpoint
+from schemas.models import Channel, Direction, TouchpointEvent
+from streams.partitioning import customer_partition
+from streams.rules_push import push_bundle
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+from .harness import WorkerProcess, produce_raw, read_all, read_topic
+
+BUNDLE = """\
+bundle: demo-requests
+version: 1
+caps: {per_rep_per_day: 2}
+rules:
+  - id: demo.requested
+    when: {event: {kind: demo_requested}}
+    then: {kind: task, title: "Book the demo for {customer_id}", due_in: 4h}
+"""
+
+
+def request(customer: str, rep: str, n: int = 0) -> tuple[bytes, bytes]:
+    at = datetime.now(UTC) - timedelta(seconds=5)
+    event = TouchpointEvent(
+        event_id=f"{customer}-demo-{n}",
+        customer_id=customer,
+        occurred_at=at,
+        received_at=at,
+        channel=Channel.WEB,
+        kind="demo_requested",
+        direction=Direction.INBOUND,
+        rep_id=rep,
+        source="it/1",
+    )
+    return customer.encode(), encode_touchpoint(event)
+
+
+async def test_a_rep_gets_at_most_the_cap_however_their_customers_are_spread_and_after_a_crash(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    ivy = [f"ivy-cust-{n}" for n in range(5)]
+    assert len({customer_partition(c, settings.partitions) for c in ivy}) > 1
+    await ensure_topics(settings)
+    await push_bundle(settings, BUNDLE, "demo.yaml")
+    worker.start()
+    await produce_raw(
+        settings, [request(c, "rep-ivy") for c in ivy] + [request("jon-cust", "rep-jon")]
+    )
+    await read_topic(settings, "interventions", lambda f: len(f) >= 3, decode_intervention, worker)
+    await asyncio.sleep(3)
+    everything = await read_all(settings, "interventions", decode_intervention)
+    by_rep = sorted(c.rep_id or "" for c in everything)
+    assert by_rep == ["rep-ivy", "rep-ivy", "rep-jon"]
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        metrics = await response.text()
+    assert 'warroom_capped_interventions_total{rule_id="demo.requested"} 3.0' in metrics
+    assert 'warroom_interventions_total{kind="task",rule_id="demo.requested"} 3.0' in metrics
+
+    # What each rep was sent survives a crash: Ivy stays at her cap, Jon gets his second.
+    worker.kill()
+    worker.start()
+    await produce_raw(
+        settings, [request(c, "rep-ivy", 1) for c in ivy[:2]] + [request("jon-cust", "rep-jon", 1)]
+    )
+    await read_topic(settings, "interventions", lambda f: len(f) >= 4, decode_intervention, worker)
+    await asyncio.sleep(3)
+    everything = await read_all(settings, "interventions", decode_intervention)
+    assert sorted(c.rep_id or "" for c in everything) == [
+        "rep-ivy",
+        "rep-ivy",
+        "rep-jon",
+        "rep-jon",
+    ]
