@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .bundle import RuleBundle, load_bundle
 
+BUILTIN_NAME = "builtin"
+
 BUILTIN_BUNDLE_YAML = """\
 bundle: builtin
 version: 1

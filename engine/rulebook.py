@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .builtin import BUILTIN_NAME
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
 from .journeys import CompiledJourney
 from .rules import CompiledRule
@@ -54,6 +55,30 @@ class RuleBook:
         self._bundles[bundle.name] = bundle
         self._rebuild()
         return Verdict(bundle.name, True, bundle.version)
+
+    def withdraw(self, name: str) -> Verdict:
+        """Stop running bundle ``name`` (a deletion on the rules topic).
+
+        Withdrawing a bundle that is not running is accepted and changes nothing, so
+        replaying the topic from the start gives the same result. The built-in bundle
+        cannot be withdrawn: every worker starts with it, so a deletion would not
+        survive the tombstone's removal by compaction; silence it by publishing a
+        higher ``builtin`` version instead.
+        """
+        if name == BUILTIN_NAME:
+            return Verdict(
+                name,
+                False,
+                None,
+                (
+                    f"the {BUILTIN_NAME!r} bundle cannot be deleted; publish a higher "
+                    "version of it (rules in mode: shadow) to silence it",
+                ),
+            )
+        running = self._bundles.pop(name, None)
+        if running is not None:
+            self._rebuild()
+        return Verdict(name, True, None if running is None else running.version)
 
     def _conflicts(self, bundle: RuleBundle, expected_name: str | None) -> list[BundleProblem]:
         problems: list[BundleProblem] = []

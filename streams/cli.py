@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     push = rules_commands.add_parser("push", help="validate a bundle, then publish it to workers")
     push.add_argument("file", type=Path)
     push.set_defaults(run=_rules_push)
+    delete = rules_commands.add_parser("delete", help="stop a running bundle on every worker")
+    delete.add_argument("name", help="the bundle's name (its `bundle:` field)")
+    delete.set_defaults(run=_rules_delete)
 
     explain = commands.add_parser(
         "explain", help="a customer's state and why each rule did or did not fire"
@@ -153,6 +156,23 @@ def _rules_push(args: argparse.Namespace) -> int:
         print("nothing pushed: the running version stays", file=sys.stderr)
         return 2
     print(f"pushed bundle {name} v{version} to {where}; workers apply it within seconds")
+    return 0
+
+
+def _rules_delete(args: argparse.Namespace) -> int:
+    from engine.builtin import BUILTIN_NAME
+
+    from .rules_push import delete_bundle
+
+    if args.name == BUILTIN_NAME:
+        print(
+            f"the {BUILTIN_NAME!r} bundle cannot be deleted; push a higher version of it "
+            "with its rules in mode: shadow to silence it",
+            file=sys.stderr,
+        )
+        return 2
+    where = asyncio.run(delete_bundle(Settings(), args.name))
+    print(f"deleted bundle {args.name} at {where}; workers stop its rules within seconds")
     return 0
 
 

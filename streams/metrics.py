@@ -59,7 +59,8 @@ class WorkerMetrics:
             ),
             bundles=Counter(
                 "warroom_rule_bundles",
-                "Rule bundle versions offered to this worker, by outcome (activated, rejected).",
+                "Rule bundle versions offered to this worker, by outcome "
+                "(activated, rejected, deleted).",
                 ["outcome"],
                 registry=registry,
             ),

@@ -27,9 +27,15 @@ RULES = "rules"
 AUDIT = "audit"
 
 
-def audit_record(verdict: Verdict, offset: int, now: datetime) -> dict[str, Any]:
+def audit_record(
+    verdict: Verdict, offset: int, now: datetime, deleted: bool = False
+) -> dict[str, Any]:
+    if not verdict.accepted:
+        event = "bundle_rejected"
+    else:
+        event = "bundle_deleted" if deleted else "bundle_activated"
     return {
-        "event": "bundle_activated" if verdict.accepted else "bundle_rejected",
+        "event": event,
         "bundle": verdict.bundle,
         "version": verdict.version,
         "rules_offset": offset,
@@ -62,8 +68,10 @@ async def follow_rules(
             batches = await consumer.getmany(timeout_ms=500)
             for record in batches.get(topic, []):
                 verdict = _offer(rulebook, record.key, record.value, record.offset)
-                outcomes.labels("activated" if verdict.accepted else "rejected").inc()
-                entry = audit_record(verdict, record.offset, datetime.now(UTC))
+                deleted = record.value is None
+                outcome = "deleted" if deleted else "activated"
+                outcomes.labels(outcome if verdict.accepted else "rejected").inc()
+                entry = audit_record(verdict, record.offset, datetime.now(UTC), deleted)
                 await producer.send_and_wait(
                     settings.topic(AUDIT), orjson.dumps(entry), key=record.key
                 )
@@ -78,7 +86,14 @@ def _offer(rulebook: RuleBook, key: bytes | None, value: bytes | None, offset: i
     name = key.decode(errors="replace") if key else None
     source = f"rules@{offset}" + (f" ({name})" if name else "")
     if value is None:
-        return Verdict(name or "(unnamed)", False, None, ("a deleted bundle is not supported yet",))
+        if name is None:
+            return Verdict("(unnamed)", False, None, ("a deletion needs the bundle name as key",))
+        verdict = rulebook.withdraw(name)
+        if verdict.accepted:
+            log.warning("rule bundle %s deleted: its rules and journeys stopped", name)
+        else:
+            log.error("deletion of rule bundle %s refused: %s", name, "; ".join(verdict.problems))
+        return verdict
     try:
         text = value.decode()
     except UnicodeDecodeError as exc:

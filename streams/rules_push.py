@@ -23,6 +23,21 @@ async def publish_bundle_text(settings: Settings, name: str, text: str) -> str:
     return f"{sent.topic}@{sent.offset}"
 
 
+async def delete_bundle(settings: Settings, name: str) -> str:
+    """Publish a deletion (a tombstone under key ``name``); returns topic@offset."""
+    if not name.strip():
+        raise ValueError("expected a bundle name, found an empty one")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            settings.topic(RULES), None, key=name.encode(), partition=0
+        )
+    finally:
+        await producer.stop()
+    return f"{sent.topic}@{sent.offset}"
+
+
 async def push_bundle(settings: Settings, text: str, source: str) -> tuple[str, int, str]:
     """Compile ``text`` (raising InvalidBundle), then publish it; returns name, version, where."""
     bundle = load_bundle(text, source)

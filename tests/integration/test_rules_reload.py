@@ -13,11 +13,11 @@ import pytest
 from engine.bundle import InvalidBundle
 from schemas.codec import decode_intervention, encode_touchpoint
 from schemas.models import Channel, Direction, TouchpointEvent
-from streams.rules_push import publish_bundle_text, push_bundle
+from streams.rules_push import delete_bundle, publish_bundle_text, push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic, wait_until_committed
 
 BUNDLE = """\
 bundle: team
@@ -104,3 +104,46 @@ async def test_bundles_reload_live_and_broken_ones_are_refused(
         settings, "interventions", titled("v2:", "c3"), decode_intervention, worker
     )
     assert not any(c.customer_id == "c3" and c.title.startswith("v3") for c in found)
+
+
+async def test_a_deleted_bundle_stops_on_a_running_worker_and_stays_deleted_after_a_restart(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    await ensure_topics(settings)
+    await push_bundle(settings, BUNDLE.format(version=1, kind="demo_requested"), "team.yaml")
+    worker.start()
+    await produce_raw(settings, [touchpoint("d1", "demo_requested", 1)])
+    await read_topic(settings, "interventions", titled("v1:", "d1"), decode_intervention, worker)
+
+    await delete_bundle(settings, "team")
+    audit = await read_topic(
+        settings,
+        "audit",
+        lambda found: any(a["event"] == "bundle_deleted" for a in found),
+        orjson.loads,
+        worker,
+        within=5.0,
+    )
+    [deleted] = [a for a in audit if a["event"] == "bundle_deleted"]
+    assert (deleted["bundle"], deleted["version"]) == ("team", 1)
+
+    # After the deletion (and a restart that replays the rules topic) nothing fires.
+    await produce_raw(settings, [touchpoint("d2", "demo_requested", 1)])
+    worker.stop()
+    worker.start()
+    await produce_raw(settings, [touchpoint("d3", "demo_requested", 1)])
+    await wait_until_committed(settings, worker)
+    found = await read_all(settings, "interventions", decode_intervention)
+    assert [c.customer_id for c in found] == ["d1"]
+
+    # The name is free again: a new push runs.
+    await push_bundle(settings, BUNDLE.format(version=1, kind="demo_requested"), "team.yaml")
+    await read_topic(
+        settings,
+        "audit",
+        lambda found: sum(a["event"] == "bundle_activated" for a in found) >= 3,
+        orjson.loads,
+        worker,
+    )
+    await produce_raw(settings, [touchpoint("d4", "demo_requested", 1)])
+    await read_topic(settings, "interventions", titled("v1:", "d4"), decode_intervention, worker)
