@@ -368,9 +368,10 @@ class _Checker:
             spec,
             path,
             ("id", "entry", "variants"),
-            ("description", "exit", "conversion", "holdout", "required_signals"),
+            ("description", "mode", "exit", "conversion", "holdout", "required_signals"),
         )
         journey_id = self.name(spec, "id", path)
+        mode_text = self.choice(spec, "mode", path, tuple(m.value for m in RuleMode), "enforce")
         entry = self.condition(spec["entry"], spec.lines["entry"], _join(path, "entry"))
         exits = {
             key: self.condition(spec[key], spec.lines[key], _join(path, key))
@@ -427,6 +428,7 @@ class _Checker:
             conversion=exits.get("conversion"),
             holdout=holdout,
             variants=tuple(variants),
+            mode=RuleMode(mode_text),
         )
 
     def variant(self, value: Any, line: int, path: str) -> Variant:

@@ -68,6 +68,7 @@ class JourneyStatus:
     inside: bool
     progress: str
     deadline: datetime | None
+    mode: str = "enforce"
 
 
 def explain_journeys(
@@ -80,7 +81,11 @@ def explain_journeys(
     for journey in journeys:
         memory: Any = state.rules.get(journey.key)
         if memory is None or memory[0] is None:
-            statuses.append(JourneyStatus(journey.journey_id, None, False, "never entered", None))
+            statuses.append(
+                JourneyStatus(
+                    journey.journey_id, None, False, "never entered", None, journey.mode.value
+                )
+            )
             continue
         variant, inside, index, started = memory[0], bool(memory[1]), memory[2], memory[3]
         steps = next((v.steps for v in journey.variants if v.name == variant), ())
@@ -98,7 +103,12 @@ def explain_journeys(
             )
         statuses.append(
             JourneyStatus(
-                journey.journey_id, variant, inside, progress, _at(journey.deadline(memory))
+                journey.journey_id,
+                variant,
+                inside,
+                progress,
+                _at(journey.deadline(memory)),
+                journey.mode.value,
             )
         )
     return statuses

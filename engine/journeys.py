@@ -20,7 +20,7 @@ from typing import Any
 
 from .conditions import Condition, Moment
 from .interventions import Template
-from .rules import Decision
+from .rules import Decision, RuleMode
 
 HOLDOUT = "holdout"
 BUCKETS = 10_000
@@ -66,6 +66,9 @@ class CompiledJourney:
     required_signals: tuple[str, ...] = ()
     """Touchpoint kinds every customer in the journey is expected to produce; the share
     who produced all of them is the journey's signal coverage."""
+    mode: RuleMode = RuleMode.ENFORCE
+    """In shadow mode customers enter, get variants and move through the steps as usual,
+    but the steps' interventions are recorded, not emitted."""
 
     @property
     def key(self) -> str:
@@ -165,7 +168,7 @@ class CompiledJourney:
                         now=now,
                         experiment=(self.journey_id, assigned),
                     )
-                    decisions.append(Decision(command, shadow=False))
+                    decisions.append(Decision(command, shadow=self.mode is RuleMode.SHADOW))
                     signals.append(JourneySignal(self.journey_id, assigned, "intervened"))
                     index, started, m_when = index + 1, moment.at, None
                     if index == len(steps):

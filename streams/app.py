@@ -396,6 +396,7 @@ def explain_customer(
         "journeys": [
             {
                 "journey_id": j.journey_id,
+                "mode": j.mode,
                 "variant": j.variant,
                 "inside": j.inside,
                 "progress": j.progress,

@@ -33,7 +33,8 @@ def format_explanation(data: dict[str, Any]) -> str:
         if rule["deadline"]:
             lines.append(f"    deadline {rule['deadline']}")
     for journey in data.get("journeys", []):
-        lines.append(f"  journey {journey['journey_id']}")
+        shadow = " (shadow)" if journey.get("mode") == "shadow" else ""
+        lines.append(f"  journey {journey['journey_id']}{shadow}")
         lines.append(f"    {journey['progress']}")
         if journey["deadline"]:
             lines.append(f"    deadline {journey['deadline']}")

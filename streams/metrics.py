@@ -41,7 +41,8 @@ class WorkerMetrics:
             ),
             shadowed=Counter(
                 "warroom_shadow_decisions",
-                "Interventions rules in shadow mode would have emitted, by rule.",
+                "Interventions rules and journeys in shadow mode would have emitted, by rule "
+                "(a journey step counts as journey.step).",
                 ["rule_id"],
                 registry=registry,
             ),

@@ -16,7 +16,7 @@ from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic
 
 BUNDLE = """\
 bundle: onboarding
@@ -39,6 +39,15 @@ journeys:
           - id: tips
             after: 2s
             then: {kind: content_push, title: "Tips for {customer_id}", due_in: 1d}
+  - id: upsell
+    mode: shadow
+    entry: {event: {kind: trial_started}}
+    variants:
+      - name: quiet
+        steps:
+          - id: nudge
+            after: 1s
+            then: {kind: task, title: "Offer the annual plan to {customer_id}", due_in: 1d}
 """
 
 
@@ -62,7 +71,7 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
     settings: Settings, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"metrics_interval_seconds": 1.0})
-    [journey] = load_bundle(BUNDLE, "onboarding.yaml").journeys
+    journey, _ = load_bundle(BUNDLE, "onboarding.yaml").journeys
     customers = [f"trial-{n}" for n in range(40)]
     guided = next(c for c in customers if journey.assign(c) == "guided")
     self_serve = next(c for c in customers if journey.assign(c) == "self-serve")
@@ -99,7 +108,7 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
         def journeys(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             totals: dict[str, dict[str, int]] = {}
             for r in records:
-                if r.get("metric") == "journey_activity":
+                if r.get("metric") == "journey_activity" and r["journey_id"] == "trial":
                     into = totals.setdefault(r["variant"], {"entered": 0, "converted": 0})
                     into["entered"] += r["entered"]
                     into["converted"] += r["converted"]
@@ -109,8 +118,10 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
             url = f"http://127.0.0.1:{settings.web_port}/customers/{self_serve}"
             async with session.get(url) as response:
                 explained = await response.json()
-        [status] = explained["journeys"]
-        assert status["journey_id"] == "trial"
+        status, shadow = sorted(explained["journeys"], key=lambda j: j["journey_id"] != "trial")
+        assert (status["journey_id"], status["mode"]) == ("trial", "enforce")
+        assert (shadow["journey_id"], shadow["mode"]) == ("upsell", "shadow")
+        assert shadow["progress"].startswith("out of the journey (variant quiet")  # step done
         assert status["progress"].startswith("in variant self-serve: all 1 steps done")
 
         records = await read_topic(
@@ -120,6 +131,14 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
             orjson.loads,
             worker,
         )
+        # The shadow journey decided its step for both customers and emitted nothing.
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{settings.web_port}/metrics"
+            async with session.get(url) as response:
+                exposition = await response.text()
+        assert 'warroom_shadow_decisions_total{rule_id="upsell.nudge"} 2.0' in exposition
+        everything = await read_all(settings, "interventions", decode_intervention)
+        assert not [c for c in everything if c.rule_id.startswith("upsell.")]
     finally:
         worker.stop()
     assert journeys(records) == {

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.bundle import InvalidBundle, load_bundle
+from engine.explain import explain_journeys
 from engine.journeys import HOLDOUT, CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
 from engine.state import CustomerState
@@ -240,3 +241,24 @@ def test_explain_says_where_a_customer_stands_in_each_journey() -> None:
     run.feed(tp(3, "churned", 2))
     [status] = explain_journeys(run.state, run.journeys, T0)
     assert status.progress == "out of the journey (variant guided kept for re-entry)"
+
+
+def test_a_shadow_journey_moves_customers_through_its_steps_but_emits_nothing() -> None:
+    text = BUNDLE.format(version=1, holdout=0, guided=1, self_serve=0).replace(
+        "    entry:", "    mode: shadow\n    entry:"
+    )
+    [compiled] = load_bundle(text, "onboarding.yaml").journeys
+    state, decisions = apply(None, tp(1, "trial_started", 0), NOW, (), 1, (compiled,))
+    assert decisions == []
+    state, decisions = apply_timer(state, T0 + timedelta(hours=1), NOW, (), 1, (compiled,))
+    [welcome] = decisions
+    assert welcome.intervention.rule_id == "trial.welcome-call"
+    assert welcome.shadow and not welcome.emitted
+    # A cap of one a day is not used up by shadow decisions.
+    _, decisions = apply(state, tp(2, "sandbox_error", 70), NOW, (), 1, (compiled,))
+    [fix] = decisions
+    assert fix.shadow and not fix.capped
+    [status] = explain_journeys(state, (compiled,), T0 + timedelta(hours=2))
+    assert status.mode == "shadow"
+    with pytest.raises(InvalidBundle, match=r"journeys\[0\]\.mode"):
+        load_bundle(text.replace("mode: shadow", "mode: shadowy"), "onboarding.yaml")
