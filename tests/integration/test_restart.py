@@ -3,6 +3,7 @@ the worker's group had never committed before the restart."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -74,6 +75,7 @@ async def test_graceful_restarts_lose_no_touchpoint_and_repeat_no_intervention(
 
     for restart in range(1, 4):
         worker.stop()
+        restarted = time.monotonic()
         worker.start()
         # Written while the worker starts: one customer on a partition committed before,
         # one on a partition this group has never committed.
@@ -81,6 +83,8 @@ async def test_graceful_restarts_lose_no_touchpoint_and_repeat_no_intervention(
         await produce_raw(settings, [demo_request(c) for c in arriving])
         expected += arriving
         await wait_until_committed(settings, worker)
+        took = time.monotonic() - restarted
+        print(f"restart {restart}: new touchpoints committed {took:.1f} s after")
 
     found = await read_all(settings, "interventions", decode_intervention)
     assert sorted(c.customer_id for c in found) == sorted(expected)
