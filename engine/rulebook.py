@@ -26,6 +26,16 @@ class Verdict:
     problems: tuple[str, ...] = ()
 
 
+def deletion_refused(name: str) -> str | None:
+    """Why bundle ``name`` cannot be deleted, or None if it can."""
+    if name == BUILTIN_NAME:
+        return (
+            f"the {BUILTIN_NAME!r} bundle cannot be deleted; publish a higher version of it "
+            "(rules in mode: shadow) to silence it"
+        )
+    return None
+
+
 class RuleBook:
     """Holds the running bundles; ``rules`` is what the worker evaluates right now."""
 
@@ -65,16 +75,9 @@ class RuleBook:
         survive the tombstone's removal by compaction; silence it by publishing a
         higher ``builtin`` version instead.
         """
-        if name == BUILTIN_NAME:
-            return Verdict(
-                name,
-                False,
-                None,
-                (
-                    f"the {BUILTIN_NAME!r} bundle cannot be deleted; publish a higher "
-                    "version of it (rules in mode: shadow) to silence it",
-                ),
-            )
+        refused = deletion_refused(name)
+        if refused is not None:
+            return Verdict(name, False, None, (refused,))
         running = self._bundles.pop(name, None)
         if running is not None:
             self._rebuild()

@@ -54,6 +54,7 @@ TIMERS = "timers"
 REP_CANDIDATES = "rep-candidates"
 ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
+ASSIGNEE_CODEC = TimesCodec()
 RECORDS_PER_SLICE = 8
 """A batch is processed this many records at a time, yielding to the event loop between."""
 
@@ -140,7 +141,7 @@ def create_app(settings: Settings) -> Warroom:
         app.Table(ASSIGNEE_TABLE, key_type=str, partitions=settings.partitions),
     )
     assignees.key_serializer = Utf8Codec()
-    assignees.value_serializer = TimesCodec()
+    assignees.value_serializer = ASSIGNEE_CODEC
     assignees.changelog_topic = assignees._new_changelog_topic()
     metrics = WorkerMetrics.create()
     rulebook = RuleBook(BUILTIN_BUNDLE)
@@ -426,6 +427,7 @@ def _iso(moment: datetime | None) -> str | None:
 def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[OutRecord]:
     """The assignee-keyed stage: admit each intervention under its assignee's daily cap."""
     settings = warroom.settings
+    interventions = settings.topic(INTERVENTIONS)
     cap = warroom.pipeline.rulebook.per_rep_per_day
     store: Any = warroom.assignees.data
     changed: dict[str, tuple[int, tuple[int, ...]]] = {}
@@ -446,7 +448,7 @@ def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[O
             warroom.metrics.interventions.labels(command.rule_id, command.kind.value).inc()
             out.append(
                 OutRecord(
-                    settings.topic(INTERVENTIONS),
+                    interventions,
                     customer_partition(command.customer_id, settings.partitions),
                     command.customer_id.encode(),
                     message.value,
@@ -457,9 +459,10 @@ def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[O
             capped.append(command.rule_id)
             warroom.metrics.capped.labels(command.rule_id).inc()
     changelog = warroom.assignees.changelog_topic.get_topic_name()
+    dumps = ASSIGNEE_CODEC.dumps
     for key, (partition, remembered) in changed.items():
         store.data[key] = remembered
         store._key_partition[key] = partition
-        out.append(OutRecord(changelog, partition, key.encode(), TimesCodec().dumps(remembered)))
+        out.append(OutRecord(changelog, partition, key.encode(), dumps(remembered)))
     warroom.analytics.record((), fired, (), capped)
     return out

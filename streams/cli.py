@@ -160,16 +160,13 @@ def _rules_push(args: argparse.Namespace) -> int:
 
 
 def _rules_delete(args: argparse.Namespace) -> int:
-    from engine.builtin import BUILTIN_NAME
+    from engine.rulebook import deletion_refused
 
     from .rules_push import delete_bundle
 
-    if args.name == BUILTIN_NAME:
-        print(
-            f"the {BUILTIN_NAME!r} bundle cannot be deleted; push a higher version of it "
-            "with its rules in mode: shadow to silence it",
-            file=sys.stderr,
-        )
+    refused = deletion_refused(args.name)
+    if refused is not None:
+        print(refused, file=sys.stderr)
         return 2
     where = asyncio.run(delete_bundle(Settings(), args.name))
     print(f"deleted bundle {args.name} at {where}; workers stop its rules within seconds")
