@@ -11,14 +11,46 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from schemas.codec import encode_touchpoint
+from schemas.models import Channel, Direction, TouchpointEvent
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def touchpoint_record(
+    customer: str,
+    event_id: str,
+    kind: str,
+    at: datetime,
+    *,
+    channel: Channel,
+    direction: Direction | str,
+    rep_id: str | None,
+    received_at: datetime | None = None,
+    **attributes: Any,
+) -> tuple[bytes, bytes]:
+    """(key, value) of one touchpoint as a producer keyed by customer writes it; received
+    when it occurred unless ``received_at`` says otherwise."""
+    event = TouchpointEvent(
+        event_id=event_id,
+        customer_id=customer,
+        occurred_at=at,
+        received_at=at if received_at is None else received_at,
+        channel=channel,
+        kind=kind,
+        direction=Direction(direction),
+        rep_id=rep_id,
+        source="it/1",
+        attributes=attributes,
+    )
+    return customer.encode(), encode_touchpoint(event)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

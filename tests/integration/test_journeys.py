@@ -10,13 +10,13 @@ import aiohttp
 import orjson
 
 from engine.bundle import load_bundle
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_all, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
 BUNDLE = """\
 bundle: onboarding
@@ -53,18 +53,15 @@ journeys:
 
 def tp(customer: str, n: int, kind: str) -> tuple[bytes, bytes]:
     at = datetime.now(UTC) - timedelta(milliseconds=10)
-    event = TouchpointEvent(
-        event_id=f"{customer}-{n}",
-        customer_id=customer,
-        occurred_at=at,
-        received_at=at,
+    return touchpoint_record(
+        customer,
+        f"{customer}-{n}",
+        kind,
+        at,
         channel=Channel.PRODUCT,
-        kind=kind,
-        direction=Direction.NONE,
+        direction="none",
         rep_id="rep-gus",
-        source="it/1",
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(

@@ -8,30 +8,28 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_topic
+from .harness import WorkerProcess, produce_raw, read_topic, touchpoint_record
 
 RULE = "builtin.unanswered-outbound"
 
 
 def message(customer: str, n: int, direction: str) -> tuple[bytes, bytes]:
     at = datetime.now(UTC) - timedelta(minutes=10 - n)
-    event = TouchpointEvent(
-        event_id=f"{customer}-{n}",
-        customer_id=customer,
-        occurred_at=at,
-        received_at=at,
+    kind = "message_sent" if direction == "outbound" else "message_received"
+    return touchpoint_record(
+        customer,
+        f"{customer}-{n}",
+        kind,
+        at,
         channel=Channel.CHAT,
-        kind="message_sent" if direction == "outbound" else "message_received",
-        direction=Direction(direction),
+        direction=direction,
         rep_id="rep-fay",
-        source="it/1",
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 def totals(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 from .conftest import free_port
-from .harness import WorkerProcess, produce_raw, read_all, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
 CUSTOMERS = [f"acct-{n:02d}" for n in range(40)]
 
@@ -36,18 +36,17 @@ def wave(n: int) -> list[tuple[bytes, bytes]]:
     records = []
     for customer in CUSTOMERS:
         at = start + timedelta(minutes=n)
-        event = TouchpointEvent(
-            event_id=f"{customer}-{n}",
-            customer_id=customer,
-            occurred_at=at,
-            received_at=at,
-            channel=Channel.EMAIL,
-            kind="email_sent",
-            direction=Direction.OUTBOUND,
-            rep_id="rep-eve",
-            source="it/1",
+        records.append(
+            touchpoint_record(
+                customer,
+                f"{customer}-{n}",
+                "email_sent",
+                at,
+                channel=Channel.EMAIL,
+                direction="outbound",
+                rep_id="rep-eve",
+            )
         )
-        records.append((customer.encode(), encode_touchpoint(event)))
     return records
 
 

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.partitioning import customer_partition
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_all, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
 BUNDLE = """\
 bundle: demo-requests
@@ -29,18 +29,15 @@ rules:
 
 def request(customer: str, rep: str, n: int = 0) -> tuple[bytes, bytes]:
     at = datetime.now(UTC) - timedelta(seconds=5)
-    event = TouchpointEvent(
-        event_id=f"{customer}-demo-{n}",
-        customer_id=customer,
-        occurred_at=at,
-        received_at=at,
+    return touchpoint_record(
+        customer,
+        f"{customer}-demo-{n}",
+        "demo_requested",
+        at,
         channel=Channel.WEB,
-        kind="demo_requested",
-        direction=Direction.INBOUND,
+        direction="inbound",
         rep_id=rep,
-        source="it/1",
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 async def test_a_rep_gets_at_most_the_cap_however_their_customers_are_spread_and_after_a_crash(

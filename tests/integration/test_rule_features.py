@@ -9,13 +9,13 @@ from typing import Any
 
 import aiohttp
 
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_all, read_topic
+from .harness import WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
 BUNDLE = """\
 bundle: features
@@ -50,19 +50,16 @@ START = datetime.now(UTC) - timedelta(hours=2)
 
 def tp(customer: str, n: int, kind: str, minutes: int, **attributes: Any) -> tuple[bytes, bytes]:
     at = START + timedelta(minutes=minutes)
-    event = TouchpointEvent(
-        event_id=f"{customer}-{n}",
-        customer_id=customer,
-        occurred_at=at,
-        received_at=at,
+    return touchpoint_record(
+        customer,
+        f"{customer}-{n}",
+        kind,
+        at,
         channel=Channel.WEB,
-        kind=kind,
-        direction=Direction.NONE,
+        direction="none",
         rep_id="rep-hal",
-        source="it/1",
-        attributes=attributes,
+        **attributes,
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 SCENARIO = [

@@ -9,14 +9,14 @@ from typing import Any
 
 import aiohttp
 
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.explain_cli import format_explanation
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import REPO, WorkerProcess, produce_raw, read_all, read_topic
+from .harness import REPO, WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PACKS = sorted((REPO / "rules" / "examples").glob("*.yaml"))
@@ -33,19 +33,16 @@ def tp(
     **attributes: Any,
 ) -> tuple[bytes, bytes]:
     at = NOW - ago
-    event = TouchpointEvent(
-        event_id=f"{customer}-{n}",
-        customer_id=customer,
-        occurred_at=at,
-        received_at=at,
+    return touchpoint_record(
+        customer,
+        f"{customer}-{n}",
+        kind,
+        at,
         channel=channel,
-        kind=kind,
-        direction=Direction(direction),
+        direction=direction,
         rep_id="rep-dana",
-        source="it/1",
-        attributes=attributes,
+        **attributes,
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 h, d = timedelta(hours=1), timedelta(days=1)

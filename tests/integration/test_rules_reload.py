@@ -11,13 +11,20 @@ import orjson
 import pytest
 
 from engine.bundle import InvalidBundle
-from schemas.codec import decode_intervention, encode_touchpoint
-from schemas.models import Channel, Direction, TouchpointEvent
+from schemas.codec import decode_intervention
+from schemas.models import Channel
 from streams.rules_push import delete_bundle, publish_bundle_text, push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-from .harness import WorkerProcess, produce_raw, read_all, read_topic, wait_until_committed
+from .harness import (
+    WorkerProcess,
+    produce_raw,
+    read_all,
+    read_topic,
+    touchpoint_record,
+    wait_until_committed,
+)
 
 BUNDLE = """\
 bundle: team
@@ -35,18 +42,16 @@ rules:
 
 def touchpoint(customer: str, kind: str, n: int) -> tuple[bytes, bytes]:
     now = datetime.now(UTC)
-    event = TouchpointEvent(
-        event_id=f"{customer}-{kind}-{n}",
-        customer_id=customer,
-        occurred_at=now - timedelta(seconds=1),
-        received_at=now,
+    return touchpoint_record(
+        customer,
+        f"{customer}-{kind}-{n}",
+        kind,
+        now - timedelta(seconds=1),
         channel=Channel.WEB,
-        kind=kind,
-        direction=Direction.INBOUND,
+        direction="inbound",
         rep_id="rep-cy",
-        source="it/1",
+        received_at=now,
     )
-    return customer.encode(), encode_touchpoint(event)
 
 
 def titled(prefix: str, customer: str) -> Any:
