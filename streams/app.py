@@ -37,6 +37,7 @@ from engine.timestamps import TimestampPolicy
 from schemas.codec import decode_intervention, encode_dead_letter, encode_intervention
 
 from .analytics import FEEDBACK, METRICS, Analytics, publish_metrics
+from .flow import install_lossless_resume
 from .metrics import WorkerMetrics
 from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> Warroom:
         install_exactly_once_commit(app)
     commit_lock = BatchCommitLock()
     install_commit_lock(app, commit_lock)
+    install_lossless_resume(app)
     # Interventions waiting for a per-rep cap come back on rep-candidates, keyed by
     # assignee; the same agent reads them so they share batches and transactions.
     touchpoints = app.topic(
