@@ -237,7 +237,7 @@ def generate_events(
 def build_workload(n: int, customers: int, skew: float, seed: int, envelope_chunk: int) -> Workload:
     from connectors.publisher import envelopes
     from schemas.codec import encode_touchpoint
-    from streams.partitioning import customer_partition
+    from schemas.partitioning import customer_partition
 
     started = time.perf_counter()
     now = datetime.now(UTC)

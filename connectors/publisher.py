@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode_touchpoint, encode_touchpoint_batch
 from schemas.models import TouchpointEvent
-from streams.partitioning import customer_partition
+from schemas.partitioning import customer_partition
 
 ENVELOPE_MAX_EVENTS = 500
 """At most this many touchpoints share one Kafka record."""

@@ -41,8 +41,6 @@ from engine.journeys import JourneySignal
 
 log = logging.getLogger(__name__)
 
-METRICS = "metrics"
-FEEDBACK = "intervention-feedback"
 STATUSES = ("accepted", "done", "dismissed", "expired")
 JOURNEY_SIGNALS = ("entered", "intervened", "completed", "converted", "exited", "covered")
 

@@ -35,11 +35,20 @@ from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import decode_intervention, encode_dead_letter, encode_intervention
+from schemas.partitioning import customer_partition
+from schemas.topics import (
+    DLQ,
+    FEEDBACK,
+    INTERVENTIONS,
+    METRICS,
+    REP_CANDIDATES,
+    TIMERS,
+    TOUCHPOINTS,
+)
 
-from .analytics import FEEDBACK, METRICS, Analytics, publish_metrics
+from .analytics import Analytics, publish_metrics
 from .flow import install_lossless_resume
 from .metrics import WorkerMetrics
-from .partitioning import customer_partition
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
@@ -48,11 +57,6 @@ from .timers import Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .writer import BatchWriter, OutRecord
 
-TOUCHPOINTS = "touchpoints"
-INTERVENTIONS = "interventions"
-DLQ = "dlq"
-TIMERS = "timers"
-REP_CANDIDATES = "rep-candidates"
 ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
 ASSIGNEE_CODEC = TimesCodec()

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from schemas.topics import TAILABLE
+
 from .settings import Settings
 
 
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_explain)
 
     tail = commands.add_parser("tail", help="print a stream readably as it arrives")
-    tail.add_argument("stream", choices=["interventions", "dlq", "metrics", "audit"])
+    tail.add_argument("stream", choices=[t.name for t in TAILABLE])
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max", type=int, default=None, help="stop after this many records")
     tail.set_defaults(run=_tail)

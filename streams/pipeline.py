@@ -22,8 +22,8 @@ from engine.timestamps import TimestampPolicy, timestamp_problem
 from schemas.codec import decode_touchpoints_lenient, encode_touchpoint
 from schemas.errors import SchemaError
 from schemas.models import DeadLetter, InterventionCommand, TouchpointEvent
+from schemas.partitioning import customer_partition
 
-from .partitioning import customer_partition
 from .timers import decode_tick
 
 

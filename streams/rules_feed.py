@@ -18,13 +18,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
 from engine.rulebook import RuleBook, Verdict
+from schemas.topics import AUDIT, RULES
 
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-RULES = "rules"
-AUDIT = "audit"
 
 
 def audit_record(

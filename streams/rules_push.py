@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 
 from engine.bundle import load_bundle
+from schemas.topics import RULES
 
-from .rules_feed import RULES
 from .settings import Settings
 
 

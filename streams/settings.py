@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import Topic, by_name
+
 
 class Guarantee(StrEnum):
     EXACTLY_ONCE = "exactly_once"
@@ -48,6 +50,7 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     """How far in the future an ``occurred_at`` may be before the event is rejected."""
 
-    def topic(self, name: str) -> str:
-        """Full Kafka topic name for one of Warroom's topics."""
-        return f"{self.topic_prefix}{name}"
+    def topic(self, topic: Topic | str) -> str:
+        """Full Kafka topic name of one of Warroom's registered topics."""
+        found = by_name(topic) if isinstance(topic, str) else topic
+        return found.full_name(self.topic_prefix)

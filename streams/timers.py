@@ -31,8 +31,6 @@ from engine.state import CustomerState
 
 log = logging.getLogger(__name__)
 
-TIMERS = "timers"
-
 
 def encode_tick(customer_id: str, due: int) -> bytes:
     return orjson.dumps({"customer_id": customer_id, "due": due})

@@ -8,24 +8,9 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from schemas.topics import ALL_TOPICS, CUSTOMER_TOPICS, Partitioning
+
 from .settings import Settings
-
-CUSTOMER_TOPICS = (
-    "touchpoints",
-    "timers",
-    "interventions",
-    "dlq",
-    "intervention-feedback",
-    "rep-candidates",
-)
-"""Keyed by customer and co-partitioned: one worker owns a customer on all of them."""
-
-SHARED_TOPICS: dict[str, dict[str, str]] = {
-    "rules": {"cleanup.policy": "compact"},
-    "audit": {},
-    "metrics": {},
-}
-"""One partition each, read whole by every worker (rules) or by people and tools (audit)."""
 
 
 class TopicMismatch(RuntimeError):
@@ -38,21 +23,20 @@ async def ensure_topics(settings: Settings, wait_seconds: float = 60.0) -> list[
     await _start(admin, settings, wait_seconds)
     try:
         wanted = {
-            settings.topic(name): NewTopic(
-                settings.topic(name), settings.partitions, settings.replication_factor
+            settings.topic(t.name): NewTopic(
+                settings.topic(t.name),
+                settings.partitions if t.partitioning is Partitioning.CUSTOMER else 1,
+                settings.replication_factor,
+                topic_configs=dict(t.configs),
             )
-            for name in CUSTOMER_TOPICS
+            for t in ALL_TOPICS
         }
-        for name, config in SHARED_TOPICS.items():
-            wanted[settings.topic(name)] = NewTopic(
-                settings.topic(name), 1, settings.replication_factor, topic_configs=config
-            )
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics([wanted[n] for n in missing])
-        customer = {settings.topic(name) for name in CUSTOMER_TOPICS}
+        customer = {settings.topic(t.name) for t in CUSTOMER_TOPICS}
         await _check_partitions(admin, settings, sorted(customer & existing))
         return missing
     finally:

@@ -9,7 +9,7 @@ import aiohttp
 
 from schemas.codec import decode_intervention
 from schemas.models import Channel
-from streams.partitioning import customer_partition
+from schemas.partitioning import customer_partition
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics

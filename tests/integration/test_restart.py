@@ -11,7 +11,7 @@ import pytest
 
 from schemas.codec import decode_intervention
 from schemas.models import Channel
-from streams.partitioning import customer_partition
+from schemas.partitioning import customer_partition
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics

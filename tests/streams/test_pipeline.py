@@ -13,7 +13,7 @@ from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
 from schemas.codec import encode_touchpoint, encode_touchpoint_batch
 from schemas.models import Channel, Direction, TouchpointEvent
-from streams.partitioning import customer_partition
+from schemas.partitioning import customer_partition
 from streams.pipeline import Pipeline, RawRecord
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from connectors.chat import ChatMessage, InvalidChatInput, create_http_app, pars
 from connectors.publisher import MemoryTouchpointSink, envelopes
 from schemas.codec import decode_touchpoints
 from schemas.models import Direction, TouchpointEvent
-from streams.partitioning import customer_partition
+from schemas.partitioning import customer_partition
 
 RECEIVED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
