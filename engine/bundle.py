@@ -36,10 +36,18 @@ from .conditions import (
     WindowAggregate,
     compile_test,
 )
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import EngineError
-from .interventions import BODY_MAX, ROLE_MAX, TITLE_MAX, Template
+from .interventions import ContractBreach, Template, dry_run
 from .journeys import HOLDOUT, CompiledJourney, JourneyStep, Variant
+from .limits import (
+    BODY_MAX,
+    DURATION_MAX,
+    ID_MAX,
+    RULE_VERSION_MAX,
+    SHORT_NAME_MAX,
+    TITLE_MAX,
+)
 from .rules import CompiledRule, RuleMode
 from .state import CustomerState
 
@@ -262,7 +270,9 @@ class _Checker:
         except _Refused:
             return None
         name = self.attempt(lambda: self.name(top, "bundle", ""))
-        version = self.attempt(lambda: self.integer(top, "version", "", minimum=1))
+        version = self.attempt(
+            lambda: self.integer(top, "version", "", minimum=1, maximum=RULE_VERSION_MAX)
+        )
         lateness = self.attempt(lambda: self.duration(top, "allowed_lateness", "", zero_ok=True))
         self.lateness = (lateness or timedelta(0)) // ONE_MICROSECOND
         caps = (self.attempt(lambda: self.caps(top)) if "caps" in top else None) or (None, None)
@@ -396,7 +406,9 @@ class _Checker:
         for index, (item, item_line) in enumerate(
             zip(variants_value, variants_value.lines, strict=True)
         ):
-            variant = self.variant(item, item_line, f"{path}.variants[{index}]")
+            variant = self.variant(
+                item, item_line, f"{path}.variants[{index}]", journey_id, version
+            )
             if variant.name == HOLDOUT or any(v.name == variant.name for v in variants):
                 self.refuse(
                     item_line,
@@ -431,10 +443,17 @@ class _Checker:
             mode=RuleMode(mode_text),
         )
 
-    def variant(self, value: Any, line: int, path: str) -> Variant:
+    def variant(self, value: Any, line: int, path: str, journey_id: str, version: int) -> Variant:
         spec = self.mapping(value, line, path)
         self.keys(spec, path, ("name", "steps"), ("weight",))
         name = self.name(spec, "name", path)
+        if len(name) > SHORT_NAME_MAX:
+            self.refuse(
+                spec.lines["name"],
+                _join(path, "name"),
+                f"journey variant name: expected at most {SHORT_NAME_MAX} characters, "
+                f"found {len(name)}",
+            )
         weight = self.integer(spec, "weight", path, minimum=0) if "weight" in spec else 1
         steps_value = spec["steps"]
         if not isinstance(steps_value, _LocatedList) or not steps_value:
@@ -461,12 +480,30 @@ class _Checker:
                 self.refuse(
                     step.lines["id"], _join(here, "id"), f"step id {step_id!r} is used twice"
                 )
+            rule_id = f"{journey_id}.{step_id}"
+            if len(rule_id) > ID_MAX:
+                self.refuse(
+                    step.lines["id"],
+                    _join(here, "id"),
+                    f"journey and step id {rule_id!r} is the intervention's rule_id: expected "
+                    f"at most {ID_MAX} characters, found {len(rule_id)}",
+                )
+            template = self.then(step["then"], step.lines["then"], _join(here, "then"))
+            self.prove(
+                template,
+                rule_id,
+                version,
+                f"step {step_id} due" if when is None else when.label,
+                step.lines["then"],
+                _join(here, "then"),
+                experiment=(journey_id, name),
+            )
             steps.append(
                 JourneyStep(
                     step_id=step_id,
                     after=None if after is None else after // ONE_MICROSECOND,
                     when=when,
-                    template=self.then(step["then"], step.lines["then"], _join(here, "then")),
+                    template=template,
                 )
             )
         return Variant(name, weight, tuple(steps))
@@ -475,12 +512,14 @@ class _Checker:
         """``managers: {rep-id: manager-id}``: whom ``assignee: manager`` reaches."""
         managers = self.mapping(top["managers"], top.lines["managers"], "managers")
         for rep, manager in managers.items():
+            where = (managers.lines[rep], _join("managers", str(rep)))
             if not isinstance(rep, str) or not isinstance(manager, str) or not manager:
-                self.refuse(
-                    managers.lines[rep],
-                    _join("managers", str(rep)),
-                    f"expected rep-id: manager-id, found {rep!r}: {manager!r}",
-                )
+                self.refuse(*where, f"expected rep-id: manager-id, found {rep!r}: {manager!r}")
+            for what, text in (("rep id", rep), ("manager id", manager)):
+                if len(text) > ID_MAX:
+                    self.refuse(
+                        *where, f"{what}: expected at most {ID_MAX} characters, found {len(text)}"
+                    )
         self.managers = dict(managers)
 
     def caps(self, top: _Located) -> tuple[int | None, int | None]:
@@ -514,6 +553,9 @@ class _Checker:
         )
         if condition is None or template is None:
             raise _Refused
+        self.prove(
+            template, rule_id, version, condition.label, rule.lines["then"], _join(path, "then")
+        )
         return CompiledRule(
             rule_id=rule_id,
             version=version,
@@ -525,6 +567,28 @@ class _Checker:
         )
 
     # actions
+
+    def prove(
+        self,
+        template: Template,
+        rule_id: str,
+        version: int,
+        label: str,
+        line: int,
+        path: str,
+        experiment: tuple[str, str] | None = None,
+    ) -> None:
+        """Refuse an action whose intervention could fail the contract at event time."""
+        try:
+            dry_run(
+                template,
+                rule_id=rule_id,
+                rule_version=version,
+                condition_label=label,
+                experiment=experiment,
+            )
+        except ContractBreach as breach:
+            self.refuse(line, path, str(breach))
 
     def then(self, value: Any, line: int, path: str) -> Template:
         then = self.mapping(value, line, path)
@@ -539,14 +603,14 @@ class _Checker:
         severity = self.choice(then, "severity", path, tuple(s.value for s in Severity), None)
         assignee = self.text(then, "assignee", path, required=False) or "owner"
         if assignee not in ("owner", "manager") and not re.fullmatch(
-            rf"role:[a-z][a-z0-9_-]{{0,{ROLE_MAX - 1}}}", assignee
+            rf"role:[a-z][a-z0-9_-]{{0,{SHORT_NAME_MAX - 1}}}", assignee
         ):
             self.refuse(
                 then.lines["assignee"],
                 _join(path, "assignee"),
                 "expected 'owner', 'manager' or 'role:<name>' (e.g. role:pharmacist; a name of "
                 "at most "
-                f"{ROLE_MAX} lower-case letters, digits, '_' or '-'), found {assignee!r}",
+                f"{SHORT_NAME_MAX} lower-case letters, digits, '_' or '-'), found {assignee!r}",
                 "owner" if assignee.startswith("own") else None,
             )
         title = self.template_text(then, "title", path, limit=TITLE_MAX)
@@ -720,6 +784,14 @@ class _Checker:
             if not isinstance(operand, list) or not operand:
                 self.refuse(line, path, f"expected a non-empty list, found {_kind(operand)}")
             values = list(operand)
+            for item in values:
+                if isinstance(item, list | dict):
+                    self.refuse(
+                        line,
+                        path,
+                        "expected a list of single values (text, numbers, true or false), "
+                        f"found {_kind(item)} in it",
+                    )
         elif op in ("contains", "matches"):
             if not isinstance(operand, str):
                 self.refuse(line, path, f"expected text, found {_kind(operand)}")
@@ -972,13 +1044,23 @@ class _Checker:
             )
         return value
 
-    def integer(self, mapping: _Located, key: str, path: str, minimum: int) -> int:
+    def integer(
+        self, mapping: _Located, key: str, path: str, minimum: int, maximum: int | None = None
+    ) -> int:
         value = mapping[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            expected = (
+                f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            )
             self.refuse(
                 mapping.lines[key],
                 _join(path, key),
-                f"expected a whole number of at least {minimum}, found {value!r}",
+                f"expected a whole number {expected}, found {value!r}",
             )
         return value
 
@@ -1019,10 +1101,15 @@ class _Checker:
     ) -> timedelta | None:
         if key not in mapping:
             return None
+        longest = f"expected a duration of at most {format_duration(DURATION_MAX)} (ten years)"
         try:
             value = parse_duration(mapping[key])
+        except OverflowError:
+            self.refuse(mapping.lines[key], _join(path, key), f"{longest}, found {mapping[key]!r}")
         except ValueError as exc:
             self.refuse(mapping.lines[key], _join(path, key), str(exc))
+        if value > DURATION_MAX:
+            self.refuse(mapping.lines[key], _join(path, key), f"{longest}, found {mapping[key]!r}")
         if value <= timedelta(0) and not zero_ok:
             self.refuse(
                 mapping.lines[key],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
+from pydantic import ValidationError
 from schemas.models import (
     Experiment,
     Explanation,
@@ -18,10 +19,21 @@ from schemas.models import (
     Severity,
 )
 
-TITLE_MAX = 500
-BODY_MAX = 20_000
-ROLE_MAX = 64
-"""Limits of the InterventionCommand contract; rendered text longer than these is clipped."""
+from .conditions import MAX_EXPLAINED_EVENTS
+from .errors import EngineError
+from .limits import (
+    BODY_MAX,
+    ID_MAX,
+    KIND_MAX,
+    LATEST_EVENT_TIME,
+    SHORT_NAME_MAX,
+    TITLE_MAX,
+    TOUCHPOINT_TEXT_MAX,
+)
+
+ROLE_MAX = SHORT_NAME_MAX
+"""Limits of the InterventionCommand contract; rendered text longer than the title and body
+limits is clipped."""
 
 INTERVENTION_NAMESPACE = uuid.UUID("0b9d1c52-6f0e-5c7a-9d7e-5b1f2a7c9e31")
 """Namespace of the name-based UUIDs used as intervention ids."""
@@ -123,6 +135,65 @@ class Template:
         if self.assignee_role is None:
             return owner, None
         return None, self.assignee_role
+
+
+class ContractBreach(EngineError):
+    """A rule or journey step would emit an intervention the contract refuses."""
+
+
+def dry_run(
+    template: Template,
+    *,
+    rule_id: str,
+    rule_version: int,
+    condition_label: str,
+    experiment: tuple[str, str] | None = None,
+) -> list[InterventionCommand]:
+    """Render ``template`` as it would be at event time, with the longest inputs a touchpoint
+    may bring, and return the interventions; raise :class:`ContractBreach` naming the field
+    of the InterventionCommand contract that one of them breaks.
+
+    The inputs: a customer id, rep id and touchpoint ids of the contract's longest length,
+    the longest text as the observed value, as many triggering touchpoints as an
+    explanation names, the longest touchpoint kind (and a timer), no owner and an owner
+    (for ``assignee: manager``, the one whose manager id is longest), at the latest event
+    time a bundle is proven for. Each field of the command is checked by the pydantic
+    model, which is the contract the Avro schema mirrors (rule_version an int, enums,
+    timestamps in range).
+    """
+    owners: list[str | None] = [None, "r" * ID_MAX]
+    if template.to_manager and template.managers:
+        owners.append(max(template.managers, key=lambda rep: len(template.managers[rep])))
+    event_ids = tuple(f"{n:03d}".ljust(ID_MAX, "e") for n in range(MAX_EXPLAINED_EVENTS))
+    rendered: list[InterventionCommand] = []
+    for index, owner in enumerate(owners):
+        try:
+            rendered.append(
+                template.render(
+                    rule_id=rule_id,
+                    rule_version=rule_version,
+                    customer_id="c" * ID_MAX,
+                    rep_id=owner,
+                    matched=((condition_label, "o" * TOUCHPOINT_TEXT_MAX),),
+                    triggering_event_ids=event_ids,
+                    triggered_at=LATEST_EVENT_TIME,
+                    event_kind="k" * KIND_MAX if index else None,
+                    now=LATEST_EVENT_TIME,
+                    experiment=experiment,
+                )
+            )
+        except ValidationError as invalid:
+            error = invalid.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            found = error.get("input")
+            shown = f" (found {len(found)})" if isinstance(found, str) else ""
+            raise ContractBreach(
+                "the intervention it would emit breaks the InterventionCommand contract: "
+                f"{where}: {error['msg']}{shown}"
+            ) from None
+        except (OverflowError, ValueError) as exc:
+            raise ContractBreach(f"the intervention it would emit cannot be built: {exc}") from None
+    return rendered
 
 
 def _clip(text: str, limit: int) -> str:

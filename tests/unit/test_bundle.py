@@ -134,7 +134,9 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
             then: {kind: task, title: "{custmer_id}", due_in: 1h}
     """
     found = problems(text)
-    assert any(":3: version: expected a whole number of at least 1, found 0" in p for p in found)
+    assert any(
+        ":3: version: expected a whole number from 1 to 2147483647, found 0" in p for p in found
+    )
     assert any(
         "rules[0].when.event.kind: a touchpoint kind is lower_snake_case" in p for p in found
     )

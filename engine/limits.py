@@ -1,0 +1,56 @@
+"""Bounds on what a rule bundle may bring, checked when it is loaded.
+
+Every number a bundle is held to lives here, so the loader, the tests and the
+reference (docs/rules.md, "Limits") speak of the same values. The lengths of the
+InterventionCommand contract are repeated here because a bundle must be refused
+at load time when an intervention it would emit could not satisfy them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+# --- the bundle as a whole -------------------------------------------------------------
+
+BUNDLE_BYTES_MAX = 256 * 1024
+"""Size of a bundle's YAML text, in bytes (UTF-8); checked before it is parsed."""
+RULES_MAX = 2_000
+"""Rules in one bundle."""
+JOURNEYS_MAX = 200
+"""Journeys in one bundle."""
+STEPS_MAX = 50
+"""Steps in one variant of a journey."""
+CONDITION_NODES_MAX = 20_000
+"""Conditions in one bundle, counting every nested ``all``/``any``/``not`` item, every
+journey entry, exit, conversion and step ``when``."""
+PATTERN_CHARS_MAX = 1_000
+"""Characters in one ``matches`` regular expression."""
+LIST_ITEMS_MAX = 1_000
+"""Values in one ``in`` or ``not_in`` list."""
+COUNT_MAX = 1_000
+"""``count`` ``at_least`` and ``streak`` ``length``: what a customer's memory keeps grows
+with them."""
+DURATION_MAX = timedelta(days=3_650)
+"""Any duration in a bundle (``within``, ``cooldown``, ``due_in``, ``after``,
+``allowed_lateness``): ten years."""
+
+# --- the InterventionCommand contract (schemas/models.py) -----------------------------
+
+ID_MAX = 128
+"""Ids: intervention, customer, rep, rule, experiment."""
+SHORT_NAME_MAX = 64
+"""Assignee role and experiment variant."""
+TITLE_MAX = 500
+BODY_MAX = 20_000
+RULE_VERSION_MAX = 2**31 - 1
+"""``rule_version`` is an Avro int."""
+
+# --- the worst case a load-time dry run renders ---------------------------------------
+
+TOUCHPOINT_TEXT_MAX = 20_000
+"""Longest ``text`` a touchpoint may carry: the longest ``{observed}`` value."""
+KIND_MAX = 64
+"""Longest touchpoint ``kind``: the longest ``{event_kind}`` value."""
+LATEST_EVENT_TIME = datetime(9989, 12, 31, tzinfo=UTC)
+"""The latest event time a load-time dry run fires at: with ``due_in`` at most
+DURATION_MAX, ``due_at`` stays within the calendar."""
