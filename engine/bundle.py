@@ -30,10 +30,12 @@ from .conditions import (
     FieldTest,
     Getter,
     Not,
+    PatternRefused,
     Sequence_,
     StateThreshold,
     Streak,
     WindowAggregate,
+    compile_pattern,
     compile_test,
 )
 from .durations import format_duration, parse_duration
@@ -804,9 +806,14 @@ class _Checker:
             values = []
         if op == "matches":
             try:
-                re.compile(operand)
-            except re.error as exc:
-                self.refuse(line, path, f"not a valid regular expression: {exc}")
+                compile_pattern(operand)
+            except PatternRefused as exc:
+                self.refuse(
+                    line,
+                    path,
+                    "expected a regular expression of the RE2 syntax (linear time), "
+                    f"found {operand!r}: {exc}",
+                )
         allowed = ENUM_FIELDS.get(name)
         for item in values:
             if allowed is not None and item not in allowed:

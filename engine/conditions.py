@@ -15,12 +15,12 @@ deadline passes, whether a touchpoint or a timer notices it first.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import re2
 from schemas.models import TouchpointEvent
 
 from .durations import format_duration
@@ -517,9 +517,32 @@ def compile_test(op: str, expected: Any) -> Test:
         needle = str(expected).casefold()
         return lambda actual: isinstance(actual, str) and needle in actual.casefold()
     if op == "matches":
-        pattern = re.compile(expected)
+        pattern = compile_pattern(expected)
         return lambda actual: isinstance(actual, str) and pattern.search(actual) is not None
     raise ValueError(f"unknown operator {op!r}")
+
+
+class PatternRefused(ValueError):
+    """A ``matches`` pattern RE2 cannot run; the message is RE2's reason."""
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A ``matches`` pattern compiled by RE2, which runs in time linear in the text.
+
+    Semantics kept from the rule language: ``search`` (found anywhere in the text), case
+    matters unless the pattern says ``(?i)``, and characters (not bytes) are matched,
+    since RE2 reads the pattern and the text as UTF-8. What RE2 cannot express
+    (backreferences, lookaround, ``(?x)``, ``\\Z``, ...) raises :class:`PatternRefused`.
+    """
+    options = re2.Options()
+    options.log_errors = False  # the reason is in the exception; nothing goes to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternRefused(str(reason)) from None
 
 
 def same(actual: Any, expected: Any) -> bool:

@@ -198,7 +198,7 @@ def test_bad_regular_expressions_and_assignees_are_refused() -> None:
             then: {kind: task, title: t, due_in: 1h, assignee: pharmacist}
     """
     found = problems(text)
-    assert any("not a valid regular expression" in p for p in found)
+    assert any("expected a regular expression of the RE2 syntax" in p for p in found)
     assert any("expected 'owner', 'manager' or 'role:<name>'" in p for p in found)
 
 
