@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas.codec import encode_touchpoint
 from schemas.models import Channel, Direction, TouchpointEvent
@@ -239,4 +240,95 @@ async def wait_until_committed(
                 raise AssertionError(f"not committed past {behind}\n{worker.tail_log()}")
             await asyncio.sleep(0.2)
     finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- chaos helpers
+
+
+def worker_pid(worker: WorkerProcess) -> int | None:
+    """Process id of the running worker, or None when it is not running."""
+    process = worker._process
+    return None if process is None or process.poll() is not None else process.pid
+
+
+def worker_exit_code(worker: WorkerProcess) -> int | None:
+    """Exit code of a worker that has exited by itself; None while it runs (or never ran)."""
+    process = worker._process
+    return None if process is None else process.poll()
+
+
+def forget_exited(worker: WorkerProcess) -> None:
+    """After the worker exited by itself, make it startable again (a supervisor's restart)."""
+    process = worker._process
+    assert process is not None and process.poll() is not None, "worker is still running"
+    worker._process = None
+
+
+async def produce_records(
+    settings: Settings,
+    records: list[tuple[int | None, bytes | None, bytes | None]],
+    topic: str = "touchpoints",
+    max_request_size: int = 2 * 1024 * 1024,
+) -> None:
+    """Write (partition, key, value) records fast, pipelined, in order per partition;
+    ``partition`` None lets the key decide, as Kafka's default partitioner would."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=max_request_size,
+        linger_ms=5,
+    )
+    await producer.start()
+    try:
+        name = settings.topic(topic)
+        pending = []
+        for partition, key, value in records:
+            pending.append(await producer.send(name, value, key=key, partition=partition))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def group_progress(
+    settings: Settings, topic: str = "touchpoints"
+) -> AsyncIterator[Callable[[], Awaitable[tuple[int, int]]]]:
+    """A probe returning (records the worker group has committed past, records in the
+    topic), summed over the partitions of ``topic``; one connection for many calls."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    await admin.start()
+    try:
+        name = settings.topic(topic)
+        cluster = await consumer._client.fetch_all_metadata()
+        numbers = cluster.partitions_for_topic(name) or set()
+        assert numbers, f"topic {name!r} does not exist"
+        partitions = [TopicPartition(name, p) for p in sorted(numbers)]
+
+        async def probe() -> tuple[int, int]:
+            ends = await consumer.end_offsets(partitions)
+            try:
+                committed = await admin.list_consumer_group_offsets(settings.app_id)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                committed = {}  # e.g. the group coordinator is not elected yet
+            done = sum(
+                min(committed[tp].offset, ends[tp])
+                for tp in partitions
+                if tp in committed and committed[tp].offset >= 0
+            )
+            return done, sum(ends.values())
+
+        yield probe
+    finally:
+        await consumer.stop()
         await admin.close()

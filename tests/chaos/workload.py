@@ -1,0 +1,296 @@
+"""Seeded touchpoint loads, the oracle that says which interventions they must cause,
+and the checks every chaos scenario shares."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaProducer
+
+from connectors.publisher import envelopes
+from engine.builtin import BUILTIN_BUNDLE
+from engine.bundle import load_bundle
+from engine.rulebook import RuleBook
+from engine.timestamps import TimestampPolicy
+from schemas.codec import decode_intervention, encode_touchpoint
+from schemas.models import Channel, Direction, InterventionCommand, TouchpointEvent
+from schemas.partitioning import customer_partition
+from streams.pipeline import BatchResult, Pipeline, RawRecord
+from streams.settings import Settings
+from tests.integration.harness import WorkerProcess, read_all, read_to_end
+
+SCALE_ENV = "WARROOM_CHAOS_SCALE"
+
+Record = tuple[int | None, bytes | None, bytes | None]
+"""(partition, key, value) as produced; partition None: the key decides."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    kill_touchpoints: int
+    kills: int
+    broker_touchpoints: int
+    scale_touchpoints: int
+    malformed: int
+    malformed_valid_touchpoints: int
+    huge_records: int
+    touchpoints_per_second: int
+    """How fast the scenarios feed the worker while they disturb it."""
+
+
+REDUCED = Scale(
+    name="reduced",
+    kill_touchpoints=20_000,
+    kills=2,
+    broker_touchpoints=6_000,
+    scale_touchpoints=12_000,
+    malformed=1_000,
+    malformed_valid_touchpoints=4_000,
+    huge_records=4,
+    touchpoints_per_second=4_000,
+)
+FULL = Scale(
+    name="full",
+    kill_touchpoints=200_000,
+    kills=8,
+    broker_touchpoints=60_000,
+    scale_touchpoints=100_000,
+    malformed=10_000,
+    malformed_valid_touchpoints=40_000,
+    huge_records=20,
+    touchpoints_per_second=5_000,
+)
+
+
+def scale_from_env() -> Scale:
+    name = os.environ.get(SCALE_ENV, "").strip() or REDUCED.name
+    for scale in (REDUCED, FULL):
+        if scale.name == name:
+            return scale
+    raise ValueError(f"{SCALE_ENV} must be {REDUCED.name!r} or {FULL.name!r}, found {name!r}")
+
+
+# --------------------------------------------------------------------------- load
+
+# (weight, channel, kind, direction): outbound-heavy, so the built-in streak rule
+# (3 outbound messages without an inbound reply) fires often and depends on counts.
+_KINDS = (
+    (0.30, Channel.CHAT, "message_sent", Direction.OUTBOUND),
+    (0.22, Channel.EMAIL, "email_sent", Direction.OUTBOUND),
+    (0.14, Channel.CHAT, "message_received", Direction.INBOUND),
+    (0.06, Channel.EMAIL, "email_received", Direction.INBOUND),
+    (0.20, Channel.PRODUCT, "feature_used", Direction.NONE),
+    (0.08, Channel.WEB, "page_view", Direction.NONE),
+)
+
+
+def generate_events(
+    n: int, customers: int, seed: int, tag: str, span: timedelta = timedelta(hours=6)
+) -> list[TouchpointEvent]:
+    """``n`` touchpoints of ``customers`` customers over the ``span`` before now, in time
+    order (so no customer's touchpoint is ever late)."""
+    rng = random.Random(seed)
+    weights = [k[0] for k in _KINDS]
+    start = datetime.now(UTC) - span - timedelta(minutes=1)
+    step = span / max(1, n)
+    events = []
+    for number in range(n):
+        _, channel, kind, direction = rng.choices(_KINDS, weights)[0]
+        customer = f"{tag}-{rng.randrange(customers):05d}"
+        at = start + step * number
+        events.append(
+            TouchpointEvent(
+                event_id=f"{tag}-e{number}",
+                customer_id=customer,
+                occurred_at=at,
+                received_at=at,
+                channel=channel,
+                kind=kind,
+                direction=direction,
+                rep_id=f"rep-{rng.randrange(40):02d}",
+                source="chaos/1",
+                text="checking in on the renewal" if channel is Channel.CHAT else None,
+            )
+        )
+    return events
+
+
+def encode_mixed(
+    events: Sequence[TouchpointEvent], partitions: int, rng: random.Random
+) -> list[Record]:
+    """Events as records, in order: runs of single records keyed by customer mixed with
+    envelopes of up to 40 events of one partition (key None)."""
+    records: list[Record] = []
+    for start in range(0, len(events), 200):
+        chunk = events[start : start + 200]
+        if rng.random() < 0.4:
+            for event in chunk:
+                records.append((None, event.customer_id.encode(), encode_touchpoint(event)))
+        else:
+            records.extend(envelopes(chunk, partitions, max_events=40))
+    return records
+
+
+async def produce_paced(
+    settings: Settings,
+    records: Sequence[Record],
+    events_per_record: float,
+    per_second: int,
+    progress: list[int] | None = None,
+) -> float:
+    """Produce ``records`` in slices ten times a second at about ``per_second`` events;
+    returns the seconds it took. ``progress[0]`` counts the records sent so far."""
+    started = time.monotonic()
+    per_slice = max(1, int(per_second / 10 / max(events_per_record, 1e-9)))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=120_000,
+    )
+    await producer.start()
+    try:
+        topic = settings.topic("touchpoints")
+        for index, begin in enumerate(range(0, len(records), per_slice)):
+            sent = [
+                await producer.send(topic, value, key=key, partition=partition)
+                for partition, key, value in records[begin : begin + per_slice]
+            ]
+            await asyncio.gather(*sent)
+            if progress is not None:
+                progress[0] = begin + len(sent)
+            ahead = started + (index + 1) * 0.1 - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    finally:
+        await producer.stop()
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def oracle_pipeline(settings: Settings, bundles: Sequence[str] = ()) -> Pipeline:
+    """A fresh Pipeline configured as the worker configures its own."""
+    rulebook = RuleBook(BUILTIN_BUNDLE, *(load_bundle(text, "chaos") for text in bundles))
+    return Pipeline(
+        rulebook=rulebook,
+        timestamps=TimestampPolicy(
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
+        ),
+        partitions=settings.partitions,
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        timers_topic=settings.topic("timers"),
+    )
+
+
+async def oracle(settings: Settings, bundles: Sequence[str] = ()) -> BatchResult:
+    """What the worker must have decided: the touchpoints topic as Kafka holds it (offset
+    order per partition), run through a fresh Pipeline without Kafka."""
+    by_partition = await read_to_end(settings, "touchpoints")
+    records = [
+        RawRecord(r.topic, r.partition, r.offset, r.key, r.value)
+        for tp in sorted(by_partition, key=lambda tp: tp.partition)
+        for r in by_partition[tp]
+    ]
+    return oracle_pipeline(settings, bundles).process(records, lambda _: None, datetime.now(UTC))
+
+
+@dataclass
+class Verdict:
+    expected: int
+    emitted: int
+    duplicates: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "interventions_expected": self.expected,
+            "interventions_emitted": self.emitted,
+            "duplicates": sum(n - 1 for n in self.duplicates.values()),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+        }
+
+    def problems(self) -> str:
+        return (
+            f"{len(self.missing)} missing (e.g. {self.missing[:5]}), "
+            f"{len(self.duplicates)} duplicated (e.g. {list(self.duplicates.items())[:5]}), "
+            f"{len(self.unexpected)} unexpected (e.g. {self.unexpected[:5]})"
+        )
+
+    @property
+    def exact(self) -> bool:
+        return not (self.duplicates or self.missing or self.unexpected)
+
+
+def compare(
+    expected: Sequence[InterventionCommand], emitted: Sequence[InterventionCommand]
+) -> Verdict:
+    wanted = Counter(c.intervention_id for c in expected)
+    assert all(n == 1 for n in wanted.values()), "the oracle itself repeats an intervention id"
+    found = Counter(c.intervention_id for c in emitted)
+    return Verdict(
+        expected=len(wanted),
+        emitted=sum(found.values()),
+        duplicates={i: n for i, n in found.items() if n > 1},
+        missing=sorted(set(wanted) - set(found)),
+        unexpected=sorted(set(found) - set(wanted)),
+    )
+
+
+async def emitted_interventions(settings: Settings) -> list[InterventionCommand]:
+    """Every committed intervention, read like a CRM would (read_committed)."""
+    found: list[InterventionCommand] = await read_all(
+        settings, "interventions", decode_intervention
+    )
+    return found
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]],
+    what: str,
+    within: float,
+    workers: Sequence[WorkerProcess] = (),
+    every: float = 0.1,
+) -> float:
+    """Poll until ``condition`` holds; returns the seconds it took."""
+    started = time.monotonic()
+    while not await condition():
+        for worker in workers:
+            worker.assert_alive()
+        if time.monotonic() - started > within:
+            logs = "\n".join(f"--- {w.log.name}\n{w.tail_log(40)}" for w in workers)
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}\n{logs}")
+        await asyncio.sleep(every)
+    return time.monotonic() - started
+
+
+def customer_on(partition: int, partitions: int, tag: str) -> str:
+    for n in range(100_000):
+        name = f"{tag}-{n}"
+        if customer_partition(name, partitions) == partition:
+            return name
+    raise AssertionError(f"no customer name found for partition {partition}")
+
+
+def tracebacks(worker: WorkerProcess) -> list[str]:
+    """Lines of the worker's log that start a Python traceback."""
+    if not worker.log.exists():
+        return []
+    return [
+        line for line in worker.log.read_text(errors="replace").splitlines() if "Traceback" in line
+    ]
