@@ -3,10 +3,17 @@
 A new version replaces its bundle only if it compiles, its version is higher
 than the running one, and its rule ids do not collide with another bundle's.
 Otherwise it is refused with the reasons, and what was running keeps running.
+
+A :class:`BundleLedger` decides which records of the (compacted) rules log a worker
+still has to offer, given what it accepted before: compaction may leave a refused
+record as the only one of its bundle, and that record must never replace the version
+that was accepted before it.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -59,7 +66,7 @@ class RuleBook:
             bundle = load_bundle(text, source)
         except InvalidBundle as invalid:
             return Verdict(name, False, None, tuple(str(p) for p in invalid.problems))
-        problems = self._conflicts(bundle, expected_name)
+        problems = self.refusals(bundle, text, expected_name)
         if problems:
             return Verdict(bundle.name, False, bundle.version, tuple(str(p) for p in problems))
         self._bundles[bundle.name] = bundle
@@ -83,13 +90,16 @@ class RuleBook:
             self._rebuild()
         return Verdict(name, True, None if running is None else running.version)
 
-    def _conflicts(self, bundle: RuleBundle, expected_name: str | None) -> list[BundleProblem]:
+    def refusals(
+        self, bundle: RuleBundle, text: str, expected_name: str | None = None
+    ) -> list[BundleProblem]:
+        """Why this rule book would refuse ``bundle`` (compiled from ``text``), or nothing."""
         problems: list[BundleProblem] = []
         if expected_name is not None and bundle.name != expected_name:
             problems.append(
                 BundleProblem(
                     bundle.source,
-                    1,
+                    _line_of(text, "bundle"),
                     "bundle",
                     f"published under the key {expected_name!r} but named {bundle.name!r}",
                 )
@@ -99,7 +109,7 @@ class RuleBook:
             problems.append(
                 BundleProblem(
                     bundle.source,
-                    2,
+                    _line_of(text, "version"),
                     "version",
                     f"expected a version above the running {running.version}, found "
                     f"{bundle.version}",
@@ -143,3 +153,67 @@ class RuleBook:
         self.journeys = tuple(
             journey for name in sorted(self._bundles) for journey in self._bundles[name].journeys
         )
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line of top-level ``key`` in bundle YAML (1 if it cannot be found)."""
+    found = re.search(rf"^{re.escape(key)}\s*:", text, re.MULTILINE)
+    return text.count("\n", 0, found.start()) + 1 if found else 1
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What was last accepted for bundle ``name``: the text of the record at ``position``
+    in the rules log, or None when that record was a deletion."""
+
+    name: str
+    position: int
+    text: str | None
+
+
+class BundleLedger:
+    """Feeds a :class:`RuleBook` from the rules log, after what was kept as accepted.
+
+    :meth:`restore` loads the kept bundles first; :meth:`decide` then offers the log's
+    records, except those of a bundle at or before the position of its kept record:
+    they were decided already, and whatever compaction left of them (an older version,
+    a broken text) cannot replace what was accepted after them.
+    """
+
+    def __init__(self, book: RuleBook) -> None:
+        self.book = book
+        self._decided: dict[str, int] = {}
+
+    def restore(self, kept: Iterable[Kept], log_end: int) -> list[Verdict]:
+        """Load the newest kept record of each bundle (by log position), oldest first.
+
+        A kept position at or past ``log_end`` (the rules log was recreated) is not
+        trusted: that bundle's records on the log are all offered again. A kept text
+        the rule book now refuses is reported, and that bundle's records are offered
+        again too.
+        """
+        newest: dict[str, Kept] = {}
+        for entry in kept:
+            if entry.name not in newest or entry.position > newest[entry.name].position:
+                newest[entry.name] = entry
+        verdicts: list[Verdict] = []
+        for entry in sorted(newest.values(), key=lambda e: e.position):
+            if entry.text is None:
+                verdict = self.book.withdraw(entry.name)
+            else:
+                source = f"rules-accepted ({entry.name}, rules@{entry.position})"
+                verdict = self.book.offer(entry.text, source, expected_name=entry.name)
+            verdicts.append(verdict)
+            if verdict.accepted and entry.position < log_end:
+                self._decided[entry.name] = entry.position
+        return verdicts
+
+    def decide(self, name: str, position: int, text: str | None, source: str) -> Verdict | None:
+        """Offer the log's record at ``position`` (a deletion if ``text`` is None); None if
+        it was decided before the kept record of its bundle."""
+        if position <= self._decided.get(name, -1):
+            return None
+        self._decided[name] = position
+        if text is None:
+            return self.book.withdraw(name)
+        return self.book.offer(text, source, expected_name=name)
