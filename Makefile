@@ -7,7 +7,7 @@ BROKER := $(PY) deploy/kafka/broker.py
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka run test test-unit lint bench clean
+.PHONY: help venv kafka run test test-unit lint bench bench-chat clean
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: venv ## ruff and mypy
 
 bench: venv kafka ## throughput: naive Faust agent vs Warroom's pipeline on a local broker
 	$(BROKER) run -- $(PY) bench/throughput.py $(BENCH_ARGS)
+
+bench-chat: venv kafka ## chat intake: 50 HTTP clients for 60 s, no 5xx, every accepted event once
+	$(BROKER) run -- $(PY) bench/chat_load.py $(BENCH_ARGS)
 
 clean: ## remove the venv and caches (keeps downloaded broker jars)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,11 +1,15 @@
 """Chat connector: chat messages as JSON over HTTP or from a JSONL file -> touchpoints.
 
-A request is validated as a whole before anything is published, and published
-in one Kafka transaction, so a client never sees half of a request land.
+A request is validated, converted and encoded as a whole before anything is
+published, and published in one Kafka transaction, so a client never sees half of
+a request land. Answers: 202 published; 400 not JSON; 413 body too large; 422 a
+message is invalid or does not convert (each problem names the message and
+field); 503 with Retry-After only when Kafka did not take it now.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +21,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .publisher import TouchpointSink
+from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
+
+log = logging.getLogger(__name__)
 
 SOURCE = "chat-http/0.1.0"
 MAX_MESSAGES_PER_REQUEST = 1000
@@ -146,32 +152,75 @@ def read_jsonl(path: Path) -> list[ChatMessage]:
         return parse_jsonl(lines)
 
 
+_CHAT_FIELD = {"event_id": "message_id", "occurred_at": "sent_at"}
+"""Touchpoint fields named as the chat message calls them."""
+
+
+def to_touchpoints(messages: Sequence[ChatMessage], received_at: datetime) -> list[TouchpointEvent]:
+    """Every message as a touchpoint; raise once, naming every message that does not
+    convert and why."""
+    events: list[TouchpointEvent] = []
+    problems: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        try:
+            events.append(message.to_touchpoint(received_at))
+        except ValidationError as exc:
+            for problem in _problems(exc, index=index):
+                head, _, rest = problem["field"].partition(".")
+                field = _CHAT_FIELD.get(head, head) + (f".{rest}" if rest else "")
+                message_text = f"does not convert to a touchpoint: {problem['message']}"
+                problems.append({**problem, "field": field, "message": message_text})
+    if problems:
+        raise InvalidChatInput(problems)
+    return events
+
+
 async def publish_messages(
     sink: TouchpointSink, messages: Sequence[ChatMessage], clock: Clock = utc_now
 ) -> list[TouchpointEvent]:
-    received_at = clock()
-    events = [message.to_touchpoint(received_at) for message in messages]
-    await sink.publish(events)
+    """Convert and publish; raises InvalidChatInput for messages that cannot be published
+    (never worth retrying) and PublishUnavailable when Kafka did not take them now."""
+    events = to_touchpoints(messages, clock())
+    try:
+        await sink.publish(events)
+    except UnpublishableTouchpoints as exc:
+        index = {event.event_id: n for n, event in enumerate(events)}
+        raise InvalidChatInput(
+            [
+                {
+                    "index": index.get(p["event_id"]),
+                    "field": "(message)",
+                    "message": f"does not encode as a touchpoint: {p['message']}",
+                }
+                for p in exc.problems
+            ]
+        ) from exc
     return events
 
 
 def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Application:
-    """``POST /v1/messages`` takes one message or a JSON list of them."""
+    """``POST /v1/messages`` takes one message or a JSON list of them; ``GET /healthz``
+    says the process is up (liveness), ``GET /readyz`` whether it can publish now."""
 
     async def post_messages(request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            message = f"expected a body of at most {MAX_BODY_BYTES} bytes, found more"
+            return _error(413, [{"field": "(body)", "message": message}])
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return _error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
         try:
             messages = parse_messages(payload)
+            events = await publish_messages(sink, messages, clock)
         except InvalidChatInput as exc:
             return _error(422, exc.problems)
-        try:
-            events = await publish_messages(sink, messages, clock)
-        except Exception as exc:  # the transaction was aborted: nothing landed
-            return _error(503, [{"field": "(kafka)", "message": f"not published, retry: {exc!r}"}])
+        except PublishUnavailable as exc:  # the transaction was aborted: nothing landed
+            response = _error(503, [{"field": "(kafka)", "message": str(exc)}])
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
+            return response
         return web.json_response(
             {"accepted": len(events), "event_ids": [e.event_id for e in events]},
             status=202,
@@ -181,9 +230,24 @@ def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Applica
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def ready(request: web.Request) -> web.Response:
+        state = sink.readiness()
+        return web.json_response(
+            {
+                "status": "ready" if state.ready else "not ready",
+                "reason": state.reason,
+                "transactional_id": state.transactional_id,
+                "recoveries": state.recoveries,
+                "last_error": state.last_error,
+            },
+            status=200 if state.ready else 503,
+            dumps=_dumps,
+        )
+
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/messages", post_messages)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", ready)
     return app
 
 

@@ -7,26 +7,24 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from streams.settings import Settings
-
 from .chat import ChatMessage, create_http_app, publish_messages
 from .publisher import KafkaTouchpointSink
+from .settings import IntakeSettings
 
 
-def _sink(settings: Settings, client_id: str) -> KafkaTouchpointSink:
-    return KafkaTouchpointSink(
-        settings.bootstrap_servers, settings.topic("touchpoints"), settings.partitions, client_id
-    )
-
-
-async def serve(settings: Settings, host: str, port: int) -> None:
-    sink = _sink(settings, f"{settings.app_id}-chat-http")
+async def serve(settings: IntakeSettings, host: str, port: int) -> None:
+    """Serve ``POST /v1/messages``, ``/healthz`` and ``/readyz`` until cancelled."""
+    sink = KafkaTouchpointSink(settings)
     await sink.start()
     runner = web.AppRunner(create_http_app(sink))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    print(f"chat connector listening on http://{host}:{port}/v1/messages", flush=True)
+    print(
+        f"chat connector listening on http://{host}:{port}/v1/messages "
+        f"(producer {sink.readiness().transactional_id})",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -34,8 +32,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         await sink.stop()
 
 
-async def publish_file(settings: Settings, messages: Sequence[ChatMessage]) -> int:
-    sink = _sink(settings, f"{settings.app_id}-chat-file")
+async def publish_file(settings: IntakeSettings, messages: Sequence[ChatMessage]) -> int:
+    sink = KafkaTouchpointSink(settings)
     await sink.start()
     try:
         return len(await publish_messages(sink, messages))

@@ -8,10 +8,14 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.topics import TAILABLE
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.settings import IntakeSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_chat_serve)
     send = chat_commands.add_parser("send", help="publish a JSONL file of chat messages")
     send.add_argument("file", type=Path)
+    for command in (serve, send):
+        command.add_argument(
+            "--instance-id",
+            default=None,
+            help="names this replica's Kafka producers (default: APP_ID-chat-...-HOSTNAME; "
+            "each producer adds a random suffix)",
+        )
     send.set_defaults(run=_chat_send)
 
     rules = commands.add_parser("rules", help="check and publish rule bundles")
@@ -102,10 +113,27 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _intake_settings(args: argparse.Namespace, role: str) -> IntakeSettings:
+    import socket
+
+    from connectors.settings import IntakeSettings
+    from schemas.topics import TOUCHPOINTS
+
+    settings = Settings()
+    instance = args.instance_id or f"{settings.app_id}-{role}-{socket.gethostname()}"
+    return IntakeSettings(
+        bootstrap_servers=settings.bootstrap_servers,
+        topic=settings.topic(TOUCHPOINTS),
+        partitions=settings.partitions,
+        instance_id=instance,
+    )
+
+
 def _chat_serve(args: argparse.Namespace) -> int:
     from connectors.chat_service import serve
 
-    asyncio.run(serve(Settings(), args.host, args.port))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(_intake_settings(args, "chat-http"), args.host, args.port))
     return 0
 
 
@@ -123,7 +151,7 @@ def _chat_send(args: argparse.Namespace) -> int:
             )
         print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 2
-    count = asyncio.run(publish_file(Settings(), messages))
+    count = asyncio.run(publish_file(_intake_settings(args, "chat-file"), messages))
     print(f"published {count} touchpoint(s)")
     return 0
 
@@ -178,7 +206,7 @@ def _rules_delete(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from .explain_cli import show_customer
 
-    return asyncio.run(show_customer(args.url, args.customer_id))
+    return asyncio.run(show_customer(args.url, args.customer_id, Settings().admin_token))
 
 
 def _tail(args: argparse.Namespace) -> int:

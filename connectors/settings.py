@@ -1,0 +1,40 @@
+"""The plain values a connector needs, handed to it by whoever starts it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    """Where a connector publishes touchpoints and how its producer behaves."""
+
+    bootstrap_servers: str
+    topic: str
+    """Full name of the touchpoints topic (prefix included)."""
+    partitions: int
+    """Partition count of the touchpoints topic: records go where the worker expects them."""
+    instance_id: str
+    """Names this connector replica; every producer it creates gets a transactional id of
+    ``<instance_id>-<random suffix>`` so no two producers, here or in another replica,
+    ever share one."""
+    transaction_timeout_ms: int = 10_000
+    """How long the broker keeps a transaction of a crashed replica open before aborting
+    it; until then read_committed consumers of its partitions wait."""
+    publish_timeout_seconds: float = 10.0
+    """A transaction not ended within this time fails its requests with 503 and its
+    producer is replaced."""
+    max_events_per_transaction: int = 10_000
+    """Concurrent requests share one transaction up to this many touchpoints."""
+    recovery_backoff_seconds: float = 1.0
+    """First wait before a fenced or broken producer is recreated (doubles up to 30 s)."""
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError(f"partitions: expected at least 1, found {self.partitions}")
+        if not self.instance_id:
+            raise ValueError("instance_id: expected a non-empty name, found ''")
+
+    def new_transactional_id(self) -> str:
+        return f"{self.instance_id}-{uuid.uuid4().hex[:12]}"
