@@ -44,10 +44,19 @@ from .interventions import ContractBreach, Template, dry_run
 from .journeys import HOLDOUT, CompiledJourney, JourneyStep, Variant
 from .limits import (
     BODY_MAX,
+    BUNDLE_BYTES_MAX,
+    CONDITION_NODES_MAX,
+    COUNT_MAX,
     DURATION_MAX,
     ID_MAX,
+    JOURNEYS_MAX,
+    LIST_ITEMS_MAX,
+    NESTING_MAX,
+    PATTERN_CHARS_MAX,
     RULE_VERSION_MAX,
+    RULES_MAX,
     SHORT_NAME_MAX,
+    STEPS_MAX,
     TITLE_MAX,
 )
 from .rules import CompiledRule, RuleMode
@@ -127,7 +136,25 @@ class RuleBundle:
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
-    """Parse and compile a bundle, or raise :class:`InvalidBundle` naming every problem."""
+    """Parse and compile a bundle, or raise :class:`InvalidBundle` naming every problem.
+
+    Whatever the text, this returns or raises InvalidBundle within bounded time and
+    memory (see engine/limits.py), and a bundle it returns cannot fail while a touchpoint
+    is evaluated: every action has been rendered once against the intervention contract.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > BUNDLE_BYTES_MAX:
+        raise InvalidBundle(
+            [
+                BundleProblem(
+                    source,
+                    1,
+                    "(bundle)",
+                    f"expected at most {BUNDLE_BYTES_MAX:,} bytes (256 KiB), found {size:,}; "
+                    "split it into several bundles",
+                )
+            ]
+        )
     checker = _Checker(source)
     try:
         document = yaml.load(text, Loader=_LocatingLoader)  # a SafeLoader subclass
@@ -139,6 +166,8 @@ def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
         ) from None
     except _DuplicateKey as exc:
         raise InvalidBundle([BundleProblem(source, exc.line, exc.key, "appears twice")]) from None
+    except _Forbidden as exc:
+        raise InvalidBundle([BundleProblem(source, exc.line, "(yaml)", exc.message)]) from None
     bundle = checker.bundle(document)
     if checker.problems:
         raise InvalidBundle(checker.problems)
@@ -164,8 +193,45 @@ class _DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
+class _Forbidden(Exception):
+    """YAML that bundles may not use: anchors and aliases, or nesting too deep."""
+
+    def __init__(self, line: int, message: str) -> None:
+        self.line, self.message = line, message
+
+
 class _LocatingLoader(yaml.SafeLoader):
-    pass
+    """Refuses anchors and aliases (an alias bomb expands a few lines into millions of
+    nodes) and nesting deeper than NESTING_MAX, before building anything."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            shown = (
+                f"the alias *{anchor}"
+                if isinstance(event, yaml.AliasEvent)
+                else (f"the anchor &{anchor}")
+            )
+            raise _Forbidden(
+                line,
+                f"bundles may not use YAML anchors or aliases (found {shown}); "
+                "write each value out",
+            )
+        if not isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > NESTING_MAX:
+                raise _Forbidden(
+                    line, f"expected YAML nested at most {NESTING_MAX} levels deep, found more"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Located:
@@ -213,6 +279,8 @@ class _Checker:
     problems: list[BundleProblem] = field(default_factory=list)
     lateness: int = 0
     managers: dict[str, str] = field(default_factory=dict)
+    conditions: int = 0
+    """Conditions compiled so far, against CONDITION_NODES_MAX."""
 
     # problems
 
@@ -295,6 +363,17 @@ class _Checker:
                 )
             )
             return None
+        if len(rules_value) > RULES_MAX:
+            self.problems.append(
+                BundleProblem(
+                    self.source,
+                    top.lines["rules"],
+                    "rules",
+                    f"expected at most {RULES_MAX:,} rules in a bundle, found "
+                    f"{len(rules_value):,}; split it into several bundles",
+                )
+            )
+            return None
         compiled: list[CompiledRule] = []
         seen: dict[str, int] = {}
         for index, (item, line) in enumerate(zip(rules_value, rules_value.lines, strict=True)):
@@ -353,6 +432,13 @@ class _Checker:
                 top.lines["journeys"],
                 "journeys",
                 f"expected a list of journeys, found {_kind(items)}",
+            )
+        if len(items) > JOURNEYS_MAX:
+            self.refuse(
+                top.lines["journeys"],
+                "journeys",
+                f"expected at most {JOURNEYS_MAX} journeys in a bundle, found {len(items)}; "
+                "split it into several bundles",
             )
         compiled: list[CompiledJourney] = []
         seen: set[str] = set()
@@ -463,6 +549,12 @@ class _Checker:
                 spec.lines["steps"],
                 _join(path, "steps"),
                 f"expected a list of steps, found {_kind(steps_value)}",
+            )
+        if len(steps_value) > STEPS_MAX:
+            self.refuse(
+                spec.lines["steps"],
+                _join(path, "steps"),
+                f"expected at most {STEPS_MAX} steps in a variant, found {len(steps_value)}",
             )
         steps: list[JourneyStep] = []
         for index, (item, item_line) in enumerate(zip(steps_value, steps_value.lines, strict=True)):
@@ -673,6 +765,16 @@ class _Checker:
     # conditions
 
     def condition(self, value: Any, line: int, path: str) -> Condition:
+        self.conditions += 1
+        if self.conditions > CONDITION_NODES_MAX:
+            if self.conditions == CONDITION_NODES_MAX + 1:
+                self.refuse(
+                    getattr(value, "line", line),
+                    path,
+                    f"expected at most {CONDITION_NODES_MAX:,} conditions in a bundle; "
+                    "this is one more",
+                )
+            raise _Refused
         node = self.mapping(value, line, path)
         if len(node) != 1:
             found = ", ".join(map(str, node)) or "nothing"
@@ -786,6 +888,12 @@ class _Checker:
             if not isinstance(operand, list) or not operand:
                 self.refuse(line, path, f"expected a non-empty list, found {_kind(operand)}")
             values = list(operand)
+            if len(values) > LIST_ITEMS_MAX:
+                self.refuse(
+                    line,
+                    path,
+                    f"expected a list of at most {LIST_ITEMS_MAX:,} values, found {len(values):,}",
+                )
             for item in values:
                 if isinstance(item, list | dict):
                     self.refuse(
@@ -805,6 +913,13 @@ class _Checker:
         else:
             values = []
         if op == "matches":
+            if len(operand) > PATTERN_CHARS_MAX:
+                self.refuse(
+                    line,
+                    path,
+                    f"expected a pattern of at most {PATTERN_CHARS_MAX:,} characters, found "
+                    f"{len(operand):,}",
+                )
             try:
                 compile_pattern(operand)
             except PatternRefused as exc:
@@ -920,14 +1035,8 @@ class _Checker:
         within = self.duration(spec, "within", path)
         assert within is not None
         at_least = spec["at_least"]
-        if kind == "count" and (
-            not isinstance(at_least, int) or isinstance(at_least, bool) or at_least < 1
-        ):
-            self.refuse(
-                spec.lines["at_least"],
-                _join(path, "at_least"),
-                f"expected a whole number of at least 1, found {at_least!r}",
-            )
+        if kind == "count":
+            self.integer(spec, "at_least", path, minimum=1, maximum=COUNT_MAX)
         if kind == "sum" and (not _is_number(at_least) or at_least <= 0):
             self.refuse(
                 spec.lines["at_least"],
@@ -983,7 +1092,7 @@ class _Checker:
         reset_by = self.event_match(
             spec["reset_by"], spec.lines["reset_by"], _join(path, "reset_by")
         )
-        length = self.integer(spec, "length", path, minimum=1)
+        length = self.integer(spec, "length", path, minimum=1, maximum=COUNT_MAX)
         return Streak(
             of, reset_by, length, f"({of.label}) {length} in a row with no ({reset_by.label})"
         )

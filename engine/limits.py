@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 BUNDLE_BYTES_MAX = 256 * 1024
 """Size of a bundle's YAML text, in bytes (UTF-8); checked before it is parsed."""
+NESTING_MAX = 50
+"""Levels of YAML nesting (mappings and lists within each other); keeps loading and
+evaluating a bundle far from Python's recursion limit."""
 RULES_MAX = 2_000
 """Rules in one bundle."""
 JOURNEYS_MAX = 200

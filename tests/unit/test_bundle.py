@@ -142,7 +142,7 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     )
     assert any("rules[0].then.kind: expected one of task" in p and "'task'" in p for p in found)
     assert any(
-        "rules[1].when.streak.length: expected a whole number of at least 1" in p for p in found
+        "rules[1].when.streak.length: expected a whole number from 1 to 1000" in p for p in found
     )
     assert any("unknown placeholder {custmer_id}" in p and "'customer_id'" in p for p in found)
 
