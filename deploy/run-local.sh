@@ -35,8 +35,12 @@ echo "starting a local Kafka broker (KRaft, 127.0.0.1)..."
 bootstrap=$("$PY" deploy/kafka/broker.py start --port "${KAFKA_PORT:-0}" --dir "$BROKER_DIR" --fresh | tail -1)
 export WARROOM_BOOTSTRAP_SERVERS=$bootstrap
 export WARROOM_DATA_DIR=$RUN_DIR/worker
+# Admin pages (/customers, /rules) need a bearer token; this run makes one up.
+WARROOM_ADMIN_TOKEN=${WARROOM_ADMIN_TOKEN:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')}
+export WARROOM_ADMIN_TOKEN
 echo "broker ready at $bootstrap after $((SECONDS - started)) s"
 
+(umask 077; printf '%s\n' "$WARROOM_ADMIN_TOKEN" >"$RUN_DIR/admin-token")
 "$WARROOM" topics
 "$WARROOM" worker >"$RUN_DIR/worker.log" 2>&1 &
 pids+=($!)
@@ -48,6 +52,7 @@ pids+=($!)
 cat <<INFO
 worker log:     $RUN_DIR/worker.log   metrics: http://127.0.0.1:6066/metrics
 chat endpoint:  http://127.0.0.1:$CHAT_PORT/v1/messages   (log: $RUN_DIR/chat.log)
+admin token:    in $RUN_DIR/admin-token (export WARROOM_ADMIN_TOKEN=\$(cat $RUN_DIR/admin-token) for warroom explain)
 INFO
 "$WARROOM" demo --url "http://127.0.0.1:$CHAT_PORT"
 echo "interventions appear below as the worker raises them (Ctrl-C to stop):"

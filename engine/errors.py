@@ -2,7 +2,8 @@
 
 WarroomError
 └── EngineError
-    └── RuleDefinitionError   a rule cannot be built as written
+    ├── InvalidBundle         a bundle cannot be compiled as written (engine.bundle)
+    └── EvaluationError       a rule or journey raised while a touchpoint was evaluated
 """
 
 from __future__ import annotations
@@ -14,3 +15,16 @@ class WarroomError(Exception):
 
 class EngineError(WarroomError):
     """The pure core was given something it cannot work with."""
+
+
+class EvaluationError(EngineError):
+    """A rule or journey raised while evaluating one customer's touchpoint or timer.
+
+    The worker sends that touchpoint to the dead-letter topic (``processing_error``)
+    and goes on with the rest of its batch; ``where`` names the rule or journey.
+    """
+
+    def __init__(self, where: str, cause: Exception) -> None:
+        self.where = where
+        self.cause = cause
+        super().__init__(f"{where} raised {type(cause).__name__}: {cause}")

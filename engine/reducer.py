@@ -11,7 +11,9 @@ from schemas.models import Direction, Priority, TouchpointEvent
 
 from .builtin import BUILTIN_RULES
 from .conditions import Moment, micros
+from .errors import EvaluationError
 from .journeys import CompiledJourney, JourneySignal
+from .retention import MAX_KIND_COUNTS, OTHER_KINDS
 from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
 
@@ -30,6 +32,9 @@ def apply(
     Journey signals (entered, converted, ...) are appended to ``signals`` when
     given.
 
+    A rule or journey that raises is reported as :class:`EvaluationError` naming it;
+    ``state`` is never modified, so the caller can drop the touchpoint and go on.
+
     With ``cap_per_day``, at most that many interventions are emitted for the
     customer in any 24 hours of event time; the rest are decided but marked
     ``capped`` (the most urgent go first when several fire at once).
@@ -46,7 +51,8 @@ def apply(
     at = event.occurred_at
     direction = event.direction
     counts = dict(state.kind_counts)
-    counts[event.kind] = counts.get(event.kind, 0) + 1
+    kind = event.kind if event.kind in counts or len(counts) < MAX_KIND_COUNTS else OTHER_KINDS
+    counts[kind] = counts.get(kind, 0) + 1
     last_event_at = state.last_event_at
     # Built field by field (dataclasses.replace costs a tenth of a touchpoint's time);
     # tests/unit/test_engine.py checks that no field is forgotten.
@@ -120,7 +126,10 @@ def _evaluate(
     old = state.rules
     for rule in rules:
         memory = old.get(rule.rule_id)
-        new_memory, decision = rule.step(memory, moment, now)
+        try:
+            new_memory, decision = rule.step(memory, moment, now)
+        except Exception as exc:  # a bug in one rule must not take the batch with it
+            raise EvaluationError(f"rule {rule.rule_id!r}", exc) from exc
         if new_memory is not memory:
             if memories is None:
                 memories = dict(old)
@@ -132,7 +141,10 @@ def _evaluate(
             decisions.append(decision)
     for journey in journeys:
         memory = old.get(journey.key)
-        new_memory, fired, marks = journey.step(memory, moment, now)
+        try:
+            new_memory, fired, marks = journey.step(memory, moment, now)
+        except Exception as exc:
+            raise EvaluationError(f"journey {journey.journey_id!r}", exc) from exc
         if new_memory is not memory:
             if memories is None:
                 memories = dict(old)

@@ -194,7 +194,12 @@ class InterventionCommand(_Contract):
 
 
 class DeadLetter(_Contract):
-    """Input that could not be processed, kept byte for byte with where it came from."""
+    """Input that could not be processed, with where it came from.
+
+    ``raw_value`` holds the rejected value, or only its first bytes when it was
+    longer than the worker keeps (``raw_length`` and ``raw_sha256`` describe the
+    whole); ``raw_key`` is cut the same way.
+    """
 
     source_topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
     partition: Annotated[int, Field(ge=0, le=INT32_MAX)]
@@ -204,3 +209,5 @@ class DeadLetter(_Contract):
     raw_key: bytes | None = None
     raw_value: bytes
     failed_at: UtcDatetime
+    raw_length: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    raw_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None

@@ -15,6 +15,8 @@ changelog topic when partitions are assigned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import time
@@ -34,7 +36,7 @@ from engine.explain import explain, explain_journeys
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
-from schemas.codec import decode_intervention, encode_dead_letter, encode_intervention
+from schemas.codec import decode_intervention, encode_dead_letter
 from schemas.partitioning import customer_partition
 from schemas.topics import (
     DLQ,
@@ -55,13 +57,17 @@ from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, TimesCodec, Utf8Codec
 from .timers import Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
+from .web import admin_only
 from .writer import BatchWriter, OutRecord
 
 ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
 ASSIGNEE_CODEC = TimesCodec()
 RECORDS_PER_SLICE = 8
-"""A batch is processed this many records at a time, yielding to the event loop between."""
+"""The worker yields to the event loop after this many records of a slice."""
+EXIT_BUG = 70
+"""Exit status when batch handling itself fails (EX_SOFTWARE)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,10 +120,16 @@ def create_app(settings: Settings) -> Warroom:
         # store's.
         recovery_consistency_check=False,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        producer_max_request_size=settings.max_record_bytes + 65_536,
+        # Faust's own views would show every table's contents to anyone on the port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
     )
     exactly_once = settings.processing_guarantee is Guarantee.EXACTLY_ONCE
     if exactly_once:
-        install_exactly_once_commit(app)
+        install_exactly_once_commit(app, settings.transaction_timeout_seconds)
     commit_lock = BatchCommitLock()
     install_commit_lock(app, commit_lock)
     install_lossless_resume(app)
@@ -159,6 +171,9 @@ def create_app(settings: Settings) -> Warroom:
         partitions=settings.partitions,
         allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         timers_topic=settings.topic(TIMERS),
+        max_record_bytes=settings.max_record_bytes,
+        dead_letter_raw_bytes=settings.dead_letter_raw_bytes,
+        state_max_bytes=settings.state_max_bytes,
     )
     schedule = Schedule(rulebook)
     writer = BatchWriter(app, settings.topic(TOUCHPOINTS), exactly_once)
@@ -186,10 +201,12 @@ def create_app(settings: Settings) -> Warroom:
         async for events in stream.take_events(
             settings.batch_max_records, settings.batch_within_seconds
         ):
-            # Under the lock no commit can start; take_events acks the batch's
-            # records as soon as this body returns, before anything else runs.
-            async with commit_lock.lock:
-                await _handle_batch(warroom, events)
+            try:
+                await _handle_batch(warroom, stream, events)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                _stop_without_acking(exc)
 
     app.agent(touchpoints, name="warroom.touchpoints")(process)
 
@@ -199,7 +216,10 @@ def create_app(settings: Settings) -> Warroom:
             generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
-    @app.page("/rules")
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
     async def rules_page(web: Any, request: Any) -> Any:
         return web.json(
             {
@@ -215,9 +235,12 @@ def create_app(settings: Settings) -> Warroom:
     async def rules() -> None:
         await follow_rules(settings, rulebook, metrics.bundles, rules_loaded)
 
-    @app.page("/customers/{customer_id}")
     async def customer_page(web: Any, request: Any, customer_id: str) -> Any:
         return web.json(explain_customer(warroom, customer_id, assignment(), datetime.now(UTC)))
+
+    token = settings.admin_token
+    app.page("/rules")(admin_only(token, rules_page))
+    app.page("/customers/{customer_id}")(admin_only(token, customer_page))
 
     app.task(rules)
 
@@ -271,28 +294,76 @@ def create_app(settings: Settings) -> Warroom:
     return warroom
 
 
-async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None:
+async def _handle_batch(
+    warroom: Warroom, stream: faust.Stream[bytes], events: Sequence[EventT[Any]]
+) -> None:
+    """Process a batch in slices bounded by touchpoints and time; each slice's output is
+    written and its records acknowledged under the commit lock, and the lock is let go
+    between slices, so a transaction never holds more than about one slice and a commit
+    interval, whatever the backlog.
+
+    Records of the batch not yet processed when the task is cancelled (the worker is
+    stopping) are never acknowledged: they are read again after the restart."""
+    start = 0
+    try:
+        while start < len(events):
+            async with warroom.commit_lock.lock:
+                start = await _handle_slice(warroom, stream, events, start)
+            await asyncio.sleep(0)  # a commit waiting for the lock goes first
+    except asyncio.CancelledError:
+        _never_ack(events[start:])
+        raise
+
+
+async def _handle_slice(
+    warroom: Warroom, stream: faust.Stream[bytes], events: Sequence[EventT[Any]], first: int
+) -> int:
+    """Process events from ``first`` on until the slice's budget is used; returns where the
+    next slice starts. Runs under the commit lock."""
     started = time.perf_counter()
-    candidates = warroom.settings.topic(REP_CANDIDATES)
-    records: list[RawRecord] = []
-    held: list[EventT[Any]] = []
-    for event in events:
-        message = event.message
-        if message.topic == candidates:
-            held.append(event)
-        else:
-            records.append(
-                RawRecord(
-                    message.topic, message.partition, message.offset, message.key, message.value
-                )
-            )
+    settings = warroom.settings
+    candidates = settings.topic(REP_CANDIDATES)
+    pipeline = warroom.pipeline
     now = datetime.now(UTC)
     result = BatchResult()
-    for start in range(0, len(records), RECORDS_PER_SLICE):
-        warroom.pipeline.process(
-            records[start : start + RECORDS_PER_SLICE], warroom.stored_state, now, into=result
-        )
-        await asyncio.sleep(0)  # let the web server, timers and fetching run
+    held: list[EventT[Any]] = []
+    deadline = started + settings.slice_max_seconds
+    index = first
+    try:
+        while index < len(events):
+            message = events[index].message
+            index += 1
+            if message.topic == candidates:
+                held.append(events[index - 1])
+            else:
+                record = RawRecord(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+                pipeline.process((record,), warroom.stored_state, now, into=result)
+            taken = result.processed + result.duplicates + len(result.dead_letters) + len(held)
+            if taken >= settings.slice_max_events or time.perf_counter() >= deadline:
+                break
+            if (index - first) % RECORDS_PER_SLICE == 0:
+                await asyncio.sleep(0)  # let the web server, timers and fetching run
+    except asyncio.CancelledError:
+        # Nothing of this slice is written; none of its records may be acknowledged.
+        _never_ack(events[first:])
+        raise
+    await _finish_slice(warroom, stream, events[first:index], result, held, started)
+    return index
+
+
+async def _finish_slice(
+    warroom: Warroom,
+    stream: faust.Stream[bytes],
+    events: Sequence[EventT[Any]],
+    result: BatchResult,
+    held: list[EventT[Any]],
+    started: float,
+) -> None:
+    """Write a slice's output and acknowledge its records, as one step a cancellation
+    cannot cut in two."""
+    encoded = warroom.pipeline.encode_states(result, warroom.state_codec.dumps)
     store: Any = warroom.states.data
     schedule = warroom.schedule
     for partition, changed in result.states.items():
@@ -301,10 +372,27 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
             store._key_partition[customer_id] = partition
             schedule.note(customer_id, partition, state)
     direct = warroom.pipeline.rulebook.per_rep_per_day is None
-    output = list(_output(warroom, result, direct))
+    output = list(_output(warroom, result, encoded, direct))
     if held:
         output.extend(_admit_candidates(warroom, held))
-    await warroom.writer.write(output)
+
+    async def write_and_ack() -> None:
+        await warroom.writer.write(output)
+        for event in events:
+            await stream.ack(event)
+
+    step = asyncio.ensure_future(write_and_ack())
+    while True:
+        try:
+            await asyncio.shield(step)
+            break
+        except asyncio.CancelledError:
+            if step.done():
+                raise
+            # Stopping: let the write and its acks finish, then stop.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(step)
+            raise
     warroom.analytics.record(
         (customer for changed in result.states.values() for customer in changed),
         (c.rule_id for _, c in result.interventions) if direct else (),
@@ -315,29 +403,47 @@ async def _handle_batch(warroom: Warroom, events: Sequence[EventT[Any]]) -> None
     _observe(warroom.metrics, result, events, started, direct)
 
 
-def _output(warroom: Warroom, result: BatchResult, direct: bool) -> Iterator[OutRecord]:
-    """What a batch writes. ``direct``: interventions go straight out; otherwise to the
+def _never_ack(events: Sequence[EventT[Any]]) -> None:
+    """Keep ``events`` from ever being acknowledged (take_events acks its whole batch when
+    the batch ends, however it ends): their offsets are not committed and they are read
+    again by whoever owns their partition next."""
+    for event in events:
+        event.message.acked = True
+
+
+def _stop_without_acking(exc: BaseException) -> None:
+    """A bug outside per-touchpoint processing: stop the process now, before the batch's
+    records are acknowledged or anything is committed. The open transaction is aborted by
+    the broker (or fenced by the next worker) and processing restarts from the last
+    commit: crash-only, never a silent skip."""
+    log.critical("batch handling failed, stopping the worker without committing", exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_BUG)
+
+
+def _output(
+    warroom: Warroom, result: BatchResult, states: list[tuple[int, str, bytes]], direct: bool
+) -> Iterator[OutRecord]:
+    """What a slice writes. ``direct``: interventions go straight out; otherwise to the
     assignee-keyed stage that applies per-rep caps."""
     settings = warroom.settings
     changelog = warroom.states.changelog_topic.get_topic_name()
-    dumps = warroom.state_codec.dumps
-    for partition, changed in result.states.items():
-        for customer_id, state in changed.items():
-            yield OutRecord(changelog, partition, customer_id.encode(), dumps(state))
+    for partition, customer_id, value in states:
+        yield OutRecord(changelog, partition, customer_id.encode(), value)
     interventions = settings.topic(INTERVENTIONS)
     candidates = settings.topic(REP_CANDIDATES)
+    encoded = result.encoded
     for partition, command in result.interventions:
+        value = encoded[command.intervention_id]
         if direct:
-            yield OutRecord(
-                interventions, partition, command.customer_id.encode(), encode_intervention(command)
-            )
+            yield OutRecord(interventions, partition, command.customer_id.encode(), value)
             continue
         key = assignee_key(command)
         yield OutRecord(
             candidates,
             customer_partition(key, settings.partitions),
             key.encode(),
-            encode_intervention(command),
+            value,
             source_partition=partition,
         )
     dlq = settings.topic(DLQ)
@@ -368,6 +474,10 @@ def _observe(
         metrics.capped.labels(command.rule_id).inc()
     for letter in (d for _, d in result.dead_letters):
         metrics.dead_letters.labels(letter.reason).inc()
+    if result.trimmed_entries:
+        metrics.trimmed.labels("window_entries").inc(result.trimmed_entries)
+    if result.trimmed_memories:
+        metrics.trimmed.labels("rule_memories").inc(result.trimmed_memories)
     now = time.time()
     for event in events:
         appended = event.message.timestamp

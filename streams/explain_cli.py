@@ -7,6 +7,9 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import SecretStr
+
+from .web import bearer
 
 
 def format_explanation(data: dict[str, Any]) -> str:
@@ -41,9 +44,12 @@ def format_explanation(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def show_customer(url: str, customer_id: str) -> int:
+async def show_customer(url: str, customer_id: str, token: SecretStr | None = None) -> int:
     address = f"{url.rstrip('/')}/customers/{quote(customer_id, safe='')}"
-    async with aiohttp.ClientSession() as session, session.get(address) as response:
+    async with (
+        aiohttp.ClientSession(headers=bearer(token)) as session,
+        session.get(address) as response,
+    ):
         if response.status != 200:
             print(f"{address}: HTTP {response.status}: {await response.text()}", file=sys.stderr)
             return 1

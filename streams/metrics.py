@@ -21,6 +21,7 @@ class WorkerMetrics:
     bundles: Counter
     ticks: Counter
     batch_duration: Histogram
+    trimmed: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -74,6 +75,13 @@ class WorkerMetrics:
                 "warroom_processing_latency_seconds",
                 "From a record's append to the touchpoints topic until its batch is processed.",
                 buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            trimmed=Counter(
+                "warroom_state_trimmed",
+                "What was dropped to keep customer states within WARROOM_STATE_MAX_BYTES: "
+                "window entries, or whole rule memories.",
+                ["what"],
                 registry=registry,
             ),
             batch_duration=Histogram(

@@ -8,18 +8,21 @@ customer's touchpoints the batch held), the interventions and the dead letters.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from engine.conditions import EPOCH
+from engine.errors import EvaluationError
 from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
+from engine.retention import fit_state
 from engine.rulebook import RuleBook
 from engine.rules import CompiledRule, Decision
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
-from schemas.codec import decode_touchpoints_lenient, encode_touchpoint
+from schemas.codec import decode_touchpoints_lenient, encode_intervention, encode_touchpoint
 from schemas.errors import SchemaError
 from schemas.models import DeadLetter, InterventionCommand, TouchpointEvent
 from schemas.partitioning import customer_partition
@@ -41,6 +44,8 @@ class BatchResult:
     states: dict[int, dict[str, CustomerState]] = field(default_factory=dict)
     """Partition -> customer id -> the customer's state after the batch."""
     interventions: list[tuple[int, InterventionCommand]] = field(default_factory=list)
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    """Intervention id -> the emitted intervention's Avro bytes (checked to fit a record)."""
     shadowed: list[tuple[int, InterventionCommand]] = field(default_factory=list)
     """What rules in shadow mode would have emitted."""
     capped: list[tuple[int, InterventionCommand]] = field(default_factory=list)
@@ -52,6 +57,10 @@ class BatchResult:
     duplicates: int = 0
     ticks: int = 0
     """Timer ticks that evaluated a deadline."""
+    trimmed_entries: int = 0
+    """Window entries dropped to keep states within their byte budget."""
+    trimmed_memories: int = 0
+    """Whole rule memories dropped for the same reason (when dropping entries was not enough)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,32 @@ class Pipeline:
     a bundle's own ``allowed_lateness`` raises this for everyone."""
     timers_topic: str = "timers"
     """Records of this topic are timer ticks (see streams.timers), not touchpoints."""
+    max_record_bytes: int = 1_000_000
+    """An output record larger than this (key, value and headroom) would be refused by the
+    broker: the touchpoint that caused it goes to the DLQ as ``too_large`` instead."""
+    dead_letter_raw_bytes: int = 65_536
+    """A dead letter keeps at most this many bytes of the rejected key and value."""
+    state_max_bytes: int = 512_000
+    """A customer's encoded state is kept within this many bytes (engine.retention)."""
+
+    def encode_states(
+        self, result: BatchResult, dump: Callable[[CustomerState], bytes]
+    ) -> list[tuple[int, str, bytes]]:
+        """(partition, customer id, encoded state) of every changed customer, each within
+        ``state_max_bytes``; a state cut down to fit replaces its entry in ``result``."""
+        out: list[tuple[int, str, bytes]] = []
+        budget = self.state_max_bytes
+        for partition, changed in result.states.items():
+            for customer_id, state in changed.items():
+                value = dump(state)
+                if len(value) > budget:
+                    fitted = fit_state(state, budget, lambda s: len(dump(s)))
+                    changed[customer_id] = fitted.state
+                    result.trimmed_entries += fitted.entries_dropped
+                    result.trimmed_memories += fitted.memories_dropped
+                    value = dump(fitted.state)
+                out.append((partition, customer_id, value))
+        return out
 
     def process(
         self,
@@ -97,17 +132,17 @@ class Pipeline:
             self._process_tick(record, load, now, result, rules)
             return
         if record.value is None:
-            _reject(
+            self._reject(
                 result, record, "undecodable", "expected a touchpoint, found a null value", b"", now
             )
             return
         try:
             events, rejected = decode_touchpoints_lenient(record.value)
         except SchemaError as exc:
-            _reject(result, record, exc.reason, str(exc), record.value, now)
+            self._reject(result, record, exc.reason, str(exc), record.value, now)
             return
         for bad in rejected:
-            _reject(result, record, bad.error.reason, str(bad.error), bad.raw, now)
+            self._reject(result, record, bad.error.reason, str(bad.error), bad.raw, now)
         single = len(events) == 1 and not rejected
         changed = result.states.get(partition)
         if changed is None:
@@ -118,7 +153,7 @@ class Pipeline:
                 reason, detail = problem
                 raw = record.value if single else encode_touchpoint(event)
                 where = "" if single else f"event {index} of the batch: "
-                _reject(result, record, reason, where + detail, raw, now)
+                self._reject(result, record, reason, where + detail, raw, now)
                 continue
             customer_id = event.customer_id
             state = changed.get(customer_id)
@@ -128,15 +163,54 @@ class Pipeline:
             if late is not None:
                 raw = record.value if single else encode_touchpoint(event)
                 where = "" if single else f"event {index} of the batch: "
-                _reject(result, record, "late_event", where + late, raw, now)
+                self._reject(result, record, "late_event", where + late, raw, now)
                 continue
-            updated, decisions = apply(state, event, now, rules, cap, journeys, result.signals)
+            signals: list[JourneySignal] = []
+            try:
+                updated, decisions = apply(state, event, now, rules, cap, journeys, signals)
+                emitted = self._encode(decisions)
+            except (EvaluationError, _TooLarge) as exc:
+                raw = record.value if single else encode_touchpoint(event)
+                where = "" if single else f"event {index} of the batch: "
+                reason = "too_large" if isinstance(exc, _TooLarge) else "processing_error"
+                self._reject(result, record, reason, where + str(exc), raw, now)
+                continue
             if updated is state:
                 result.duplicates += 1
                 continue
             result.processed += 1
             changed[customer_id] = updated
+            result.signals.extend(signals)
+            result.encoded.update(emitted)
             _sort(result, partition, decisions)
+
+    def _reject(
+        self,
+        result: BatchResult,
+        record: RawRecord,
+        reason: str,
+        detail: str,
+        raw: bytes,
+        now: datetime,
+    ) -> None:
+        _reject(result, record, reason, detail, raw, now, self.dead_letter_raw_bytes)
+
+    def _encode(self, decisions: Sequence[Decision]) -> dict[str, bytes]:
+        """Avro bytes of each emitted intervention; :class:`_TooLarge` if one cannot be sent."""
+        encoded: dict[str, bytes] = {}
+        for decision in decisions:
+            if not decision.emitted:
+                continue
+            command = decision.intervention
+            value = encode_intervention(command)
+            size = len(value) + len(command.customer_id.encode()) + RECORD_HEADROOM
+            if size > self.max_record_bytes:
+                raise _TooLarge(
+                    f"rule {command.rule_id!r}: its intervention takes {size} bytes as a "
+                    f"record, the most the broker accepts is {self.max_record_bytes}"
+                )
+            encoded[command.intervention_id] = value
+        return encoded
 
     def _process_tick(
         self,
@@ -150,7 +224,7 @@ class Pipeline:
         try:
             customer_id, due = decode_tick(record.value)
         except ValueError as exc:
-            _reject(result, record, "undecodable", str(exc), record.value, now)
+            self._reject(result, record, "undecodable", str(exc), record.value, now)
             return
         partition = record.partition
         changed = result.states.setdefault(partition, {})
@@ -161,18 +235,29 @@ class Pipeline:
         if deadline is None or deadline > due:
             return  # already fired, or a touchpoint moved the deadline: a stale tick
         cap = self.rulebook.per_customer_per_day
-        updated, decisions = apply_timer(
-            state,
-            EPOCH + timedelta(microseconds=due),
-            now,
-            rules,
-            cap,
-            self.rulebook.journeys,
-            result.signals,
-        )
+        signals: list[JourneySignal] = []
+        try:
+            updated, decisions = apply_timer(
+                state,
+                EPOCH + timedelta(microseconds=due),
+                now,
+                rules,
+                cap,
+                self.rulebook.journeys,
+                signals,
+            )
+            emitted = self._encode(decisions)
+        except (EvaluationError, _TooLarge) as exc:
+            reason = "too_large" if isinstance(exc, _TooLarge) else "processing_error"
+            self._reject(
+                result, record, reason, f"timer for {customer_id!r}: {exc}", record.value, now
+            )
+            return
+        result.signals.extend(signals)
         result.ticks += 1
         if updated is not state:
             changed[customer_id] = updated
+        result.encoded.update(emitted)
         _sort(result, partition, decisions)
 
     def _lateness_problem(self, event: TouchpointEvent, state: CustomerState | None) -> str | None:
@@ -203,9 +288,26 @@ class Pipeline:
         return None
 
 
+RECORD_HEADROOM = 512
+"""Bytes a record takes in a batch besides its key and value (headers, varints, margin)."""
+DETAIL_MAX = 4000
+"""Characters of a dead letter's detail kept (an exception message can be anything)."""
+
+
+class _TooLarge(Exception):
+    """An output record would exceed what the broker accepts."""
+
+
 def _reject(
-    result: BatchResult, record: RawRecord, reason: str, detail: str, raw: bytes, now: datetime
+    result: BatchResult,
+    record: RawRecord,
+    reason: str,
+    detail: str,
+    raw: bytes,
+    now: datetime,
+    keep: int,
 ) -> None:
+    key = record.key
     result.dead_letters.append(
         (
             record.partition,
@@ -214,10 +316,12 @@ def _reject(
                 partition=record.partition,
                 offset=record.offset,
                 reason=reason,
-                detail=detail,
-                raw_key=record.key,
-                raw_value=raw,
+                detail=detail[:DETAIL_MAX],
+                raw_key=None if key is None else key[:keep],
+                raw_value=raw[:keep],
                 failed_at=now,
+                raw_length=len(raw),
+                raw_sha256=hashlib.sha256(raw).hexdigest(),
             ),
         )
     )

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import Topic, by_name
@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     """How often business metrics are published to the metrics topic."""
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     """How far in the future an ``occurred_at`` may be before the event is rejected."""
+    admin_token: SecretStr | None = Field(None, min_length=16)
+    """Bearer token for the worker's admin pages (/customers, /rules); without it they are
+    off. Never logged or shown."""
+    max_record_bytes: int = Field(1_000_000, ge=10_000, le=100_000_000)
+    """Largest record the worker writes; keep it at or below the broker's
+    ``message.max.bytes`` (default 1 MiB). An intervention that would be larger sends
+    its touchpoint to the DLQ as ``too_large``."""
+    state_max_bytes: int = Field(512_000, ge=4_096)
+    """Byte budget of one customer's encoded state; above it the oldest window entries
+    are dropped (and counted), see engine.retention. Must be below max_record_bytes."""
+    dead_letter_raw_bytes: int = Field(65_536, ge=0)
+    """A dead letter keeps at most this many bytes of the rejected record's key and value,
+    with the length and SHA-256 of the whole."""
+    slice_max_events: int = Field(2_000, ge=1)
+    """Touchpoints processed before the worker lets a commit (a transaction) in."""
+    slice_max_seconds: float = Field(1.0, gt=0)
+    """Processing time after which the worker lets a commit in, whatever the count."""
+    transaction_timeout_seconds: float = Field(120.0, ge=10, le=900)
+    """Kafka transaction timeout of the worker's producers. A transaction lasts at most
+    about commit_interval + slice_max_seconds + one record's processing, far below it."""
 
     def topic(self, topic: Topic | str) -> str:
         """Full Kafka topic name of one of Warroom's registered topics."""

@@ -66,9 +66,27 @@ class ExactlyOnceTransactions(TransactionManager):
         return True
 
 
-def install_exactly_once_commit(app: faust.App) -> None:
-    """Make ``app`` use :class:`ExactlyOnceTransactions`; call before it starts."""
+def install_exactly_once_commit(app: faust.App, transaction_timeout_seconds: float) -> None:
+    """Make ``app`` use :class:`ExactlyOnceTransactions`, and give its transactional
+    producers an explicit transaction timeout; call before it starts.
+
+    aiokafka's default (60 s) is what the broker aborts an open transaction after; the
+    worker's transactions last about a commit interval and one slice of processing, and
+    the explicit setting keeps that margin a decision instead of a library default.
+    """
     app.transport.TransactionManager = ExactlyOnceTransactions  # type: ignore[misc]
+    base: Any = app.transport.Producer
+    timeout_ms = int(transaction_timeout_seconds * 1000)
+
+    def _settings_extra(self: Any) -> Any:
+        extra = dict(base._settings_extra(self))
+        if self.app.in_transaction:
+            extra["transaction_timeout_ms"] = timeout_ms
+        return extra
+
+    app.transport.Producer = type(  # type: ignore[misc]
+        "WarroomProducer", (base,), {"_settings_extra": _settings_extra}
+    )
 
 
 class BatchCommitLock:

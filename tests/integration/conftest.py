@@ -55,6 +55,7 @@ def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
         processing_guarantee="exactly_once",
         data_dir=tmp_path / "worker",
         web_port=free_port(),
+        admin_token=f"test-admin-token-{run}",
     )
 
 

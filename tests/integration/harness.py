@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 
 from schemas.codec import encode_touchpoint
 from schemas.models import Channel, Direction, TouchpointEvent
@@ -57,7 +58,10 @@ def touchpoint_record(
 def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"WARROOM_{name.upper()}"] = str(value)
+        if value is None:
+            continue
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[f"WARROOM_{name.upper()}"] = str(secret)
     return env
 
 

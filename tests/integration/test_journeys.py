@@ -15,6 +15,7 @@ from schemas.models import Channel
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.web import bearer
 
 from .harness import WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
@@ -111,7 +112,7 @@ async def test_a_journey_runs_its_variant_steps_and_reports_per_variant(
                     into["converted"] += r["converted"]
             return totals
 
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=bearer(settings.admin_token)) as session:
             url = f"http://127.0.0.1:{settings.web_port}/customers/{self_serve}"
             async with session.get(url) as response:
                 explained = await response.json()

@@ -15,6 +15,7 @@ from streams.explain_cli import format_explanation
 from streams.rules_push import push_bundle
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.web import bearer
 
 from .harness import REPO, WorkerProcess, produce_raw, read_all, read_topic, touchpoint_record
 
@@ -125,7 +126,7 @@ async def test_every_shipped_pack_raises_exactly_its_interventions(
     assert by_rule["trial.api-video-then-sandbox-error"].rep_id == "rep-dana"
 
     # Why did the near misses not fire? The worker says, rule by rule.
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=bearer(settings.admin_token)) as session:
         base = f"http://127.0.0.1:{settings.web_port}/customers"
         async with session.get(f"{base}/buyer-2") as response:
             buyer = await response.json()

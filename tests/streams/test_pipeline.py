@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from connectors.publisher import envelopes
 from engine.builtin import BUILTIN_BUNDLE
+from engine.conditions import Moment
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy
-from schemas.codec import encode_touchpoint, encode_touchpoint_batch
+from schemas.codec import (
+    decode_touchpoint,
+    encode_dead_letter,
+    encode_touchpoint,
+    encode_touchpoint_batch,
+)
 from schemas.models import Channel, Direction, TouchpointEvent
 from schemas.partitioning import customer_partition
 from streams.pipeline import Pipeline, RawRecord
@@ -165,3 +173,73 @@ def test_touchpoints_later_than_the_allowed_lateness_go_to_the_dlq() -> None:
     assert "behind the customer's newest touchpoint" in letter.detail
     assert "the allowed lateness is 1:00:00" in letter.detail
     assert result.processed == 2
+
+
+# --- per-event isolation and record sizes ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Exploding:
+    """A condition that raises for one customer, as a bug in a rule would."""
+
+    customer: str
+
+    def step(self, memory: object, moment: Moment) -> tuple[object, None]:
+        if moment.state.customer_id == self.customer:
+            raise ZeroDivisionError("division by zero")
+        return memory, None
+
+    def deadline(self, memory: object) -> None:
+        return None
+
+    def describe(self, memory: object, moment: Moment) -> str:
+        return "explodes"
+
+
+def _with_exploding_rule(customer: str) -> Pipeline:
+    [builtin] = BUILTIN_BUNDLE.rules
+    boom = dataclasses.replace(builtin, rule_id="boom", condition=_Exploding(customer))
+    bundle = dataclasses.replace(
+        BUILTIN_BUNDLE, rules=(builtin, boom), rule_ids=frozenset({builtin.rule_id, "boom"})
+    )
+    return Pipeline(RuleBook(bundle), TimestampPolicy(), PARTITIONS)
+
+
+def test_an_exception_in_one_touchpoint_dead_letters_it_and_the_rest_of_the_batch_goes_on() -> None:
+    # Three unanswered outbound messages for each of 20 customers fire the built-in rule;
+    # one more customer's touchpoint makes a rule raise, in the same envelopes.
+    events = [touchpoint(n, f"c{k}") for k in range(20) for n in range(3)]
+    events.insert(17, touchpoint(1, "bad"))
+    result = _with_exploding_rule("bad").process(records_for(events), nothing_stored, NOW)
+    assert sorted(c.customer_id for _, c in result.interventions) == sorted(
+        f"c{k}" for k in range(20)
+    )
+    [(_, letter)] = result.dead_letters
+    assert letter.reason == "processing_error"
+    assert "rule 'boom'" in letter.detail and "ZeroDivisionError" in letter.detail
+    assert decode_touchpoint(letter.raw_value).event_id == "bad-1"
+    assert "bad" not in {cid for changed in result.states.values() for cid in changed}
+
+
+def test_an_intervention_the_broker_would_refuse_dead_letters_its_touchpoint() -> None:
+    events = [touchpoint(n, "acme") for n in range(3)]
+    small = Pipeline(RuleBook(BUILTIN_BUNDLE), TimestampPolicy(), PARTITIONS, max_record_bytes=300)
+    result = small.process([single(e, i) for i, e in enumerate(events)], nothing_stored, NOW)
+    assert result.interventions == []
+    [(_, letter)] = result.dead_letters
+    assert letter.reason == "too_large"
+    assert "intervention" in letter.detail and "300" in letter.detail
+
+
+def test_dead_letters_keep_a_bounded_prefix_with_the_length_and_digest_of_the_whole() -> None:
+    raw = b"\xc3\x01" + b"x" * 100_000
+    bounded = Pipeline(
+        RuleBook(BUILTIN_BUNDLE), TimestampPolicy(), PARTITIONS, dead_letter_raw_bytes=1024
+    )
+    result = bounded.process([RawRecord(TOPIC, 0, 7, b"k" * 5000, raw)], nothing_stored, NOW)
+    [(_, letter)] = result.dead_letters
+    assert letter.raw_value == raw[:1024]
+    assert letter.raw_length == len(raw)
+    assert letter.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert letter.raw_key is not None and len(letter.raw_key) == 1024
+    assert len(encode_dead_letter(letter)) < 4096

@@ -290,7 +290,7 @@ PINNED_FINGERPRINTS = {
     "touchpoint_event": 0x8491E09E88D2A107,
     "touchpoint_batch": 0x07BA12CE0FF2EE30,
     "intervention_command": 0x7D1FBC1F61D249E3,
-    "dead_letter": 0x8C0CD6219C3E1228,
+    "dead_letter": 0x4EAA57A9D7C99C29,  # v1 was 0x8C0CD6219C3E1228 (dead_letter.v1.avsc)
 }
 
 
