@@ -9,6 +9,12 @@ its intervention, tagged with the journey and variant. ``conversion`` and
 ``exit`` end the journey; after the last step the customer stays in it until
 one of them holds, so conversions after the last step still count (a journey
 with neither lets the customer go after the last step).
+
+Holdout customers leave the way variant customers do. With ``conversion`` or
+``exit``, both stay until one holds. With neither, a holdout customer follows,
+without getting anything, the steps of the variant the hash would have given them
+outside the holdout (their waits and ``when`` conditions), and leaves when that
+path's last step would have been taken; so re-entries are counted alike.
 """
 
 from __future__ import annotations
@@ -77,8 +83,7 @@ class CompiledJourney:
 
     def assign(self, customer_id: str) -> str:
         """The customer's variant: stable for a journey id, whatever else changes."""
-        digest = hashlib.sha256(f"{self.journey_id}\x1f{customer_id}".encode()).digest()
-        bucket = int.from_bytes(digest[:8], "big") % BUCKETS
+        bucket = _bucket(self.journey_id, customer_id)
         held = self.holdout * BUCKETS // 100
         if bucket < held:
             return HOLDOUT
@@ -90,21 +95,51 @@ class CompiledJourney:
             point -= variant.weight
         return self.variants[-1].name
 
+    def follows(self, customer_id: str) -> str:
+        """The variant whose steps a holdout customer follows, without getting them, in a
+        journey with neither conversion nor exit: by the same hash, among the variants in
+        proportion to their weights."""
+        total = sum(v.weight for v in self.variants)
+        point = _bucket(self.journey_id, customer_id) * total // BUCKETS
+        for variant in self.variants:
+            if point < variant.weight:
+                return variant.name
+            point -= variant.weight
+        return self.variants[-1].name
+
+    @property
+    def open_ended(self) -> bool:
+        """Neither conversion nor exit: customers leave after the last step."""
+        return self.conversion is None and self.exit is None
+
     def _steps(self, variant: str) -> tuple[JourneyStep, ...]:
         for candidate in self.variants:
             if candidate.name == variant:
                 return candidate.steps
         return ()
 
+    def _path(self, assigned: str, follows: str | None) -> tuple[JourneyStep, ...]:
+        """The steps the customer moves through: their variant's, or for a holdout customer
+        of an open-ended journey those of the variant they follow (nothing is emitted)."""
+        if assigned != HOLDOUT:
+            return self._steps(assigned)
+        if follows is None or not self.open_ended:
+            return ()
+        return self._steps(follows)
+
     def step(
         self, memory: Any, moment: Moment, now: datetime
     ) -> tuple[Any, list[Decision], list[JourneySignal]]:
         """Memory: [variant, inside, step index, step started (µs), entry, exit,
-        conversion and step-condition memories, version, required kinds seen]."""
+        conversion and step-condition memories, version, required kinds seen], plus, for a
+        holdout customer of an open-ended journey, the variant whose steps they follow."""
         fields: list[Any] = (
             memory if memory is not None else [None, 0, 0, 0, None, None, None, None, 0, []]
         )
-        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version, seen = fields
+        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version, seen = fields[
+            :10
+        ]
+        follows: str | None = fields[10] if len(fields) > 10 else None
         if version != self.version:
             m_entry = m_exit = m_conv = m_when = None
         decisions: list[Decision] = []
@@ -142,15 +177,19 @@ class CompiledJourney:
             seen = [*seen, event.kind]
             if len(seen) == len(self.required_signals):
                 signals.append(JourneySignal(self.journey_id, assigned, "covered"))
+        lost = follows is None or not self._steps(follows)  # never set, or variant removed
+        if inside and assigned == HOLDOUT and self.open_ended and lost:
+            follows = self.follows(moment.state.customer_id)
         if inside:
-            steps = self._steps(assigned)
+            steps = self._path(assigned, follows)
+            steps_held = assigned == HOLDOUT  # followed, not taken: nothing is emitted
             if index < len(steps):
                 current = steps[index]
                 observation = None
                 if current.when is not None:
                     m_when, observation = current.when.step(m_when, moment)
                 due = current.after is None or moment.at >= started + current.after
-                if due and (current.when is None or observation is not None):
+                if due and (current.when is None or observation is not None) and not steps_held:
                     ids = observation.event_ids if observation is not None else ()
                     command = current.template.render(
                         rule_id=f"{self.journey_id}.{current.step_id}",
@@ -173,8 +212,12 @@ class CompiledJourney:
                     index, started, m_when = index + 1, moment.at, None
                     if index == len(steps):
                         signals.append(JourneySignal(self.journey_id, assigned, "completed"))
-                        if self.conversion is None and self.exit is None:
+                        if self.open_ended:
                             inside = 0  # nothing to wait for: free to enter again
+                elif due and (current.when is None or observation is not None):
+                    index, started, m_when = index + 1, moment.at, None
+                    if index == len(steps):
+                        inside = 0  # where a variant customer would leave
         new_memory = [
             assigned,
             inside,
@@ -187,6 +230,8 @@ class CompiledJourney:
             self.version,
             seen,
         ]
+        if follows is not None:
+            new_memory.append(follows)
         if new_memory == memory:
             return memory, decisions, signals
         return new_memory, decisions, signals
@@ -197,6 +242,7 @@ class CompiledJourney:
         if memory is None:
             return None
         assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version = memory[:9]
+        follows = memory[10] if len(memory) > 10 else None
         if version != self.version:
             m_entry = m_exit = m_conv = m_when = None
         if not inside:
@@ -206,7 +252,7 @@ class CompiledJourney:
             for condition, condition_memory in ((self.exit, m_exit), (self.conversion, m_conv))
             if condition is not None
         ]
-        steps = self._steps(assigned)
+        steps = self._path(assigned, follows)
         if index < len(steps):
             step = steps[index]
             if step.when is not None:
@@ -215,3 +261,8 @@ class CompiledJourney:
                 candidates.append(started + step.after)
         due = [d for d in candidates if d is not None]
         return min(due) if due else None
+
+
+def _bucket(journey_id: str, customer_id: str) -> int:
+    digest = hashlib.sha256(f"{journey_id}\x1f{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS

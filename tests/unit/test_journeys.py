@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.bundle import InvalidBundle, load_bundle
+from engine.conditions import micros
 from engine.explain import explain_journeys
 from engine.journeys import HOLDOUT, CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
@@ -262,3 +263,53 @@ def test_a_shadow_journey_moves_customers_through_its_steps_but_emits_nothing() 
     assert status.mode == "shadow"
     with pytest.raises(InvalidBundle, match=r"journeys\[0\]\.mode"):
         load_bundle(text.replace("mode: shadow", "mode: shadowy"), "onboarding.yaml")
+
+
+OPEN_ENDED = """\
+bundle: nudges
+version: 1
+journeys:
+  - id: nudge
+    entry: {event: {kind: trial_started}}
+    holdout: 50
+    variants:
+      - name: guided
+        steps:
+          - id: welcome-call
+            after: 1h
+            then: {kind: task, title: "Welcome call for {customer_id}", due_in: 1d}
+          - id: fix-error
+            when: {event: {kind: sandbox_error}}
+            then: {kind: task, title: "Fix the sandbox for {customer_id}", due_in: 2h}
+"""
+
+
+@pytest.mark.parametrize("variant", ["guided", HOLDOUT])
+def test_without_conversion_or_exit_holdout_customers_leave_when_a_variant_customer_would(
+    variant: str,
+) -> None:
+    [compiled] = load_bundle(OPEN_ENDED, "nudges.yaml").journeys
+    run = Run(compiled)
+    customer = next(f"c{n}" for n in range(100) if compiled.assign(f"c{n}") == variant)
+    run.feed(tp(1, "trial_started", 0, customer))
+    assert run.state is not None
+    assert next_deadline(run.state, (), run.journeys) == micros(T0 + timedelta(hours=1))
+    run.timer(T0 + timedelta(hours=1))
+    run.feed(tp(2, "trial_started", 70, customer))  # still inside: no second entry
+    run.feed(tp(3, "sandbox_error", 100, customer))  # the last step: the customer leaves
+    run.feed(tp(4, "trial_started", 200, customer))  # and enters again
+    entered = [s.what for s in run.signals].count("entered")
+    assert entered == 2
+    if variant == HOLDOUT:
+        assert run.sent == []
+        assert {s.variant for s in run.signals} == {HOLDOUT}
+        assert [s.what for s in run.signals] == ["entered", "entered"]
+    else:
+        assert [c.rule_id for c in run.sent] == ["nudge.welcome-call", "nudge.fix-error"]
+        assert [s.what for s in run.signals] == [
+            "entered",
+            "intervened",
+            "intervened",
+            "completed",
+            "entered",
+        ]
