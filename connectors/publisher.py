@@ -191,6 +191,11 @@ class _Request:
     )
 
 
+@dataclass(slots=True)
+class _Progress:
+    commit_requested: bool = False
+
+
 class KafkaTouchpointSink:
     """Publishes each call's events in one Kafka transaction: all land, or none do.
 
@@ -315,13 +320,20 @@ class KafkaTouchpointSink:
             reason = f"not published: producer not ready ({self._reason}); retry"
             self._fail(group, PublishUnavailable(reason))
             return
-        attempt = asyncio.create_task(self._transaction(producer, group))
+        progress = _Progress()
+        attempt = asyncio.create_task(self._transaction(producer, group, progress))
         done, _ = await asyncio.wait({attempt}, timeout=self._settings.publish_timeout_seconds)
         if not done:
+            # Cancelled before its commit was asked for, it never commits (the broker
+            # aborts it after transaction_timeout_ms); asked for, the outcome is unknown.
+            attempt.cancel()
             attempt.add_done_callback(_ignore_outcome)
             reason = f"transaction did not end within {self._settings.publish_timeout_seconds} s"
             self._replace(producer, reason)
-            message = f"not known to be published: {reason}; retry (event ids deduplicate)"
+            if progress.commit_requested:
+                message = f"not known to be published: {reason}; retry (event ids deduplicate)"
+            else:
+                message = f"not published: {reason}; retry"
             self._fail(group, PublishUnavailable(message))
             return
         error = attempt.exception()
@@ -337,7 +349,9 @@ class KafkaTouchpointSink:
         log.warning("transaction of %d request(s) aborted: %r", len(group), error)
         self._fail(group, PublishUnavailable(f"not published: {error!r}; retry"))
 
-    async def _transaction(self, producer: TransactionalProducer, group: list[_Request]) -> None:
+    async def _transaction(
+        self, producer: TransactionalProducer, group: list[_Request], progress: _Progress
+    ) -> None:
         try:
             await producer.begin_transaction()
         except Exception as exc:
@@ -350,6 +364,7 @@ class KafkaTouchpointSink:
                 for partition, key, value in request.records
             ]
             await asyncio.gather(*deliveries)
+            progress.commit_requested = True
             await producer.commit_transaction()
         except Exception as exc:
             try:

@@ -17,6 +17,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connectors.chat import create_http_app
 from connectors.publisher import KafkaTouchpointSink
+from connectors.settings import IntakeSettings
 from schemas.codec import decode_dead_letter, encode_touchpoint
 from schemas.models import Channel, Direction, TouchpointEvent
 from streams.settings import Settings
@@ -48,7 +49,12 @@ def decode_with_shipped_avsc(value: bytes, avsc: Path = INTERVENTION_AVSC) -> di
 async def chat_url(settings: Settings) -> AsyncIterator[str]:
     await ensure_topics(settings)
     sink = KafkaTouchpointSink(
-        settings.bootstrap_servers, settings.topic("touchpoints"), settings.partitions, "it-chat"
+        IntakeSettings(
+            settings.bootstrap_servers,
+            settings.topic("touchpoints"),
+            settings.partitions,
+            "it-chat",
+        )
     )
     await sink.start()
     server = TestServer(create_http_app(sink), host="127.0.0.1")

@@ -261,6 +261,7 @@ class FakeProducer:
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> asyncio.Future[None]:
         assert self.open is not None, "send outside a transaction"
+        await self.kafka.send_gate.wait()
         self.open.append((topic, partition, key, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -295,6 +296,9 @@ class FakeKafka:
         """Commits wait for it; set unless a test holds a transaction open."""
         self.commit_gate.set()
         self.commit_started = asyncio.Event()
+        self.send_gate = asyncio.Event()
+        """Sends wait for it (a broker that does not answer, when cleared)."""
+        self.send_gate.set()
 
     def producer(self, transactional_id: str) -> FakeProducer:
         self.producers.append(FakeProducer(transactional_id, self))
@@ -403,6 +407,34 @@ async def test_a_fenced_producer_makes_the_sink_unready_then_is_replaced_with_a_
     await sink.publish(touchpoints(2, 1))
     await sink.stop()
     assert kafka.event_ids() == ["chat:m2"]
+
+
+async def test_a_transaction_stuck_before_its_commit_is_a_503_and_never_commits_later() -> None:
+    kafka = FakeKafka()
+    sink = await started_sink(kafka, publish_timeout_seconds=0.05, recovery_backoff_seconds=0.05)
+    kafka.send_gate.clear()
+    with pytest.raises(PublishUnavailable, match=r"^not published: transaction did not end"):
+        await sink.publish(touchpoints(0, 2))
+    assert not sink.readiness().ready
+    kafka.send_gate.set()  # the broker answers again
+    for _ in range(100):
+        if sink.readiness().ready:
+            break
+        await asyncio.sleep(0.01)
+    await sink.publish(touchpoints(5, 1))
+    await sink.stop()
+    assert kafka.event_ids() == ["chat:m5"]
+
+
+async def test_a_commit_without_an_answer_is_a_503_that_says_the_outcome_is_unknown() -> None:
+    kafka = FakeKafka()
+    sink = await started_sink(kafka, publish_timeout_seconds=0.05)
+    kafka.commit_gate.clear()
+    with pytest.raises(PublishUnavailable, match=r"^not known to be published"):
+        await sink.publish(touchpoints(0, 1))
+    assert "did not end within" in sink.readiness().reason
+    kafka.commit_gate.set()
+    await sink.stop()
 
 
 def oversized(n: int) -> TouchpointEvent:
