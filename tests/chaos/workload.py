@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from connectors.publisher import envelopes
 from engine.builtin import BUILTIN_BUNDLE
@@ -24,7 +25,13 @@ from schemas.models import Channel, Direction, InterventionCommand, TouchpointEv
 from schemas.partitioning import customer_partition
 from streams.pipeline import BatchResult, Pipeline, RawRecord
 from streams.settings import Settings
-from tests.integration.harness import WorkerProcess, read_all, read_to_end
+from tests.integration.harness import (
+    WorkerProcess,
+    forget_exited,
+    read_all,
+    read_to_end,
+    worker_exit_code,
+)
 
 SCALE_ENV = "WARROOM_CHAOS_SCALE"
 
@@ -161,11 +168,19 @@ async def produce_paced(
     try:
         topic = settings.topic("touchpoints")
         for index, begin in enumerate(range(0, len(records), per_slice)):
-            sent = [
-                await producer.send(topic, value, key=key, partition=partition)
-                for partition, key, value in records[begin : begin + per_slice]
-            ]
-            await asyncio.gather(*sent)
+            chunk = records[begin : begin + per_slice]
+            for attempt in range(30):
+                try:
+                    sent = [
+                        await producer.send(topic, value, key=key, partition=partition)
+                        for partition, key, value in chunk
+                    ]
+                    await asyncio.gather(*sent)
+                    break
+                except KafkaError:  # the broker is away: send the slice again (the
+                    if attempt == 29:  # worker drops repeated event ids)
+                        raise
+                    await asyncio.sleep(1)
             if progress is not None:
                 progress[0] = begin + len(sent)
             ahead = started + (index + 1) * 0.1 - time.monotonic()
@@ -294,3 +309,47 @@ def tracebacks(worker: WorkerProcess) -> list[str]:
     return [
         line for line in worker.log.read_text(errors="replace").splitlines() if "Traceback" in line
     ]
+
+
+@dataclass
+class Supervisor:
+    """Restarts workers that exit by themselves, as systemd or Kubernetes would, and
+    remembers each exit."""
+
+    workers: Sequence[WorkerProcess]
+    exits: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        for worker in self.workers:
+            code = worker_exit_code(worker)
+            if code is None:
+                continue
+            last = [line for line in worker.tail_log(400).splitlines() if line.strip()]
+            cause = next(
+                (line for line in reversed(last) if "Error" in line or "error" in line),
+                last[-1] if last else "(empty log)",
+            )
+            self.exits.append(f"{worker.log.name}: exit {code} ({cause.strip()[:300]})")
+            forget_exited(worker)
+            worker.start()
+
+    async def wait_for(
+        self, condition: Callable[[], Awaitable[bool]], what: str, within: float
+    ) -> float:
+        """Like :func:`wait_for`, restarting exited workers instead of failing."""
+        started = time.monotonic()
+        while True:
+            try:
+                if await condition():
+                    return time.monotonic() - started
+            except KafkaError as exc:  # the broker is away: keep waiting
+                if not exc.retriable and not isinstance(exc, KafkaConnectionError):
+                    raise
+            self.check()
+            if time.monotonic() - started > within:
+                logs = "\n".join(f"--- {w.log.name}\n{w.tail_log(40)}" for w in self.workers)
+                raise AssertionError(
+                    f"timed out after {within:.0f} s waiting for {what}; exits: {self.exits}\n"
+                    f"{logs}"
+                )
+            await asyncio.sleep(0.2)
