@@ -129,10 +129,17 @@ class RuleBundle:
     source: str = "<bundle>"
     rule_ids: frozenset[str] = field(default=frozenset())
     per_customer_per_day: int | None = None
-    """At most this many interventions per customer in any 24 hours (event time)."""
+    """At most this many interventions per customer in any 24 hours of event time, counted
+    either side of each touchpoint's time. A worker applies the strictest of its running
+    bundles' caps to every intervention of every bundle (builtin included), rules and
+    journey steps alike; shadow decisions neither count nor are held back."""
     journeys: tuple[CompiledJourney, ...] = ()
     per_rep_per_day: int | None = None
-    """At most this many interventions per assignee (rep, or role) in any 24 hours."""
+    """At most this many interventions per assignee (rep, role queue, or "unassigned") in any
+    24 hours of processing time: counted from each intervention's ``created_at``, the
+    worker's clock when it decided. As with the customer cap, the strictest of the running
+    bundles' rep caps applies to every bundle's interventions; it is applied after the
+    customer cap, so an intervention it holds back has used up the customer's cap."""
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:

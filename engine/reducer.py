@@ -37,7 +37,11 @@ def apply(
 
     With ``cap_per_day``, at most that many interventions are emitted for the
     customer in any 24 hours of event time; the rest are decided but marked
-    ``capped`` (the most urgent go first when several fire at once).
+    ``capped`` (the most urgent go first when several fire at once). The caller passes
+    one cap for all ``rules`` and ``journeys``, whatever bundle they come from (the
+    worker passes the strictest of its running bundles'). Cooldowns are per rule, also in
+    event time; ``now`` (processing time) only becomes the interventions' ``created_at``,
+    which is what the per-rep cap (streams' assignee stage) counts.
 
     ``state`` is ``None`` for a customer never seen before. An event whose id
     the state has already seen returns the state unchanged (the same object)
@@ -169,6 +173,8 @@ _URGENCY = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.L
 def _cap(
     state: CustomerState, decisions: list[Decision], at: int, cap: int
 ) -> tuple[CustomerState, list[Decision]]:
+    """Hold back what does not fit under ``cap`` emissions within 24 hours of event time
+    either side of ``at`` (the touchpoint's or the timer's event time)."""
     # Emissions within a day either side: a late touchpoint must not slip past
     # interventions emitted for later touchpoints.
     recent = [t for t in state.emitted if abs(at - t) < _DAY]

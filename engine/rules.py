@@ -27,7 +27,10 @@ class Decision:
     intervention: InterventionCommand
     shadow: bool
     capped: bool = False
-    """The customer had reached the daily cap: recorded, not emitted."""
+    """The customer had reached the daily cap (``per_customer_per_day``, counted in event
+    time): recorded, not emitted. The rule still counts as having fired: its cooldown has
+    started. (The per-rep cap is decided later, by the worker's assignee stage, in
+    processing time; the engine never marks a decision for it.)"""
 
     @property
     def emitted(self) -> bool:
@@ -43,6 +46,10 @@ class CompiledRule:
     condition: Condition
     template: Template
     cooldown: timedelta = timedelta(0)
+    """Per rule and customer, in event time (the touchpoint's ``occurred_at`` or the timer's
+    deadline), either side of the last firing: a late touchpoint dated within the cooldown
+    *before* the last firing does not fire either. Shadow firings and firings held back by
+    a cap start it too, and it holds across versions of the bundle."""
 
     def step(self, memory: Any, moment: Moment, now: datetime) -> tuple[Any, Decision | None]:
         """The rule's new memory for this customer, and its decision if it fired.

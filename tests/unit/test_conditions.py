@@ -464,3 +464,37 @@ def test_a_new_rule_version_drops_partial_matches_but_keeps_the_cooldown() -> No
     state, _ = apply(state, tp(6, "note", direction="inbound"), NOW, version(3, 1))
     state, fired = apply(state, tp(7, "note", direction="outbound"), NOW, version(3, 1))
     assert fired == []
+
+
+def test_cooldowns_and_customer_caps_count_event_time_whatever_the_processing_time() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n  - id: r\n    cooldown: 1h\n"
+        "    when: {event: {kind: ping}}\n    then: {kind: alert, title: t, due_in: 0s}\n"
+    ).rules
+    # Processed days apart, 30 minutes apart in event time: the cooldown holds.
+    state, first = apply(None, tp(1, "ping", minutes=0), NOW, compiled)
+    _, second = apply(state, tp(2, "ping", minutes=30), NOW + timedelta(days=3), compiled)
+    assert (len(first), len(second)) == (1, 0)
+    # A touchpoint 30 minutes *before* the last firing, arriving late, is in cooldown too.
+    _, earlier = apply(state, tp(3, "ping", minutes=-30), NOW, compiled)
+    assert earlier == []
+    # Processed in the same second, 25 hours apart in event time: the cap of 1 lets both out.
+    state, first = apply(None, tp(4, "ping", minutes=0), NOW, compiled, 1)
+    _, later = apply(state, tp(5, "ping", minutes=25 * 60), NOW, compiled, 1)
+    assert [d.emitted for d in first + later] == [True, True]
+
+
+def test_an_intervention_held_back_by_the_customer_cap_starts_the_cooldown() -> None:
+    compiled = load_bundle(
+        "bundle: t\nversion: 1\nrules:\n"
+        "  - id: first\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: alert, title: t, due_in: 0s, priority: urgent}\n"
+        "  - id: second\n    cooldown: 2h\n    when: {event: {kind: ping}}\n"
+        "    then: {kind: alert, title: t, due_in: 0s, priority: low}\n"
+    ).rules
+    state, at_once = apply(None, tp(1, "ping", minutes=0), NOW, compiled, 1)
+    assert {d.intervention.rule_id: d.capped for d in at_once} == {"first": False, "second": True}
+    _, next_day = apply(state, tp(2, "ping", minutes=25 * 60), NOW, compiled, 1)
+    assert [d.intervention.rule_id for d in next_day if d.emitted] == ["first"]
+    _, in_cooldown = apply(state, tp(3, "ping", minutes=60), NOW, compiled, 5)
+    assert [d.intervention.rule_id for d in in_cooldown] == ["first"]
