@@ -29,7 +29,7 @@ import faust
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.assignees import admit, assignee_key
+from engine.assignees import Admission, Sent, admit, assignee_key
 from engine.builtin import BUILTIN_BUNDLE
 from engine.conditions import micros
 from engine.explain import explain, explain_journeys
@@ -54,7 +54,7 @@ from .metrics import WorkerMetrics
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
-from .state_codec import CustomerStateCodec, TimesCodec, Utf8Codec
+from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
 from .timers import Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .web import admin_only
@@ -62,7 +62,7 @@ from .writer import BatchWriter, OutRecord
 
 ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
-ASSIGNEE_CODEC = TimesCodec()
+ASSIGNEE_CODEC = SentCodec()
 RECORDS_PER_SLICE = 8
 """The worker yields to the event loop after this many records of a slice."""
 EXIT_BUG = 70
@@ -546,7 +546,7 @@ def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[O
     interventions = settings.topic(INTERVENTIONS)
     cap = warroom.pipeline.rulebook.per_rep_per_day
     store: Any = warroom.assignees.data
-    changed: dict[str, tuple[int, tuple[int, ...]]] = {}
+    changed: dict[str, tuple[int, Sent]] = {}
     out: list[OutRecord] = []
     fired: list[str] = []
     capped: list[str] = []
@@ -554,12 +554,14 @@ def _admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[O
         message = event.message
         command = decode_intervention(message.value or b"")
         key = assignee_key(command)
-        admitted = True
-        if cap is not None:
-            sent = changed[key][1] if key in changed else store.data.get(key, ())
-            remembered, admitted = admit(sent, micros(command.created_at), cap)
-            changed[key] = (message.partition, remembered)
-        if admitted:
+        sent = changed[key][1] if key in changed else store.data.get(key, ())
+        remembered, admission = admit(
+            sent, micros(command.created_at), command.intervention_id, cap
+        )
+        changed[key] = (message.partition, remembered)
+        if admission is Admission.REPEATED:
+            warroom.metrics.repeated.inc()
+        elif admission is Admission.ADMITTED:
             fired.append(command.rule_id)
             warroom.metrics.interventions.labels(command.rule_id, command.kind.value).inc()
             out.append(

@@ -22,6 +22,7 @@ class WorkerMetrics:
     ticks: Counter
     batch_duration: Histogram
     trimmed: Counter
+    repeated: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -82,6 +83,11 @@ class WorkerMetrics:
                 "What was dropped to keep customer states within WARROOM_STATE_MAX_BYTES: "
                 "window entries, or whole rule memories.",
                 ["what"],
+                registry=registry,
+            ),
+            repeated=Counter(
+                "warroom_repeated_candidates",
+                "Interventions read again on rep-candidates and not sent a second time.",
                 registry=registry,
             ),
             batch_duration=Histogram(

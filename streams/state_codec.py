@@ -34,11 +34,17 @@ class Utf8Codec(Codec):
         return s.decode()
 
 
-class TimesCodec(Codec):
-    """tuple of µs timestamps <-> JSON list, for what an assignee was sent."""
+class SentCodec(Codec):
+    """What an assignee was sent, ((µs, intervention id), ...) <-> JSON list of pairs.
+
+    Values written before ids were kept (a list of times) read as pairs with an empty id.
+    """
 
     def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(list(obj))
+        return orjson.dumps([list(entry) for entry in obj])
 
     def _loads(self, s: bytes) -> Any:
-        return tuple(orjson.loads(s))
+        return tuple(
+            (entry, "") if isinstance(entry, int) else (int(entry[0]), str(entry[1]))
+            for entry in orjson.loads(s)
+        )

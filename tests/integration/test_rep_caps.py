@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 
 from schemas.codec import decode_intervention
 from schemas.models import Channel
@@ -77,3 +78,39 @@ async def test_a_rep_gets_at_most_the_cap_however_their_customers_are_spread_and
         "rep-jon",
         "rep-jon",
     ]
+
+
+async def test_a_rep_candidate_read_twice_is_admitted_once(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    # A cap of 5 leaves room for both copies; only the intervention id says they are one.
+    await ensure_topics(settings)
+    await push_bundle(
+        settings, BUNDLE.replace("per_rep_per_day: 2", "per_rep_per_day: 5"), "d.yaml"
+    )
+    worker.start()
+    await produce_raw(settings, [request("kim-cust", "rep-kim")])
+    [first] = await read_topic(
+        settings, "interventions", lambda f: len(f) >= 1, decode_intervention, worker
+    )
+    # The same candidate again, as a re-read of the rep-candidates topic would deliver it.
+    [candidate] = [
+        r for r in await read_all(settings, "rep-candidates", lambda v: v) if r is not None
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic("rep-candidates"),
+            candidate,
+            key=b"rep:rep-kim",
+            partition=customer_partition("rep:rep-kim", settings.partitions),
+        )
+    finally:
+        await producer.stop()
+    await produce_raw(settings, [request("kim-cust-2", "rep-kim")])  # a later, distinct one
+    await read_topic(settings, "interventions", lambda f: len(f) >= 2, decode_intervention, worker)
+    await asyncio.sleep(3)
+    everything = await read_all(settings, "interventions", decode_intervention)
+    assert sorted(c.customer_id for c in everything) == ["kim-cust", "kim-cust-2"]
+    assert first.customer_id == "kim-cust"

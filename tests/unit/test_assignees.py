@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.assignees import DAY, admit, assignee_key
+from engine.assignees import DAY, REMEMBERED, Admission, Sent, admit, assignee_key
 from engine.bundle import InvalidBundle, load_bundle
 from engine.rulebook import RuleBook
 from schemas.models import InterventionCommand, InterventionKind
@@ -15,33 +15,54 @@ HOUR = DAY // 24
 T0 = 1_800_000_000_000_000
 
 
+def admitted(sent: Sent, at: int, cap: int | None, iid: str | None = None) -> tuple[Sent, bool]:
+    remembered, admission = admit(sent, at, iid or f"i-{at}", cap)
+    return remembered, admission is Admission.ADMITTED
+
+
 def test_a_rep_gets_up_to_the_cap_in_any_24_hours() -> None:
-    sent: tuple[int, ...] = ()
+    sent: Sent = ()
     verdicts = []
     for n in range(4):
-        sent, admitted = admit(sent, T0 + n * HOUR, cap=3)
-        verdicts.append(admitted)
+        sent, ok = admitted(sent, T0 + n * HOUR, cap=3)
+        verdicts.append(ok)
     assert verdicts == [True, True, True, False]
     # The first one leaves the window 24 h after it was sent, not at midnight.
-    assert admit(sent, T0 + DAY - 1, cap=3)[1] is False
-    sent, admitted = admit(sent, T0 + DAY, cap=3)
-    assert admitted
-    assert sent == (T0 + HOUR, T0 + 2 * HOUR, T0 + DAY)
+    assert admitted(sent, T0 + DAY - 1, cap=3)[1] is False
+    sent, ok = admitted(sent, T0 + DAY, cap=3)
+    assert ok
+    assert [at for at, _ in sent] == [T0 + HOUR, T0 + 2 * HOUR, T0 + DAY]
 
 
 def test_refused_interventions_do_not_use_up_the_cap() -> None:
-    sent, _ = admit((), T0, cap=1)
+    sent, _ = admitted((), T0, cap=1)
     for n in range(1, 5):
-        sent, admitted = admit(sent, T0 + n * HOUR, cap=1)
-        assert not admitted
-    assert sent == (T0,)
+        sent, ok = admitted(sent, T0 + n * HOUR, cap=1)
+        assert not ok
+    assert sent == ((T0, f"i-{T0}"),)
 
 
 def test_out_of_order_times_count_within_24_hours_either_way() -> None:
-    sent, _ = admit((), T0 + 10 * HOUR, cap=2)
-    sent, admitted = admit(sent, T0, cap=2)  # earlier, but within a day of the first
-    assert admitted
-    assert admit(sent, T0 + 5 * HOUR, cap=2)[1] is False
+    sent, _ = admitted((), T0 + 10 * HOUR, cap=2)
+    sent, ok = admitted(sent, T0, cap=2)  # earlier, but within a day of the first
+    assert ok
+    assert admitted(sent, T0 + 5 * HOUR, cap=2)[1] is False
+
+
+@pytest.mark.parametrize("cap", [None, 1, 5])
+def test_an_intervention_id_is_admitted_once_however_often_it_is_read(cap: int | None) -> None:
+    sent, first = admit((), T0, "same", cap)
+    again, second = admit(sent, T0, "same", cap)
+    assert (first, second) == (Admission.ADMITTED, Admission.REPEATED)
+    assert again == sent  # a repeat uses up nothing
+
+
+def test_without_a_cap_every_distinct_id_is_admitted_and_memory_stays_bounded() -> None:
+    sent: Sent = ()
+    for n in range(REMEMBERED + 50):
+        sent, admission = admit(sent, T0 + n, f"i-{n}", None)
+        assert admission is Admission.ADMITTED
+    assert len(sent) == REMEMBERED and sent[-1] == (T0 + REMEMBERED + 49, f"i-{REMEMBERED + 49}")
 
 
 def command(rep: str | None, role: str | None) -> InterventionCommand:
