@@ -175,6 +175,12 @@ def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
         raise InvalidBundle([BundleProblem(source, exc.line, exc.key, "appears twice")]) from None
     except _Forbidden as exc:
         raise InvalidBundle([BundleProblem(source, exc.line, "(yaml)", exc.message)]) from None
+    except yaml.reader.ReaderError as exc:  # characters YAML does not allow; no mark
+        line = text.count("\n", 0, exc.position) + 1
+        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise InvalidBundle(
+            [BundleProblem(source, line, "(yaml)", f"not valid YAML: {reason}")]
+        ) from None
     bundle = checker.bundle(document)
     if checker.problems:
         raise InvalidBundle(checker.problems)
@@ -248,6 +254,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Loca
     mapping.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            raise _Forbidden(
+                key_node.start_mark.line + 1, f"expected a plain key, found {_kind(key)}"
+            )
         if key in mapping:
             raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
         mapping[key] = loader.construct_object(value_node, deep=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.bundle import InvalidBundle, load_bundle
 from engine.rules import RuleMode
@@ -232,3 +234,48 @@ def test_numbers_are_not_compared_with_text_fields() -> None:
     """
     [problem] = problems(text)
     assert "rep_id is text and never compares as a number" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("? [a, b]\n: c\n", "rules/team.yaml:1: (yaml): expected a plain key, found a list of 2"),
+        (
+            "bundle: b\nversion: 1\nrules:\n  - id: r\n    when: {event: {? {x: 1}: 1}}\n",
+            "rules/team.yaml:5: (yaml): expected a plain key, found a mapping",
+        ),
+        (
+            'bundle: b\nversion: 1\ndescription: "a \ud800 b"\n',
+            "rules/team.yaml:3: (yaml): not valid YAML: unacceptable character #xd800: special "
+            "characters are not allowed",
+        ),
+        (
+            "bundle: b\nversion: 1\ndescription: a \x07 b\n",
+            "rules/team.yaml:3: (yaml): not valid YAML: unacceptable character #x0007: special "
+            "characters are not allowed",
+        ),
+    ],
+    ids=["list-key", "mapping-key", "surrogate", "control-character"],
+)
+def test_yaml_a_bundle_cannot_use_is_refused_not_a_crash(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+YAML_PIECES = st.sampled_from(
+    [
+        "bundle: b\n", "version: 1\n", "rules:\n", "  - id: r\n", "    when: ", "    then: ",
+        "{kind: task, title: t, due_in: 1h}", "{event: {kind: a}}", "{not: ", "{all: [", "]}",
+        "}", "[", "]", "? ", ": ", ", ", "&a ", "*a", "!!binary ", "!!str ", "- ", "\n", "  ",
+        "'", '"', "{matches: '(a+)+'}", "\ud800", "\t", "#", "journeys:\n", "caps: ", "1e400",
+        "-1", "null", "~", "<<: ", "%YAML 1.1\n", "---\n", "...\n", "|\n", ">\n",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(YAML_PIECES, max_size=40).map("".join))
+def test_whatever_the_text_a_bundle_loads_or_is_refused(text: str) -> None:
+    try:
+        load_bundle(text, "fuzz.yaml")
+    except InvalidBundle as refused:
+        assert refused.problems
