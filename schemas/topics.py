@@ -42,6 +42,12 @@ REP_CANDIDATES = Topic(
 RULES = Topic(
     "rules", Partitioning.SINGLE, {"cleanup.policy": "compact"}, purpose="rule bundles by name"
 )
+RULES_ACCEPTED = Topic(
+    "rules-accepted",
+    Partitioning.SINGLE,
+    {"cleanup.policy": "compact"},
+    purpose="the bundle version each name last had accepted, written by the workers",
+)
 AUDIT = Topic("audit", Partitioning.SINGLE, purpose="what happened to each bundle")
 METRICS = Topic("metrics", Partitioning.SINGLE, purpose="business metrics as JSON")
 
@@ -53,6 +59,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     FEEDBACK,
     REP_CANDIDATES,
     RULES,
+    RULES_ACCEPTED,
     AUDIT,
     METRICS,
 )

@@ -65,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = rules_commands.add_parser("validate", help="compile bundles, report every problem")
     validate.add_argument("files", type=Path, nargs="+")
     validate.set_defaults(run=_rules_validate)
-    push = rules_commands.add_parser("push", help="validate a bundle, then publish it to workers")
+    push = rules_commands.add_parser(
+        "push",
+        help="validate a bundle, check its version is above the running one, then publish it",
+    )
     push.add_argument("file", type=Path)
     push.set_defaults(run=_rules_push)
     delete = rules_commands.add_parser("delete", help="stop a running bundle on every worker")
@@ -175,6 +178,7 @@ def _rules_validate(args: argparse.Namespace) -> int:
 def _rules_push(args: argparse.Namespace) -> int:
     from engine.bundle import InvalidBundle
 
+    from .rules_feed import MissingTopics
     from .rules_push import push_bundle
 
     try:
@@ -184,6 +188,9 @@ def _rules_push(args: argparse.Namespace) -> int:
         for problem in invalid.problems:
             print(problem, file=sys.stderr)
         print("nothing pushed: the running version stays", file=sys.stderr)
+        return 2
+    except MissingTopics as missing:
+        print(f"nothing pushed: {missing}", file=sys.stderr)
         return 2
     print(f"pushed bundle {name} v{version} to {where}; workers apply it within seconds")
     return 0

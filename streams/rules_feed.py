@@ -4,25 +4,46 @@ Each worker reads the whole topic with its own consumer (no group), from the
 beginning, so a restarted worker gets the latest version of every bundle back
 before long, and a new version reaches all workers within about a second. What
 happens to each offered version is written to the ``audit`` topic as JSON.
+
+Compaction keeps only the last record of each bundle on ``rules``, and that record
+may be one the workers refused (an older version, a broken text). So what a worker
+accepts is kept on a second compacted topic, ``rules-accepted``, which only the
+workers write: key the bundle name, value the accepted text as it was published (or
+a tombstone once the bundle was deleted), headers ``rules-offset`` (the record's offset
+on ``rules``) and ``version``. Every worker writes the same record for the same
+decision, so the writes are idempotent. A starting worker loads ``rules-accepted``
+first, then reads ``rules`` and offers only what came after the kept record of each
+bundle (see :class:`engine.rulebook.BundleLedger`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
-from engine.rulebook import RuleBook, Verdict
-from schemas.topics import AUDIT, RULES
+from engine.builtin import BUILTIN_BUNDLE
+from engine.errors import WarroomError
+from engine.rulebook import BundleLedger, Kept, RuleBook, Verdict
+from schemas.topics import AUDIT, RULES, RULES_ACCEPTED
 
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class MissingTopics(WarroomError):
+    """The rules topics do not exist yet: run ``warroom topics`` (or start a worker)."""
+
+
+OFFSET_HEADER = "rules-offset"
+VERSION_HEADER = "version"
 
 
 def audit_record(
@@ -45,59 +66,181 @@ def audit_record(
 async def follow_rules(
     settings: Settings, rulebook: RuleBook, outcomes: Counter, ready: asyncio.Event
 ) -> None:
-    """Apply bundles from the rules topic to ``rulebook`` until cancelled."""
-    topic = TopicPartition(settings.topic(RULES), 0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    """Apply bundles from the rules topic to ``rulebook`` until cancelled; ``ready`` is
+    set once what was accepted before and everything on the rules topic are applied."""
+    rules = TopicPartition(settings.topic(RULES), 0)
+    consumer = _consumer(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await consumer.start()
     await producer.start()
     try:
-        consumer.assign([topic])
-        await consumer.seek_to_beginning(topic)
-        end = (await consumer.end_offsets([topic]))[topic]
+        ledger = BundleLedger(rulebook)
+        end = await _restore(settings, consumer, ledger)
+        consumer.assign([rules])
+        await consumer.seek_to_beginning(rules)
         if end == 0:
             ready.set()
         while True:
             batches = await consumer.getmany(timeout_ms=500)
-            for record in batches.get(topic, []):
-                verdict = _offer(rulebook, record.key, record.value, record.offset)
+            for record in batches.get(rules, []):
+                verdict = _offer(ledger, record.key, record.value, record.offset)
+                if verdict is None:
+                    continue  # decided before the record kept on rules-accepted
                 deleted = record.value is None
+                if verdict.accepted:
+                    await _keep(settings, producer, record, verdict)
                 outcome = "deleted" if deleted else "activated"
                 outcomes.labels(outcome if verdict.accepted else "rejected").inc()
                 entry = audit_record(verdict, record.offset, datetime.now(UTC), deleted)
                 await producer.send_and_wait(
                     settings.topic(AUDIT), orjson.dumps(entry), key=record.key
                 )
-            if not ready.is_set() and await consumer.position(topic) >= end:
+            if not ready.is_set() and await consumer.position(rules) >= end:
                 ready.set()
     finally:
         await consumer.stop()
         await producer.stop()
 
 
-def _offer(rulebook: RuleBook, key: bytes | None, value: bytes | None, offset: int) -> Verdict:
+async def running_rulebook(settings: Settings) -> RuleBook:
+    """The bundles every worker runs once it has read both topics as they are now:
+    the same restore and replay a starting worker does, writing nothing."""
+    rulebook = RuleBook(BUILTIN_BUNDLE)
+    ledger = BundleLedger(rulebook)
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        end = await _restore(settings, consumer, ledger)
+        rules = TopicPartition(settings.topic(RULES), 0)
+        async for record in _read_whole(consumer, rules, end):
+            _offer(ledger, record.key, record.value, record.offset, quiet=True)
+    finally:
+        await consumer.stop()
+    return rulebook
+
+
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+
+
+async def _restore(settings: Settings, consumer: AIOKafkaConsumer, ledger: BundleLedger) -> int:
+    """Load what ``rules-accepted`` kept into ``ledger``; returns the end offset of
+    ``rules`` read right after, which every kept record's offset is below."""
+    accepted = TopicPartition(settings.topic(RULES_ACCEPTED), 0)
+    rules = TopicPartition(settings.topic(RULES), 0)
+    missing = {accepted.topic, rules.topic} - set(await consumer.topics())
+    if missing:
+        raise MissingTopics(
+            f"expected the topics {', '.join(sorted(missing))}, found none of that name; "
+            "create them with `warroom topics` (a worker creates them when it starts)"
+        )
+    kept: list[Kept] = []
+    end = (await consumer.end_offsets([accepted]))[accepted]
+    async for record in _read_whole(consumer, accepted, end):
+        entry = _kept(record)
+        if entry is not None:
+            kept.append(entry)
+    rules_end: int = (await consumer.end_offsets([rules]))[rules]
+    for verdict in ledger.restore(kept, rules_end):
+        if verdict.accepted and verdict.version is not None:
+            log.info("rule bundle %s v%s restored as accepted", verdict.bundle, verdict.version)
+        elif not verdict.accepted:
+            log.error(
+                "rule bundle %s kept on rules-accepted is refused now; its records on "
+                "rules are offered again:\n%s",
+                verdict.bundle,
+                "\n".join(verdict.problems),
+            )
+    return rules_end
+
+
+async def _read_whole(
+    consumer: AIOKafkaConsumer, partition: TopicPartition, end: int
+) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """Every record of ``partition`` below offset ``end``."""
+    consumer.assign([partition])
+    await consumer.seek_to_beginning(partition)
+    while await consumer.position(partition) < end:
+        batches = await consumer.getmany(partition, timeout_ms=500)
+        for record in batches.get(partition, []):
+            if record.offset < end:
+                yield record
+
+
+def _kept(record: ConsumerRecord[Any, Any]) -> Kept | None:
+    headers = dict(record.headers or ())
+    try:
+        name = (record.key or b"").decode()
+        position = int(headers[OFFSET_HEADER])
+        text = None if record.value is None else record.value.decode()
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        log.error(
+            "rules-accepted@%s ignored: expected a UTF-8 key and value and a %r header, "
+            "found key %r, headers %r (%s)",
+            record.offset,
+            OFFSET_HEADER,
+            record.key,
+            sorted(headers),
+            exc,
+        )
+        return None
+    if not name:
+        log.error("rules-accepted@%s ignored: expected the bundle name as key", record.offset)
+        return None
+    return Kept(name, position, text)
+
+
+async def _keep(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    record: ConsumerRecord[Any, Any],
+    verdict: Verdict,
+) -> None:
+    """Write an accepted record (or deletion) to rules-accepted, as every worker does."""
+    headers = [(OFFSET_HEADER, str(record.offset).encode())]
+    if verdict.version is not None:
+        headers.append((VERSION_HEADER, str(verdict.version).encode()))
+    await producer.send_and_wait(
+        settings.topic(RULES_ACCEPTED),
+        record.value,
+        key=record.key,
+        partition=0,
+        headers=headers,
+    )
+
+
+def _offer(
+    ledger: BundleLedger,
+    key: bytes | None,
+    value: bytes | None,
+    offset: int,
+    quiet: bool = False,
+) -> Verdict | None:
     name = key.decode(errors="replace") if key else None
-    source = f"rules@{offset}" + (f" ({name})" if name else "")
-    if value is None:
-        if name is None:
-            return Verdict("(unnamed)", False, None, ("a deletion needs the bundle name as key",))
-        verdict = rulebook.withdraw(name)
+    if name is None:
+        # Compacted topics refuse records without a key; kept for other brokers.
+        return Verdict("(unnamed)", False, None, ("expected the bundle name as key",))
+    source = f"rules@{offset} ({name})"
+    text: str | None = None
+    if value is not None:
+        try:
+            text = value.decode()
+        except UnicodeDecodeError as exc:
+            return Verdict(name, False, None, (f"expected UTF-8 YAML: {exc}",))
+    verdict = ledger.decide(name, offset, text, source)
+    if verdict is None or quiet:
+        return verdict
+    if text is None:
         if verdict.accepted:
             log.warning("rule bundle %s deleted: its rules and journeys stopped", name)
         else:
             log.error("deletion of rule bundle %s refused: %s", name, "; ".join(verdict.problems))
-        return verdict
-    try:
-        text = value.decode()
-    except UnicodeDecodeError as exc:
-        return Verdict(name or "(unnamed)", False, None, (f"expected UTF-8 YAML: {exc}",))
-    verdict = rulebook.offer(text, source, expected_name=name)
-    if verdict.accepted:
+    elif verdict.accepted:
         log.warning("rule bundle %s v%s is running", verdict.bundle, verdict.version)
     else:
         log.error(

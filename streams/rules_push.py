@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
-from engine.bundle import load_bundle
+from engine.bundle import InvalidBundle, load_bundle
 from schemas.topics import RULES
 
+from .rules_feed import running_rulebook
 from .settings import Settings
 
 
@@ -35,7 +36,18 @@ async def _publish(settings: Settings, name: str, value: bytes | None) -> str:
 
 
 async def push_bundle(settings: Settings, text: str, source: str) -> tuple[str, int, str]:
-    """Compile ``text`` (raising InvalidBundle), then publish it; returns name, version, where."""
+    """Compile ``text``, check the workers would accept it, then publish it; returns name,
+    version and where.
+
+    Raises InvalidBundle, publishing nothing, if the text does not compile or the
+    running bundles refuse it: a version not above the running one of that name, or
+    rule or journey ids another bundle uses. The running bundles are what a starting
+    worker would run: those kept on ``rules-accepted`` and the records after them on
+    ``rules``.
+    """
     bundle = load_bundle(text, source)
+    problems = (await running_rulebook(settings)).refusals(bundle, text)
+    if problems:
+        raise InvalidBundle(problems)
     where = await publish_bundle_text(settings, bundle.name, text)
     return bundle.name, bundle.version, where

@@ -142,11 +142,16 @@ async def test_a_deleted_bundle_stops_on_a_running_worker_and_stays_deleted_afte
     assert [c.customer_id for c in found] == ["d1"]
 
     # The name is free again: a new push runs.
-    await push_bundle(settings, BUNDLE.format(version=1, kind="demo_requested"), "team.yaml")
+    _, _, where = await push_bundle(
+        settings, BUNDLE.format(version=1, kind="demo_requested"), "team.yaml"
+    )
+    offset = int(where.rsplit("@", 1)[1])
     await read_topic(
         settings,
         "audit",
-        lambda found: sum(a["event"] == "bundle_activated" for a in found) >= 3,
+        lambda found: any(
+            (a["event"], a["rules_offset"]) == ("bundle_activated", offset) for a in found
+        ),
         orjson.loads,
         worker,
     )
