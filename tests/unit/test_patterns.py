@@ -89,3 +89,11 @@ def test_what_re2_cannot_run_is_refused_with_the_reason(pattern: str, reason: st
 )
 def test_matches_keeps_its_documented_meaning(pattern: str, text: str, expected: bool) -> None:
     assert fires(pattern, text) is expected
+
+
+def test_a_pattern_is_evaluated_without_building_match_objects() -> None:
+    from engine.conditions import compile_pattern
+
+    search = compile_pattern("(?i)price (match|beat)")
+    assert search("Can you do a PRICE MATCH?") is True
+    assert search("no") is False
