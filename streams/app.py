@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
+import orjson
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -39,6 +40,7 @@ from engine.timestamps import TimestampPolicy
 from schemas.codec import decode_intervention, encode_dead_letter
 from schemas.partitioning import customer_partition
 from schemas.topics import (
+    AUDIT,
     DLQ,
     FEEDBACK,
     INTERVENTIONS,
@@ -55,7 +57,7 @@ from .pipeline import BatchResult, Pipeline, RawRecord
 from .rules_feed import follow_rules
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
-from .timers import Schedule, run_scheduler
+from .timers import Expiry, Schedule, run_scheduler
 from .transactions import BatchCommitLock, install_commit_lock, install_exactly_once_commit
 from .web import admin_only
 from .writer import BatchWriter, OutRecord
@@ -174,9 +176,10 @@ def create_app(settings: Settings) -> Warroom:
         max_record_bytes=settings.max_record_bytes,
         dead_letter_raw_bytes=settings.dead_letter_raw_bytes,
         state_max_bytes=settings.state_max_bytes,
+        customer_ttl=timedelta(days=settings.customer_ttl_days),
     )
     schedule = Schedule(rulebook)
-    writer = BatchWriter(app, settings.topic(TOUCHPOINTS), exactly_once)
+    writer = BatchWriter(app, settings.topic(TOUCHPOINTS), exactly_once, settings.max_record_bytes)
     warroom = Warroom(
         settings,
         app,
@@ -286,7 +289,12 @@ def create_app(settings: Settings) -> Warroom:
 
     async def timers() -> None:
         await run_scheduler(
-            settings.bootstrap_servers, settings.topic(TIMERS), schedule, assignment, stored
+            settings.bootstrap_servers,
+            settings.topic(TIMERS),
+            schedule,
+            assignment,
+            stored,
+            Expiry(timedelta(days=settings.customer_ttl_days), settings.expiry_check_seconds),
         )
 
     app.task(timers)
@@ -366,13 +374,14 @@ async def _finish_slice(
     encoded = warroom.pipeline.encode_states(result, warroom.state_codec.dumps)
     store: Any = warroom.states.data
     schedule = warroom.schedule
+    removed = _forget_expired(warroom, result)
     for partition, changed in result.states.items():
         for customer_id, state in changed.items():
             store.data[customer_id] = state
             store._key_partition[customer_id] = partition
             schedule.note(customer_id, partition, state)
     direct = warroom.pipeline.rulebook.per_rep_per_day is None
-    output = list(_output(warroom, result, encoded, direct))
+    output = removed + list(_output(warroom, result, encoded, direct))
     if held:
         output.extend(_admit_candidates(warroom, held))
 
@@ -401,6 +410,34 @@ async def _finish_slice(
     )
     warroom.analytics.record_signals(result.signals)
     _observe(warroom.metrics, result, events, started, direct)
+
+
+def _forget_expired(warroom: Warroom, result: BatchResult) -> list[OutRecord]:
+    """Drop customers removed for silence from the store; their changelog tombstones and
+    audit records. A customer who came back later in the same slice keeps its new state."""
+    store: Any = warroom.states.data
+    changelog = warroom.states.changelog_topic.get_topic_name()
+    audit = warroom.settings.topic(AUDIT)
+    now = datetime.now(UTC)
+    out: list[OutRecord] = []
+    for partition, customer_id, last in result.expired:
+        if customer_id in result.states.get(partition, {}):
+            continue
+        store.data.pop(customer_id, None)
+        store._key_partition.pop(customer_id, None)
+        warroom.schedule.forget(customer_id)
+        key = customer_id.encode()
+        out.append(OutRecord(changelog, partition, key, None))
+        entry = {
+            "event": "customer_expired",
+            "customer_id": customer_id,
+            "last_touchpoint_at": None if last is None else last.isoformat(),
+            "ttl_days": warroom.settings.customer_ttl_days,
+            "at": now.isoformat(),
+        }
+        out.append(OutRecord(audit, 0, key, orjson.dumps(entry), source_partition=partition))
+        warroom.metrics.expired.inc()
+    return out
 
 
 def _never_ack(events: Sequence[EventT[Any]]) -> None:

@@ -23,6 +23,7 @@ class WorkerMetrics:
     batch_duration: Histogram
     trimmed: Counter
     repeated: Counter
+    expired: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -88,6 +89,11 @@ class WorkerMetrics:
             repeated=Counter(
                 "warroom_repeated_candidates",
                 "Interventions read again on rep-candidates and not sent a second time.",
+                registry=registry,
+            ),
+            expired=Counter(
+                "warroom_customers_expired",
+                "Customers removed after WARROOM_CUSTOMER_TTL_DAYS without a touchpoint.",
                 registry=registry,
             ),
             batch_duration=Histogram(

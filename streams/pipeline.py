@@ -17,7 +17,7 @@ from engine.conditions import EPOCH
 from engine.errors import EvaluationError
 from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
-from engine.retention import fit_state
+from engine.retention import expired, fit_state
 from engine.rulebook import RuleBook
 from engine.rules import CompiledRule, Decision
 from engine.state import CustomerState
@@ -57,6 +57,10 @@ class BatchResult:
     duplicates: int = 0
     ticks: int = 0
     """Timer ticks that evaluated a deadline."""
+    expired: list[tuple[int, str, datetime | None]] = field(default_factory=list)
+    """(partition, customer id, newest touchpoint time) of customers removed for silence."""
+    gone: set[str] = field(default_factory=set)
+    """Customers removed in this batch: their stored state is no longer theirs."""
     trimmed_entries: int = 0
     """Window entries dropped to keep states within their byte budget."""
     trimmed_memories: int = 0
@@ -79,6 +83,9 @@ class Pipeline:
     broker: the touchpoint that caused it goes to the DLQ as ``too_large`` instead."""
     dead_letter_raw_bytes: int = 65_536
     """A dead letter keeps at most this many bytes of the rejected key and value."""
+    customer_ttl: timedelta = timedelta(days=400)
+    """Customers with no touchpoint (event time) for this long are removed on an expiry
+    tick (engine.retention.expired)."""
     state_max_bytes: int = 512_000
     """A customer's encoded state is kept within this many bytes (engine.retention)."""
 
@@ -157,7 +164,7 @@ class Pipeline:
                 continue
             customer_id = event.customer_id
             state = changed.get(customer_id)
-            if state is None:
+            if state is None and customer_id not in result.gone:
                 state = load(customer_id)
             late = self._lateness_problem(event, state)
             if late is not None:
@@ -228,8 +235,16 @@ class Pipeline:
             return
         partition = record.partition
         changed = result.states.setdefault(partition, {})
-        state = changed.get(customer_id) or load(customer_id)
+        state = changed.get(customer_id)
+        if state is None and customer_id not in result.gone:
+            state = load(customer_id)
         if state is None:
+            return
+        if due is None:
+            if expired(state, now, self.customer_ttl):
+                changed.pop(customer_id, None)
+                result.gone.add(customer_id)
+                result.expired.append((partition, customer_id, state.last_event_at))
             return
         deadline = next_deadline(state, rules, self.rulebook.journeys)
         if deadline is None or deadline > due:

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     dead_letter_raw_bytes: int = Field(65_536, ge=0)
     """A dead letter keeps at most this many bytes of the rejected record's key and value,
     with the length and SHA-256 of the whole."""
+    customer_ttl_days: float = Field(400.0, gt=0)
+    """Customers with no touchpoint (by event time) for this many days are removed: their
+    state is tombstoned in the changelog and the removal audited."""
+    expiry_check_seconds: float = Field(3600.0, gt=0)
+    """How often each worker looks for customers past customer_ttl_days."""
     slice_max_events: int = Field(2_000, ge=1)
     """Touchpoints processed before the worker lets a commit (a transaction) in."""
     slice_max_seconds: float = Field(1.0, gt=0)

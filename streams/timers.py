@@ -19,13 +19,14 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.conditions import micros
 from engine.reducer import next_deadline
+from engine.retention import expired
 from engine.rulebook import RuleBook
 from engine.state import CustomerState
 
@@ -36,14 +37,23 @@ def encode_tick(customer_id: str, due: int) -> bytes:
     return orjson.dumps({"customer_id": customer_id, "due": due})
 
 
-def decode_tick(value: bytes) -> tuple[str, int]:
-    """(customer id, due time in µs); raises ValueError naming what is wrong."""
+def encode_expiry(customer_id: str) -> bytes:
+    """A tick asking the customer's owner to remove the customer if it has gone quiet."""
+    return orjson.dumps({"customer_id": customer_id, "expire": True})
+
+
+def decode_tick(value: bytes) -> tuple[str, int | None]:
+    """(customer id, due time in µs), or (customer id, None) for an expiry tick; raises
+    ValueError naming what is wrong."""
     try:
         data = orjson.loads(value)
+        if data.get("expire") is True:
+            return str(data["customer_id"]), None
         return str(data["customer_id"]), int(data["due"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(
-            f'expected a timer tick {{"customer_id": ..., "due": µs}}, found {value[:80]!r}'
+            'expected a timer tick {"customer_id": ..., "due": µs} or {"customer_id": ..., '
+            f'"expire": true}}, found {value[:80]!r}'
         ) from exc
 
 
@@ -81,8 +91,21 @@ class Schedule:
                 found.append((customer_id, partition, deadline))
         return found
 
+    def forget(self, customer_id: str) -> None:
+        """The customer is gone: a deadline left in the heap no longer counts."""
+        self._due.pop(customer_id, None)
+
     def __len__(self) -> int:
         return len(self._due)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """Customers silent for longer than ``ttl`` (event time) are looked for every
+    ``every`` seconds; each gets an expiry tick, decided again by the worker."""
+
+    ttl: timedelta
+    every: float
 
 
 async def run_scheduler(
@@ -91,17 +114,32 @@ async def run_scheduler(
     schedule: Schedule,
     assignment: Callable[[], frozenset[int]],
     stored: Callable[[frozenset[int]], Iterable[tuple[str, int, CustomerState]]],
+    expiry: Expiry | None = None,
     interval: float = 1.0,
 ) -> None:
-    """Write ticks for passed deadlines until cancelled."""
+    """Write ticks for passed deadlines, and expiry ticks for silent customers, until
+    cancelled."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()
     known: frozenset[int] | None = None
     rules_seen = schedule.rulebook.rules
+    next_sweep = 0.0
+    loop = asyncio.get_running_loop()
     try:
         while True:
             await asyncio.sleep(interval)
             current = assignment()
+            if expiry is not None and loop.time() >= next_sweep:
+                next_sweep = loop.time() + expiry.every
+                wall = datetime.now(UTC)
+                for customer_id, partition, state in stored(current):
+                    if expired(state, wall, expiry.ttl):
+                        await producer.send(
+                            topic,
+                            encode_expiry(customer_id),
+                            key=customer_id.encode(),
+                            partition=partition,
+                        )
             if current != known or schedule.rulebook.rules is not rules_seen:
                 rules_seen = schedule.rulebook.rules
                 schedule.rebuild(stored(current))

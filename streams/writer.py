@@ -39,8 +39,11 @@ class OutRecord:
 class BatchWriter:
     """Appends records to the right producer without Faust's per-record send path."""
 
-    def __init__(self, app: faust.App, source_topic: str, exactly_once: bool) -> None:
+    def __init__(
+        self, app: faust.App, source_topic: str, exactly_once: bool, max_record_bytes: int
+    ) -> None:
         self._app = app
+        self._max_record_bytes = max_record_bytes
         self._source_topic = source_topic
         self._exactly_once = exactly_once
         self._failure: BaseException | None = None
@@ -61,15 +64,19 @@ class BatchWriter:
             producer = await self._producer_for(source)
             batch = producer.create_batch()
             for item in items:
+                size = len(item.key or b"") + len(item.value or b"")
+                if size > self._max_record_bytes:
+                    # The pipeline bounds every record it makes; this is a bug, and aiokafka
+                    # would put the record alone in a batch that the broker then refuses.
+                    raise ValueError(
+                        f"a record of {size} bytes for {topic!r} exceeds the "
+                        f"{self._max_record_bytes} bytes allowed (WARROOM_MAX_RECORD_BYTES)"
+                    )
                 if batch.append(key=item.key, value=item.value, timestamp=None) is None:
                     self._watch(await producer.send_batch(batch, topic, partition=partition))
                     queued += 1
                     batch = producer.create_batch()
-                    if batch.append(key=item.key, value=item.value, timestamp=None) is None:
-                        raise ValueError(
-                            f"a record of {len(item.value or b'')} bytes for {topic!r} does not "
-                            "fit in an empty producer batch; raise producer max_request_size"
-                        )
+                    batch.append(key=item.key, value=item.value, timestamp=None)
             self._watch(await producer.send_batch(batch, topic, partition=partition))
             queued += 1
         return queued

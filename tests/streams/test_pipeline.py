@@ -243,3 +243,44 @@ def test_dead_letters_keep_a_bounded_prefix_with_the_length_and_digest_of_the_wh
     assert letter.raw_sha256 == hashlib.sha256(raw).hexdigest()
     assert letter.raw_key is not None and len(letter.raw_key) == 1024
     assert len(encode_dead_letter(letter)) < 4096
+
+
+# --- retention ---------------------------------------------------------------------
+
+
+def test_an_expiry_tick_removes_a_quiet_customer_and_spares_an_active_one() -> None:
+    from streams.timers import encode_expiry
+
+    quiet = CustomerState("quiet", touchpoints=3, last_event_at=NOW - timedelta(days=401))
+    active = CustomerState("active", touchpoints=3, last_event_at=NOW - timedelta(days=2))
+    stored = {"quiet": quiet, "active": active}
+    aging = Pipeline(
+        RuleBook(BUILTIN_BUNDLE), TimestampPolicy(), PARTITIONS, customer_ttl=timedelta(days=400)
+    )
+    ticks = [
+        RawRecord("timers", customer_partition(c, PARTITIONS), n, c.encode(), encode_expiry(c))
+        for n, c in enumerate(("quiet", "active", "never-seen"))
+    ]
+    result = aging.process(ticks, stored.get, NOW)
+    assert [(p, c) for p, c, _ in result.expired] == [
+        (customer_partition("quiet", PARTITIONS), "quiet")
+    ]
+    [(_, _, last)] = result.expired
+    assert last == quiet.last_event_at
+    assert result.dead_letters == []
+    assert all("active" not in changed for changed in result.states.values())
+
+
+def test_a_customer_who_came_back_in_the_same_batch_is_not_expired() -> None:
+    from streams.timers import encode_expiry
+
+    quiet = CustomerState("acme", touchpoints=3, last_event_at=NOW - timedelta(days=401))
+    aging = Pipeline(
+        RuleBook(BUILTIN_BUNDLE), TimestampPolicy(), PARTITIONS, customer_ttl=timedelta(days=400)
+    )
+    partition = customer_partition("acme", PARTITIONS)
+    back = single(touchpoint(1, "acme"))
+    tick = RawRecord("timers", partition, 1, b"acme", encode_expiry("acme"))
+    result = aging.process([back, tick], {"acme": quiet}.get, NOW)
+    assert result.expired == []
+    assert result.states[partition]["acme"].touchpoints == 4
