@@ -110,7 +110,7 @@ async def running_rulebook(settings: Settings) -> RuleBook:
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        end = await _restore(settings, consumer, ledger)
+        end = await _restore(settings, consumer, ledger, quiet=True)
         rules = TopicPartition(settings.topic(RULES), 0)
         async for record in _read_whole(consumer, rules, end):
             _offer(ledger, record.key, record.value, record.offset, quiet=True)
@@ -128,7 +128,9 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def _restore(settings: Settings, consumer: AIOKafkaConsumer, ledger: BundleLedger) -> int:
+async def _restore(
+    settings: Settings, consumer: AIOKafkaConsumer, ledger: BundleLedger, quiet: bool = False
+) -> int:
     """Load what ``rules-accepted`` kept into ``ledger``; returns the end offset of
     ``rules`` read right after, which every kept record's offset is below."""
     accepted = TopicPartition(settings.topic(RULES_ACCEPTED), 0)
@@ -147,8 +149,14 @@ async def _restore(settings: Settings, consumer: AIOKafkaConsumer, ledger: Bundl
             kept.append(entry)
     rules_end: int = (await consumer.end_offsets([rules]))[rules]
     for verdict in ledger.restore(kept, rules_end):
+        if quiet:
+            continue
         if verdict.accepted and verdict.version is not None:
-            log.info("rule bundle %s v%s restored as accepted", verdict.bundle, verdict.version)
+            log.warning(
+                "rule bundle %s v%s is running (kept on rules-accepted)",
+                verdict.bundle,
+                verdict.version,
+            )
         elif not verdict.accepted:
             log.error(
                 "rule bundle %s kept on rules-accepted is refused now; its records on "
