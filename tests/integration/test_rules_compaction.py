@@ -125,11 +125,11 @@ async def audit_until(
         ),
         orjson.loads,
         worker,
-        within=30.0,
+        within=60.0,
     )
 
 
-async def wait_for_compaction(settings: Settings, within: float = 30.0) -> None:
+async def wait_for_compaction(settings: Settings, within: float = 60.0) -> None:
     """Until the rules topic holds only the last record of ``team`` and ``deals``. Each
     round appends a deletion of a bundle that never existed, so the segment holding the
     pushes rolls and becomes cleanable."""
@@ -188,7 +188,7 @@ async def test_refused_records_left_by_compaction_never_replace_what_ran(
     worker.start()
     await produce_raw(settings, [touchpoint("r1", KINDS["team"]), touchpoint("r2", KINDS["deals"])])
     found = await read_topic(
-        settings, "interventions", interventions_for("r1", "r2"), decode_intervention, worker, 30.0
+        settings, "interventions", interventions_for("r1", "r2"), decode_intervention, worker
     )
     titles = sorted(c.title for c in found)
     assert titles == ["deals v2: r2", "team v2: r1"]
@@ -216,7 +216,7 @@ async def test_refused_records_left_by_compaction_never_replace_what_ran(
     assert done.returncode == 0, done.stdout + done.stderr
     await produce_raw(settings, [touchpoint("r3", KINDS["deals"])])
     found = await read_topic(
-        settings, "interventions", interventions_for("r3"), decode_intervention, worker, 30.0
+        settings, "interventions", interventions_for("r3"), decode_intervention, worker
     )
     assert [c.title for c in found if c.customer_id == "r3"] == ["deals v1: r3"]
 
