@@ -11,7 +11,7 @@ producer, and only then starts a worker subprocess. The worker times itself with
 the end of the batch that brings it to N events (engine run, state stored,
 output queued) and writes a JSON result; the harness waits for it and stops
 the worker. Nothing in streams/ is changed: the Warroom worker is built with
-``create_app`` and only its ``pipeline`` and ``streams.app._handle_batch`` are
+``create_app`` and only its ``pipeline`` and ``streams.batches.handle_batch`` are
 wrapped, to count and to stop the clock.
 
 Cases:
@@ -663,9 +663,9 @@ _ROOT_FRAMES = (
 
 _BATCH_COMPONENTS = (
     ("_write (streams/app.py", "batch: output (state writes + sends)"),
-    ("_output (streams/app.py", "batch: output (state writes + sends)"),
+    ("_output (streams/batches.py", "batch: output (state writes + sends)"),
     ("(streams/writer.py", "batch: output (state writes + sends)"),
-    ("_observe (streams/app.py", "batch: metrics (_observe)"),
+    ("_observe (streams/batches.py", "batch: metrics (_observe)"),
     ("(engine/", "batch: engine (reducer.apply, rules)"),
     ("decode_touchpoint", "batch: decode (fastavro + pydantic)"),
     ("(streams/pipeline.py", "batch: pipeline checks (timestamps, partition)"),
@@ -687,11 +687,11 @@ def _component(funcs: Sequence[str]) -> str:
     """Which part of the worker a sample belongs to (first rule that matches wins)."""
     if any(_is_commit(f) for f in funcs):
         return "offset commit / transaction commit"
-    if any("_handle_batch (streams/app.py" in f for f in funcs):
+    if any("handle_batch (streams/batches.py" in f for f in funcs):
         for pattern, name in _BATCH_COMPONENTS:
             if any(pattern in f for f in funcs):
                 return name
-        return "batch: assembly (_handle_batch)"
+        return "batch: assembly (handle_batch)"
     for pattern, name in _RUNTIME_COMPONENTS:
         if any(pattern in f for f in funcs):
             return name
@@ -1079,14 +1079,14 @@ def build_naive_app(config: dict[str, Any], probe: Probe) -> Any:
 def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
     """Warroom's own worker, unchanged; its batch handler and pipeline are wrapped to count.
 
-    The clock stops when the ``streams.app._handle_batch`` call that brought the
+    The clock stops when the ``streams.batches.handle_batch`` call that brought the
     count to N returns (engine run, state stored, output queued). Events are
     counted from the pipeline's results (one ``BatchResult`` per batch, however
     many slices fill it) and checked against the worker's Prometheus counters.
     """
     import dataclasses
 
-    import streams.app
+    import streams.batches
     from streams.app import create_app
     from streams.pipeline import Pipeline
     from streams.settings import Guarantee, Settings
@@ -1142,7 +1142,7 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
 
     probe.cross_check = counted_by_metrics
 
-    handle_batch = getattr(streams.app, "_handle_batch", None)
+    handle_batch = getattr(streams.batches, "handle_batch", None)
     if inspect.iscoroutinefunction(handle_batch):
         original = handle_batch
 
@@ -1154,7 +1154,7 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
                 account()
                 probe.batch_done()
 
-        streams.app._handle_batch = timed_handle_batch
+        streams.batches.handle_batch = timed_handle_batch
     elif callable(handle_batch):
         sync_original = handle_batch
 
@@ -1166,7 +1166,7 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
                 account()
                 probe.batch_done()
 
-        streams.app._handle_batch = timed_sync_handle_batch
+        streams.batches.handle_batch = timed_sync_handle_batch
     else:
         # No batch handler to wrap: watch the worker's counters instead.
         probe.timed_until = "first poll (every 2 ms) that saw N events in the worker's metrics"

@@ -98,11 +98,18 @@ def _worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
     from .app import create_app
+    from .patches import PatchError, check
+    from .settings import Guarantee
     from .topics import ensure_topics
 
     settings = Settings()
-    asyncio.run(ensure_topics(settings))
     warroom = create_app(settings)
+    try:
+        check(warroom.app, settings.processing_guarantee is Guarantee.EXACTLY_ONCE)
+    except PatchError as refused:
+        print(f"warroom worker: not starting: {refused}", file=sys.stderr)
+        return 3
+    asyncio.run(ensure_topics(settings))
     worker = Worker(warroom.app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

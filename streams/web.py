@@ -12,9 +12,18 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
+
+from engine.explain import explain, explain_journeys
+from engine.state import CustomerState
+from schemas.partitioning import customer_partition
+
+if TYPE_CHECKING:
+    from .parts import Warroom
 
 ADMIN_PAGES = ("/rules", "/customers/{customer_id}")
 
@@ -52,3 +61,94 @@ def admin_only(token: SecretStr | None, page: Page) -> Page:
 def bearer(token: SecretStr | None) -> dict[str, str]:
     """Request headers that carry ``token`` (none when there is no token)."""
     return {} if token is None else {"Authorization": f"Bearer {token.get_secret_value()}"}
+
+
+def register_pages(warroom: Warroom) -> None:
+    """Add the worker's pages to its Faust app (before it starts)."""
+    app = warroom.app
+    rulebook = warroom.pipeline.rulebook
+    registry = warroom.metrics.registry
+
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    async def rules_page(web: Any, request: Any) -> Any:
+        return web.json(
+            {
+                name: {
+                    "version": bundle.version,
+                    "source": bundle.source,
+                    "rules": [rule.rule_id for rule in bundle.rules],
+                }
+                for name, bundle in sorted(rulebook.bundles.items())
+            }
+        )
+
+    async def customer_page(web: Any, request: Any, customer_id: str) -> Any:
+        return web.json(
+            explain_customer(warroom, customer_id, warroom.assignment(), datetime.now(UTC))
+        )
+
+    token = warroom.settings.admin_token
+    app.page("/metrics")(metrics_page)
+    app.page("/healthz")(health_page)
+    app.page("/rules")(admin_only(token, rules_page))
+    app.page("/customers/{customer_id}")(admin_only(token, customer_page))
+
+
+def explain_customer(
+    warroom: Warroom, customer_id: str, owned: frozenset[int], now: datetime
+) -> dict[str, Any]:
+    """A customer's state and, for every running rule, why it did or did not fire."""
+    partition = customer_partition(customer_id, warroom.settings.partitions)
+    state = warroom.stored_state(customer_id)
+    rules = warroom.pipeline.rulebook.rules
+    return {
+        "customer_id": customer_id,
+        "partition": partition,
+        "owned_here": partition in owned,
+        "known": state is not None,
+        "state": None if state is None else _readable(state),
+        "rules": [
+            {
+                "rule_id": s.rule_id,
+                "version": s.version,
+                "mode": s.mode,
+                "progress": s.progress,
+                "last_fired_at": _iso(s.last_fired_at),
+                "cooldown_until": _iso(s.cooldown_until),
+                "deadline": _iso(s.deadline),
+            }
+            for s in explain(state, rules, now)
+        ],
+        "journeys": [
+            {
+                "journey_id": j.journey_id,
+                "mode": j.mode,
+                "variant": j.variant,
+                "inside": j.inside,
+                "progress": j.progress,
+                "deadline": _iso(j.deadline),
+            }
+            for j in explain_journeys(state, warroom.pipeline.rulebook.journeys, now)
+        ],
+    }
+
+
+def _readable(state: CustomerState) -> dict[str, Any]:
+    return {
+        "owner_rep_id": state.owner_rep_id,
+        "touchpoints": state.touchpoints,
+        "first_seen_at": _iso(state.first_seen_at),
+        "last_event_at": _iso(state.last_event_at),
+        "last_inbound_at": _iso(state.last_inbound_at),
+        "last_outbound_at": _iso(state.last_outbound_at),
+        "kind_counts": dict(state.kind_counts),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from streams.transactions import after_last_records
+from streams.patches.transactions import after_last_records
 
 pytestmark = pytest.mark.integration
 

@@ -79,7 +79,7 @@ async def test_graceful_restarts_lose_no_touchpoint_and_repeat_no_intervention(
     await wait_until_committed(settings, worker)
 
     # Under load the worker's startup steps are far apart, which opens the window
-    # where records read during recovery were dropped (streams/flow.py).
+    # where records read during recovery were dropped (streams/patches/flow.py).
     with cpu_load() if loaded else contextlib.nullcontext():
         for restart in range(1, 4):
             worker.stop()

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.flow import earliest_buffered
+from streams.patches.flow import earliest_buffered
 
 TOUCHPOINTS_0 = TP("touchpoints", 0)
 TOUCHPOINTS_1 = TP("touchpoints", 1)

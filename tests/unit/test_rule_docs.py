@@ -504,8 +504,8 @@ def test_the_manager_example_reaches_the_owners_manager_or_the_manager_queue() -
 
 
 def test_the_explain_example_is_what_the_worker_prints() -> None:
-    from streams.app import explain_customer
     from streams.explain_cli import format_explanation
+    from streams.web import explain_customer
 
     book = RuleBook(BUILTIN_BUNDLE, doc_bundle("quote-follow-up"), doc_bundle("account-health"))
     first = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)

@@ -85,7 +85,14 @@ def install_exactly_once_commit(app: faust.App, transaction_timeout_seconds: flo
         return extra
 
     app.transport.Producer = type(  # type: ignore[misc]
-        "WarroomProducer", (base,), {"_settings_extra": _settings_extra}
+        "WarroomProducer", (base,), {"_settings_extra": _settings_extra, "warroom_patch": True}
+    )
+
+
+def is_exactly_once_installed(app: faust.App) -> bool:
+    transport: Any = app.transport
+    return transport.TransactionManager is ExactlyOnceTransactions and getattr(
+        transport.Producer, "warroom_patch", False
     )
 
 
@@ -118,8 +125,16 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
     app.transport.Consumer = type(  # type: ignore[misc]
         "WarroomConsumer",
         (base,),
-        {"_commit_tps": _commit_tps, "_new_consumer_thread": _new_consumer_thread},
+        {
+            "_commit_tps": _commit_tps,
+            "_new_consumer_thread": _new_consumer_thread,
+            "warroom_patch": True,
+        },
     )
+
+
+def is_commit_lock_installed(app: faust.App) -> bool:
+    return bool(getattr(app.transport.Consumer, "warroom_patch", False))
 
 
 class _WarroomConsumerThread(AIOKafkaConsumerThread):

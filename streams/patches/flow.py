@@ -42,7 +42,13 @@ def install_lossless_resume(app: faust.App) -> None:
             consumer._thread.seek(tp, offset)  # what Faust's own seek does, synchronously
             consumer._read_offset[tp] = offset if offset else None
 
+    resume_and_reread.warroom_patch = True  # type: ignore[attr-defined]
     flow.resume = resume_and_reread
+
+
+def is_lossless_resume_installed(app: faust.App) -> bool:
+    flow: Any = app.flow_control
+    return bool(getattr(flow.resume, "warroom_patch", False))
 
 
 def _buffered_messages(flow: Any) -> Iterable[Any]:

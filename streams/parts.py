@@ -1,0 +1,56 @@
+"""A worker as the named parts :func:`streams.app.create_app` composes.
+
+``batches`` (streams.batches) runs the engine over each batch and writes its output;
+``rep_caps`` (streams.rep_caps) is the assignee-keyed second stage; ``states`` and
+``assignees`` give typed access to the two tables' stores (streams.patches.tables);
+``web`` (streams.web) serves metrics, health and the admin pages; ``schedule``
+(streams.timers) keeps deadlines and expiry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from engine.assignees import Sent
+from engine.state import CustomerState
+
+from .analytics import Analytics
+from .metrics import WorkerMetrics
+from .patches.tables import TableStore
+from .patches.transactions import BatchCommitLock
+from .pipeline import Pipeline
+from .settings import Settings
+from .state_codec import CustomerStateCodec
+from .timers import Schedule
+from .writer import BatchWriter
+
+
+@dataclass
+class Warroom:
+    """One worker: the Faust app and its parts."""
+
+    settings: Settings
+    app: faust.App
+    touchpoints: faust.TopicT
+    states: TableStore[CustomerState]
+    assignees: TableStore[Sent]
+    metrics: WorkerMetrics
+    pipeline: Pipeline
+    writer: BatchWriter
+    commit_lock: BatchCommitLock
+    state_codec: CustomerStateCodec
+    schedule: Schedule
+    analytics: Analytics
+
+    def stored_state(self, customer_id: str) -> CustomerState | None:
+        """The customer's state as of the last slice (in-memory store, no copy)."""
+        return self.states.get(customer_id)
+
+    def assignment(self) -> frozenset[int]:
+        """Partitions of the touchpoints topic this worker owns right now."""
+        source = self.settings.topic("touchpoints")
+        return frozenset(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == source
+        )

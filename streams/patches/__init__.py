@@ -1,0 +1,141 @@
+"""Every place Warroom reaches into Faust or aiokafka internals, in one package.
+
+Each patch says what it replaces and why (see its module). The versions they were
+written against are bounded in pyproject.toml, and :func:`check` runs when a worker
+starts: it verifies that every private name a patch relies on exists in the installed
+libraries and that every patch is installed on the app, and the worker refuses to
+start otherwise. A library upgrade therefore cannot turn a patch into a silent no-op.
+
+======================  =============================================================
+patch                   replaces
+======================  =============================================================
+exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers) and
+                        the transactional producers' timeout
+commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and its
+                        consumer thread (seek uncommitted partitions, true highwaters)
+lossless_resume         FlowControlEvent.resume (re-read what a resume drops)
+table_store             direct writes to the memory store (``data``, ``_key_partition``)
+======================  =============================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from .flow import install_lossless_resume, is_lossless_resume_installed
+from .transactions import (
+    ExactlyOnceTransactions,
+    install_commit_lock,
+    install_exactly_once_commit,
+    is_commit_lock_installed,
+    is_exactly_once_installed,
+)
+
+__all__ = [
+    "REQUIRED_INTERNALS",
+    "TESTED",
+    "ExactlyOnceTransactions",
+    "PatchError",
+    "check",
+    "install_commit_lock",
+    "install_exactly_once_commit",
+    "install_lossless_resume",
+    "missing_internals",
+]
+
+
+class PatchError(RuntimeError):
+    """A patch of Faust or aiokafka internals is missing or no longer applies."""
+
+
+@dataclass(frozen=True, slots=True)
+class Internal:
+    """A private name a patch relies on: ``attribute`` of ``owner`` in ``module``."""
+
+    module: str
+    owner: str
+    attribute: str
+    patch: str
+
+    def present(self) -> bool:
+        try:
+            found: Any = importlib.import_module(self.module)
+        except ImportError:
+            return False
+        for part in self.owner.split("."):
+            found = getattr(found, part, None)
+            if found is None:
+                return False
+        return hasattr(found, self.attribute)
+
+
+REQUIRED_INTERNALS: tuple[Internal, ...] = (
+    Internal("faust.transport.consumer", "TransactionManager", "commit", "exactly_once_commit"),
+    Internal("faust.transport.consumer", "Consumer", "_commit_tps", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "_new_offset", "commit_lock"),
+    Internal(
+        "faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_highwaters", "commit_lock"
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "_ensure_consumer",
+        "commit_lock",
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "call_thread", "commit_lock"
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka", "Producer", "_settings_extra", "exactly_once_commit"
+    ),
+    Internal("faust.transport.drivers.aiokafka", "Consumer", "_new_consumer_thread", "commit_lock"),
+    Internal("faust.tables.base", "Collection", "_new_changelog_topic", "table_store"),
+    Internal("faust.types.tuples", "Message", "acked", "batches"),
+    Internal("faust.streams", "Stream", "take_events", "batches"),
+    Internal("aiokafka.producer.producer", "AIOKafkaProducer", "create_batch", "writer"),
+    Internal("aiokafka.producer.producer", "AIOKafkaProducer", "send_batch", "writer"),
+    Internal("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_committed", "commit_lock"),
+)
+"""Checked at start-up; ``Message.acked`` is a slot, so hasattr on the class finds it."""
+
+TESTED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+"""The versions the patches were written and tested against (pyproject.toml bounds them)."""
+
+
+def missing_internals(internals: Iterable[Internal] = REQUIRED_INTERNALS) -> list[str]:
+    return [
+        f"{i.module}.{i.owner}.{i.attribute} (needed by {i.patch})"
+        for i in internals
+        if not i.present()
+    ]
+
+
+def check(app: Any, exactly_once: bool) -> None:
+    """Refuse to run unless every patch applies to the installed libraries and is
+    installed on ``app``; the error names each problem and the tested versions."""
+    problems = missing_internals()
+    if exactly_once and not is_exactly_once_installed(app):
+        problems.append("exactly_once_commit is not installed on the app")
+    if not is_commit_lock_installed(app):
+        problems.append("commit_lock is not installed on the app")
+    if not is_lossless_resume_installed(app):
+        problems.append("lossless_resume is not installed on the app")
+    if problems:
+        installed = ", ".join(f"{name} {_installed(name)}" for name in TESTED)
+        tested = ", ".join(f"{name} {v}" for name, v in TESTED.items())
+        raise PatchError(
+            "Warroom's patches of Faust/aiokafka internals do not apply: "
+            + "; ".join(problems)
+            + f". Installed: {installed}; tested with: {tested}."
+        )
+
+
+def _installed(name: str) -> str:
+    try:
+        return version(name)
+    except Exception:
+        return "not installed"
