@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .conditions import EPOCH, Moment, micros
-from .journeys import CompiledJourney
+from .journeys import HOLDOUT, CompiledJourney
 from .rules import CompiledRule
 from .state import CustomerState
 
@@ -88,27 +88,51 @@ def explain_journeys(
             )
             continue
         variant, inside, index, started = memory[0], bool(memory[1]), memory[2], memory[3]
-        steps = next((v.steps for v in journey.variants if v.name == variant), ())
-        if not inside:
-            progress = f"out of the journey (variant {variant} kept for re-entry)"
-        elif index < len(steps):
-            since = _at(started)
-            progress = (
-                f"in variant {variant}: {index} of {len(steps)} steps done; next "
-                f"{steps[index].step_id!r}, waiting since {since.isoformat() if since else '-'}"
-            )
-        else:
-            progress = (
-                f"in variant {variant}: all {len(steps)} steps done; waits for conversion or exit"
-            )
+        follows = memory[10] if len(memory) > 10 else None
         statuses.append(
             JourneyStatus(
                 journey.journey_id,
                 variant,
                 inside,
-                progress,
+                _progress(journey, state.customer_id, variant, inside, index, started, follows),
                 _at(journey.deadline(memory)),
                 journey.mode.value,
             )
         )
     return statuses
+
+
+def _progress(
+    journey: CompiledJourney,
+    customer_id: str,
+    variant: str,
+    inside: bool,
+    index: int,
+    started: int,
+    follows: str | None,
+) -> str:
+    """Where an entered customer stands, in words."""
+    if not inside:
+        return f"out of the journey (variant {variant} kept for re-entry)"
+    since = _at(started)
+    waiting = f"waiting since {since.isoformat() if since else '-'}"
+    if variant == HOLDOUT:
+        if not journey.open_ended:
+            return "in the holdout (gets nothing): waits for conversion or exit"
+        if follows is None or not journey.path(HOLDOUT, follows):
+            follows = journey.follows(customer_id)  # as the next touchpoint or timer will
+        steps = journey.path(HOLDOUT, follows)
+        if index >= len(steps):
+            return f"in the holdout (gets nothing), following variant {follows}: leaves next"
+        return (
+            f"in the holdout (gets nothing), following variant {follows}: {index} of "
+            f"{len(steps)} steps passed; next {steps[index].step_id!r}, {waiting}; "
+            "leaves after the last step"
+        )
+    steps = journey.path(variant, None)
+    if index < len(steps):
+        return (
+            f"in variant {variant}: {index} of {len(steps)} steps done; next "
+            f"{steps[index].step_id!r}, {waiting}"
+        )
+    return f"in variant {variant}: all {len(steps)} steps done; waits for conversion or exit"

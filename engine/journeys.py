@@ -118,7 +118,7 @@ class CompiledJourney:
                 return candidate.steps
         return ()
 
-    def _path(self, assigned: str, follows: str | None) -> tuple[JourneyStep, ...]:
+    def path(self, assigned: str, follows: str | None) -> tuple[JourneyStep, ...]:
         """The steps the customer moves through: their variant's, or for a holdout customer
         of an open-ended journey those of the variant they follow (nothing is emitted)."""
         if assigned != HOLDOUT:
@@ -181,7 +181,7 @@ class CompiledJourney:
         if inside and assigned == HOLDOUT and self.open_ended and lost:
             follows = self.follows(moment.state.customer_id)
         if inside:
-            steps = self._path(assigned, follows)
+            steps = self.path(assigned, follows)
             steps_held = assigned == HOLDOUT  # followed, not taken: nothing is emitted
             if index < len(steps):
                 current = steps[index]
@@ -252,7 +252,7 @@ class CompiledJourney:
             for condition, condition_memory in ((self.exit, m_exit), (self.conversion, m_conv))
             if condition is not None
         ]
-        steps = self._path(assigned, follows)
+        steps = self.path(assigned, follows)
         if index < len(steps):
             step = steps[index]
             if step.when is not None:

@@ -313,3 +313,33 @@ def test_without_conversion_or_exit_holdout_customers_leave_when_a_variant_custo
             "completed",
             "entered",
         ]
+
+
+def test_explain_says_a_holdout_customer_follows_a_variant_s_steps_silently() -> None:
+    [compiled] = load_bundle(OPEN_ENDED, "nudges.yaml").journeys
+    run = Run(compiled)
+    customer = next(f"c{n}" for n in range(100) if compiled.assign(f"c{n}") == HOLDOUT)
+    run.feed(tp(1, "trial_started", 0, customer))
+    [status] = explain_journeys(run.state, run.journeys, T0)
+    assert status.inside and status.variant == HOLDOUT
+    assert status.progress == (
+        "in the holdout (gets nothing), following variant guided: 0 of 2 steps passed; "
+        f"next 'welcome-call', waiting since {T0.isoformat()}; leaves after the last step"
+    )
+    assert status.deadline == T0 + timedelta(hours=1)
+    run.timer(T0 + timedelta(hours=1))
+    [status] = explain_journeys(run.state, run.journeys, T0 + timedelta(hours=1))
+    assert "1 of 2 steps passed; next 'fix-error'" in status.progress
+    run.feed(tp(2, "sandbox_error", 100, customer))
+    [status] = explain_journeys(run.state, run.journeys, T0 + timedelta(hours=2))
+    assert not status.inside
+    assert status.progress == "out of the journey (variant holdout kept for re-entry)"
+
+
+def test_explain_says_a_holdout_customer_waits_for_conversion_or_exit() -> None:
+    run = Run(journey(holdout=99))
+    customer = next(f"h{n}" for n in range(100) if run.journeys[0].assign(f"h{n}") == HOLDOUT)
+    run.feed(tp(1, "trial_started", 0, customer))
+    [status] = explain_journeys(run.state, run.journeys, T0)
+    assert status.inside and status.variant == HOLDOUT
+    assert status.progress == "in the holdout (gets nothing): waits for conversion or exit"
