@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,137 @@ async def group_progress(
     finally:
         await consumer.stop()
         await admin.close()
+
+
+# --------------------------------------------------------------------------- slow bundles
+
+BACKLOG_KINDS: tuple[tuple[str, Channel, Direction], ...] = (
+    ("message_sent", Channel.CHAT, Direction.OUTBOUND),
+    ("message_received", Channel.CHAT, Direction.INBOUND),
+    ("email_sent", Channel.EMAIL, Direction.OUTBOUND),
+    ("email_received", Channel.EMAIL, Direction.INBOUND),
+    ("call_made", Channel.CALL, Direction.OUTBOUND),
+    ("meeting_held", Channel.MEETING, Direction.NONE),
+    ("quote_sent", Channel.EMAIL, Direction.OUTBOUND),
+    ("page_viewed", Channel.WEB, Direction.NONE),
+    ("document_downloaded", Channel.WEB, Direction.NONE),
+    ("video_watched", Channel.WEB, Direction.NONE),
+    ("login", Channel.PRODUCT, Direction.NONE),
+    ("feature_used", Channel.PRODUCT, Direction.NONE),
+    ("sandbox_error", Channel.PRODUCT, Direction.NONE),
+    ("trial_started", Channel.PRODUCT, Direction.NONE),
+    ("purchase", Channel.POS, Direction.INBOUND),
+    ("payment_failed", Channel.POS, Direction.NONE),
+    ("payment_succeeded", Channel.POS, Direction.NONE),
+    ("support_chat", Channel.SUPPORT, Direction.INBOUND),
+    ("ticket_opened", Channel.SUPPORT, Direction.INBOUND),
+    ("stage_changed", Channel.CRM, Direction.NONE),
+)
+"""Twenty touchpoint kinds (with their channel and direction) that slow bundles and
+backlogs share."""
+
+_SLOW_CONDITIONS = (
+    "{{event: {{kind: {k}, attributes.score: {{eq: {v}}}}}}}",
+    "{{count: {{of: {{kind: {k}, attributes.tier: t{t}}}, within: 2h, at_least: 3}}}}",
+    "{{streak: {{of: {{kind: {k}, attributes.tier: t{t}}}, reset_by: {{kind: {k2}}}, "
+    "length: {n}}}}}",
+    "{{sequence: {{within: 1h, steps: [{{kind: {k}, attributes.tier: t{t}}}, "
+    "{{kind: {k2}, attributes.score: {{gte: {w}}}}}]}}}}",
+    "{{sum: {{of: {{kind: {k}}}, field: attributes.score, within: 30m, at_least: {s}}}}}",
+    "{{all: [{{event: {{kind: {k}, channel: {c}}}}}, {{not: {{event: {{attributes.tier: "
+    "t{t}}}}}}}, {{state: {{count.{k}: {{gte: {g}}}}}}}]}}",
+    "{{any: [{{event: {{kind: {k}, text: {{matches: 'renew.*r{i}$'}}}}}}, "
+    "{{count: {{of: {{kind: {k2}, attributes.score: {{lt: {m}}}}}, within: 1h, "
+    "at_least: 2}}}}]}}",
+)
+
+
+def slow_bundle(rules: int, name: str = "slow", seed: int = 11) -> str:
+    """YAML of a bundle of ``rules`` generated rules over :data:`BACKLOG_KINDS`: event
+    predicates, count and sum windows, streaks, sequences and all/any/not, each narrowed
+    by attributes so that few of them fire, all of them evaluated at every touchpoint."""
+    rng = random.Random(seed)
+    lines = [f"bundle: {name}", "version: 1", "rules:"]
+    for i in range(rules):
+        kind = BACKLOG_KINDS[rng.randrange(len(BACKLOG_KINDS))]
+        other = BACKLOG_KINDS[rng.randrange(len(BACKLOG_KINDS))]
+        condition = _SLOW_CONDITIONS[i % len(_SLOW_CONDITIONS)].format(
+            i=i,
+            k=kind[0],
+            k2=other[0] if other[0] != kind[0] else BACKLOG_KINDS[0][0],
+            c=kind[1].value,
+            v=rng.randrange(1000),
+            t=rng.randrange(5),
+            n=rng.randrange(2, 6),
+            w=rng.randrange(900, 1000),
+            s=rng.randrange(2500, 4000),
+            m=rng.randrange(10, 60),
+            g=rng.randrange(4, 9),
+        )
+        lines.append(
+            f"  - {{id: {name}.r{i}, cooldown: 1d, when: {condition}, "
+            f"then: {{kind: task, title: 'r{i} for {{customer_id}}', due_in: 1h}}}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def backlog_events(
+    count: int, customers: int, seed: int, tag: str, span: timedelta = timedelta(hours=4)
+) -> list[TouchpointEvent]:
+    """``count`` touchpoints of ``customers`` customers over the ``span`` before now, in
+    time order, of the kinds a :func:`slow_bundle` tests."""
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - span - timedelta(minutes=1)
+    step = span / max(1, count)
+    events = []
+    for number in range(count):
+        kind, channel, direction = BACKLOG_KINDS[rng.randrange(len(BACKLOG_KINDS))]
+        at = start + step * number
+        events.append(
+            TouchpointEvent(
+                event_id=f"{tag}-e{number}",
+                customer_id=f"{tag}-{rng.randrange(customers):04d}",
+                occurred_at=at,
+                received_at=at,
+                channel=channel,
+                kind=kind,
+                direction=direction,
+                rep_id=f"rep-{rng.randrange(20):02d}",
+                source="backlog/1",
+                text=f"about the renewal r{rng.randrange(1000)}"
+                if channel is Channel.CHAT
+                else None,
+                attributes={"score": rng.randrange(1000), "tier": f"t{rng.randrange(5)}"},
+            )
+        )
+    return events
+
+
+async def worker_metrics(settings: Settings) -> str:
+    """The worker's /metrics page (Prometheus text)."""
+    import aiohttp
+
+    url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.get(url) as response,
+    ):
+        return await response.text()
+
+
+def histogram_summary(text: str, name: str) -> tuple[int, float, float]:
+    """(observations, sum, upper bound of the longest one) of a Prometheus histogram in
+    ``text``: the smallest bucket bound that holds every observation (inf when only the
+    +Inf bucket does)."""
+    count, total = 0, 0.0
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_count"):
+            count = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith(f"{name}_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    longest = min((bound for bound, n in buckets if n >= count), default=float("inf"))
+    return count, total, longest
