@@ -7,7 +7,7 @@ BROKER := $(PY) deploy/kafka/broker.py
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka run test test-unit lint bench bench-chat clean
+.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: venv kafka ## run unit, streams and integration tests against a fresh loca
 
 test-unit: venv ## run only the tests that need no broker
 	$(PY) -m pytest tests/unit tests/streams $(PYTEST_ARGS)
+
+chaos: venv kafka ## full chaos suite: worker kills, broker restart, scaling, malformed input, hostile bundles
+	WARROOM_CHAOS_SCALE=full $(BROKER) run -- $(PY) -m pytest tests/chaos -q $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -51,6 +51,8 @@ class Scale:
     huge_records: int
     touchpoints_per_second: int
     """How fast the scenarios feed the worker while they disturb it."""
+    scale_touchpoints_per_second: int
+    """Slower while workers come and go, so that the three workers share live load."""
 
 
 REDUCED = Scale(
@@ -58,11 +60,12 @@ REDUCED = Scale(
     kill_touchpoints=20_000,
     kills=2,
     broker_touchpoints=6_000,
-    scale_touchpoints=12_000,
+    scale_touchpoints=9_000,
     malformed=1_000,
     malformed_valid_touchpoints=4_000,
     huge_records=4,
     touchpoints_per_second=4_000,
+    scale_touchpoints_per_second=1_000,
 )
 FULL = Scale(
     name="full",
@@ -74,6 +77,7 @@ FULL = Scale(
     malformed_valid_touchpoints=40_000,
     huge_records=20,
     touchpoints_per_second=5_000,
+    scale_touchpoints_per_second=2_000,
 )
 
 
@@ -152,9 +156,11 @@ async def produce_paced(
     events_per_record: float,
     per_second: int,
     progress: list[int] | None = None,
-) -> float:
+    until: asyncio.Event | None = None,
+) -> int:
     """Produce ``records`` in slices ten times a second at about ``per_second`` events;
-    returns the seconds it took. ``progress[0]`` counts the records sent so far."""
+    returns how many were sent. ``progress[0]`` counts the records sent so far; when
+    ``until`` is set, stop after the slice being sent."""
     started = time.monotonic()
     per_slice = max(1, int(per_second / 10 / max(events_per_record, 1e-9)))
     producer = AIOKafkaProducer(
@@ -181,14 +187,17 @@ async def produce_paced(
                     if attempt == 29:  # worker drops repeated event ids)
                         raise
                     await asyncio.sleep(1)
+            done = begin + len(sent)
             if progress is not None:
-                progress[0] = begin + len(sent)
+                progress[0] = done
+            if until is not None and until.is_set():
+                return done
             ahead = started + (index + 1) * 0.1 - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
     finally:
         await producer.stop()
-    return time.monotonic() - started
+    return len(records)
 
 
 # --------------------------------------------------------------------------- oracle
@@ -227,6 +236,8 @@ class Verdict:
     duplicates: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    described: dict[str, str] = field(default_factory=dict)
+    """Rule, customer and triggering events of every intervention id seen."""
 
     def figures(self) -> dict[str, int]:
         return {
@@ -238,10 +249,13 @@ class Verdict:
         }
 
     def problems(self) -> str:
+        def show(ids: Sequence[str]) -> str:
+            return "".join(f"\n  {i[:8]} {self.described.get(i, '')}" for i in ids[:10])
+
         return (
-            f"{len(self.missing)} missing (e.g. {self.missing[:5]}), "
-            f"{len(self.duplicates)} duplicated (e.g. {list(self.duplicates.items())[:5]}), "
-            f"{len(self.unexpected)} unexpected (e.g. {self.unexpected[:5]})"
+            f"{len(self.missing)} missing:{show(self.missing)}\n"
+            f"{len(self.duplicates)} duplicated:{show(sorted(self.duplicates))}\n"
+            f"{len(self.unexpected)} unexpected:{show(self.unexpected)}"
         )
 
     @property
@@ -255,7 +269,14 @@ def compare(
     wanted = Counter(c.intervention_id for c in expected)
     assert all(n == 1 for n in wanted.values()), "the oracle itself repeats an intervention id"
     found = Counter(c.intervention_id for c in emitted)
+    described = {
+        c.intervention_id: (
+            f"{c.rule_id} {c.customer_id} events={list(c.explanation.triggering_event_ids)[-4:]}"
+        )
+        for c in (*expected, *emitted)
+    }
     return Verdict(
+        described=described,
         expected=len(wanted),
         emitted=sum(found.values()),
         duplicates={i: n for i, n in found.items() if n > 1},
@@ -318,6 +339,8 @@ class Supervisor:
 
     workers: Sequence[WorkerProcess]
     exits: list[str] = field(default_factory=list)
+    max_restarts: int = 10
+    """More exits than this end the scenario: the worker cannot start at all."""
 
     def check(self) -> None:
         for worker in self.workers:
@@ -331,6 +354,8 @@ class Supervisor:
             )
             self.exits.append(f"{worker.log.name}: exit {code} ({cause.strip()[:300]})")
             forget_exited(worker)
+            if len(self.exits) > self.max_restarts:
+                raise AssertionError(f"workers keep exiting: {self.exits}")
             worker.start()
 
     async def wait_for(
@@ -353,3 +378,87 @@ class Supervisor:
                     f"{logs}"
                 )
             await asyncio.sleep(0.2)
+
+
+async def touchpoints_processed(worker: WorkerProcess) -> float | None:
+    """The worker's own count of touchpoints processed (its /metrics page), or None when
+    it does not answer."""
+    import aiohttp
+
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}/metrics"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url) as response,
+        ):
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("warroom_touchpoints_total{") and 'outcome="processed"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def where_emitted(settings: Settings, ids: Sequence[str], limit: int = 10) -> list[str]:
+    """Where each copy of the given intervention ids sits on the interventions topic:
+    partition, offset, append time and rule, to line them up with the worker logs."""
+    wanted = set(list(ids)[:limit])
+    found: list[str] = []
+    for tp, records in (await read_to_end(settings, "interventions")).items():
+        for record in records:
+            command = decode_intervention(record.value or b"")
+            if command.intervention_id in wanted:
+                at = datetime.fromtimestamp(record.timestamp / 1000, UTC).strftime("%H:%M:%S.%f")
+                found.append(
+                    f"{command.intervention_id[:8]} p{tp.partition}@{record.offset} {at[:-3]} "
+                    f"{command.rule_id} {command.customer_id} "
+                    f"events={list(command.explanation.triggering_event_ids)[-3:]}"
+                )
+    return sorted(found)
+
+
+async def state_history(settings: Settings, customers: set[str], limit: int = 6) -> list[str]:
+    """Each committed changelog record of the customers' states: where, when, how many
+    touchpoints and the last event ids, to see a state that went back in time."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.state_codec import CustomerStateCodec
+
+    codec = CustomerStateCodec()
+    topic = f"{settings.app_id}-customer-state-changelog"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    lines: list[str] = []
+    try:
+        partitions = {customer_partition(c, settings.partitions) for c in customers}
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    key = (record.key or b"").decode()
+                    if key not in customers or record.value is None:
+                        continue
+                    state = codec.loads(record.value)
+                    at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                    last = list(state.recent_event_ids)[-limit:]
+                    lines.append(
+                        f"{key} p{tp.partition}@{record.offset} {at:%H:%M:%S.%f} "
+                        f"touchpoints={state.touchpoints} last={last}"
+                    )
+    finally:
+        await consumer.stop()
+    return lines
