@@ -3,7 +3,8 @@
 WarroomError
 └── EngineError
     ├── InvalidBundle         a bundle cannot be compiled as written (engine.bundle)
-    └── EvaluationError       a rule or journey raised while a touchpoint was evaluated
+    ├── EvaluationError       a rule or journey raised while a touchpoint was evaluated
+    └── StateFormatError      a stored customer state cannot be read (engine.memories)
 """
 
 from __future__ import annotations
@@ -28,3 +29,8 @@ class EvaluationError(EngineError):
         self.where = where
         self.cause = cause
         super().__init__(f"{where} raised {type(cause).__name__}: {cause}")
+
+
+class StateFormatError(EngineError, ValueError):
+    """A stored customer state (a changelog record) has a memory of an unknown shape;
+    the message names the rule or journey, what was expected and what was found."""

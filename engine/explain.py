@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from .conditions import EPOCH, Moment, micros
 from .journeys import HOLDOUT, CompiledJourney
+from .memories import JourneyMemory
 from .rules import CompiledRule
 from .state import CustomerState
 
@@ -34,10 +34,12 @@ def explain(
     moment = Moment(state, micros(at))
     statuses = []
     for rule in rules:
-        memory: Any = state.rules.get(rule.rule_id)
-        condition_memory, last_fired, version = memory if memory else (None, None, rule.version)
-        if version != rule.version:
-            condition_memory = None
+        memory = state.rule_memories.get(rule.rule_id)
+        condition_memory, last_fired = None, None
+        if memory is not None:
+            last_fired = memory.last_fired
+            if memory.version == rule.version:
+                condition_memory = memory.condition
         fired_at = _at(last_fired)
         cooldown_until = None
         if fired_at is not None and rule.cooldown and fired_at + rule.cooldown > at:
@@ -79,22 +81,20 @@ def explain_journeys(
         return []
     statuses = []
     for journey in journeys:
-        memory: Any = state.rules.get(journey.key)
-        if memory is None or memory[0] is None:
+        memory = state.journey_memories.get(journey.journey_id)
+        if memory is None or memory.variant is None:
             statuses.append(
                 JourneyStatus(
                     journey.journey_id, None, False, "never entered", None, journey.mode.value
                 )
             )
             continue
-        variant, inside, index, started = memory[0], bool(memory[1]), memory[2], memory[3]
-        follows = memory[10] if len(memory) > 10 else None
         statuses.append(
             JourneyStatus(
                 journey.journey_id,
-                variant,
-                inside,
-                _progress(journey, state.customer_id, variant, inside, index, started, follows),
+                memory.variant,
+                memory.inside,
+                _progress(journey, state.customer_id, memory.variant, memory),
                 _at(journey.deadline(memory)),
                 journey.mode.value,
             )
@@ -103,18 +103,13 @@ def explain_journeys(
 
 
 def _progress(
-    journey: CompiledJourney,
-    customer_id: str,
-    variant: str,
-    inside: bool,
-    index: int,
-    started: int,
-    follows: str | None,
+    journey: CompiledJourney, customer_id: str, variant: str, memory: JourneyMemory
 ) -> str:
     """Where an entered customer stands, in words."""
-    if not inside:
+    if not memory.inside:
         return f"out of the journey (variant {variant} kept for re-entry)"
-    since = _at(started)
+    index, follows = memory.steps_done, memory.follows
+    since = _at(memory.waiting_since)
     waiting = f"waiting since {since.isoformat() if since else '-'}"
     if variant == HOLDOUT:
         if not journey.open_ended:

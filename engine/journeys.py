@@ -26,6 +26,7 @@ from typing import Any
 
 from .conditions import Condition, Moment
 from .interventions import Template
+from .memories import JourneyMemory
 from .rules import Decision, RuleMode
 
 HOLDOUT = "holdout"
@@ -76,11 +77,6 @@ class CompiledJourney:
     """In shadow mode customers enter, get variants and move through the steps as usual,
     but the steps' interventions are recorded, not emitted."""
 
-    @property
-    def key(self) -> str:
-        """Where the journey keeps its memory in a customer's state."""
-        return f"journey:{self.journey_id}"
-
     def assign(self, customer_id: str) -> str:
         """The customer's variant: stable for a journey id, whatever else changes."""
         bucket = _bucket(self.journey_id, customer_id)
@@ -128,18 +124,29 @@ class CompiledJourney:
         return self._steps(follows)
 
     def step(
-        self, memory: Any, moment: Moment, now: datetime
-    ) -> tuple[Any, list[Decision], list[JourneySignal]]:
-        """Memory: [variant, inside, step index, step started (µs), entry, exit,
-        conversion and step-condition memories, version, required kinds seen], plus, for a
-        holdout customer of an open-ended journey, the variant whose steps they follow."""
-        fields: list[Any] = (
-            memory if memory is not None else [None, 0, 0, 0, None, None, None, None, 0, []]
-        )
-        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version, seen = fields[
-            :10
-        ]
-        follows: str | None = fields[10] if len(fields) > 10 else None
+        self, memory: JourneyMemory | None, moment: Moment, now: datetime
+    ) -> tuple[JourneyMemory, list[Decision], list[JourneySignal]]:
+        """The customer's new memory of this journey, the step decisions and the signals.
+        When nothing changed, ``memory`` itself is returned."""
+        if memory is None:
+            assigned, inside, index, started = None, False, 0, 0
+            m_entry = m_exit = m_conv = m_when = None
+            version, follows = 0, None
+            seen: tuple[str, ...] = ()
+        else:
+            assigned, inside, index, started = (
+                memory.variant,
+                memory.inside,
+                memory.steps_done,
+                memory.waiting_since,
+            )
+            m_entry, m_exit, m_conv, m_when = (
+                memory.entry,
+                memory.exit,
+                memory.conversion,
+                memory.when,
+            )
+            version, seen, follows = memory.version, memory.signals_seen, memory.follows
         if version != self.version:
             m_entry = m_exit = m_conv = m_when = None
         decisions: list[Decision] = []
@@ -148,10 +155,16 @@ class CompiledJourney:
             m_entry, entered = self.entry.step(m_entry, moment)
             if entered is not None:
                 known = assigned == HOLDOUT or any(v.name == assigned for v in self.variants)
-                assigned = assigned if known else self.assign(moment.state.customer_id)
-                inside, index, started, seen = 1, 0, moment.at, []
+                if assigned is None or not known:  # never assigned, or its variant removed
+                    assigned = self.assign(moment.state.customer_id)
+                inside, index, started, seen = True, 0, moment.at, ()
                 m_exit = m_conv = m_when = None
                 signals.append(JourneySignal(self.journey_id, assigned, "entered"))
+        if assigned is None:  # never entered
+            kept = self._remember(
+                memory, None, False, index, started, m_entry, m_exit, m_conv, m_when, seen, follows
+            )
+            return kept, decisions, signals
         if inside:
             # The entering touchpoint counts too: it may start an absence in `exit`.
             for condition, what in ((self.conversion, "converted"), (self.exit, "exited")):
@@ -165,7 +178,7 @@ class CompiledJourney:
                 else:
                     m_exit = held_memory
                 if held is not None:
-                    inside = 0
+                    inside = False
                     signals.append(JourneySignal(self.journey_id, assigned, what))
         event = moment.event
         if (
@@ -174,7 +187,7 @@ class CompiledJourney:
             and event.kind in self.required_signals
             and event.kind not in seen
         ):
-            seen = [*seen, event.kind]
+            seen = (*seen, event.kind)
             if len(seen) == len(self.required_signals):
                 signals.append(JourneySignal(self.journey_id, assigned, "covered"))
         lost = follows is None or not self._steps(follows)  # never set, or variant removed
@@ -213,52 +226,69 @@ class CompiledJourney:
                     if index == len(steps):
                         signals.append(JourneySignal(self.journey_id, assigned, "completed"))
                         if self.open_ended:
-                            inside = 0  # nothing to wait for: free to enter again
+                            inside = False  # nothing to wait for: free to enter again
                 elif due and (current.when is None or observation is not None):
                     index, started, m_when = index + 1, moment.at, None
                     if index == len(steps):
-                        inside = 0  # where a variant customer would leave
-        new_memory = [
-            assigned,
-            inside,
-            index,
-            started,
-            m_entry,
-            m_exit,
-            m_conv,
-            m_when,
-            self.version,
-            seen,
-        ]
-        if follows is not None:
-            new_memory.append(follows)
-        if new_memory == memory:
-            return memory, decisions, signals
+                        inside = False  # where a variant customer would leave
+        new_memory = self._remember(
+            memory, assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, seen, follows
+        )
         return new_memory, decisions, signals
 
-    def deadline(self, memory: Any) -> int | None:
+    def _remember(
+        self,
+        memory: JourneyMemory | None,
+        variant: str | None,
+        inside: bool,
+        steps_done: int,
+        waiting_since: int,
+        entry: Any,
+        exit: Any,
+        conversion: Any,
+        when: Any,
+        signals_seen: tuple[str, ...],
+        follows: str | None,
+    ) -> JourneyMemory:
+        """The new memory, or ``memory`` itself when nothing changed (no copies downstream)."""
+        new_memory = JourneyMemory(
+            variant,
+            inside,
+            steps_done,
+            waiting_since,
+            entry,
+            exit,
+            conversion,
+            when,
+            self.version,
+            signals_seen,
+            follows,
+        )
+        return memory if new_memory == memory and memory is not None else new_memory
+
+    def deadline(self, memory: JourneyMemory | None) -> int | None:
         """When a timer must look at the customer: a waiting step falls due, or a
         condition of the journey (an absence, say) has a deadline of its own."""
         if memory is None:
             return None
-        assigned, inside, index, started, m_entry, m_exit, m_conv, m_when, version = memory[:9]
-        follows = memory[10] if len(memory) > 10 else None
-        if version != self.version:
+        m_entry, m_exit, m_conv, m_when = memory.entry, memory.exit, memory.conversion, memory.when
+        if memory.version != self.version:
             m_entry = m_exit = m_conv = m_when = None
-        if not inside:
+        if not memory.inside:
             return self.entry.deadline(m_entry)
         candidates = [
             condition.deadline(condition_memory)
             for condition, condition_memory in ((self.exit, m_exit), (self.conversion, m_conv))
             if condition is not None
         ]
-        steps = self.path(assigned, follows)
+        steps = self.path(memory.variant, memory.follows) if memory.variant is not None else ()
+        index = memory.steps_done
         if index < len(steps):
             step = steps[index]
             if step.when is not None:
                 candidates.append(step.when.deadline(m_when))
             elif step.after is not None:
-                candidates.append(started + step.after)
+                candidates.append(memory.waiting_since + step.after)
         due = [d for d in candidates if d is not None]
         return min(due) if due else None
 

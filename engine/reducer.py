@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from schemas.models import Direction, Priority, TouchpointEvent
 
@@ -13,6 +12,7 @@ from .builtin import BUILTIN_RULES
 from .conditions import Moment, micros
 from .errors import EvaluationError
 from .journeys import CompiledJourney, JourneySignal
+from .memories import JourneyMemory, RuleMemory
 from .retention import MAX_KIND_COUNTS, OTHER_KINDS
 from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
@@ -71,7 +71,8 @@ def apply(
         kind_counts=counts,
         recent_event_ids=(*state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :], event.event_id),
         emitted=state.emitted,
-        rules=state.rules,
+        rule_memories=state.rule_memories,
+        journey_memories=state.journey_memories,
     )
     moment = Moment(updated, micros(at), event)
     return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
@@ -104,14 +105,14 @@ def next_deadline(
     deadlines = [
         d
         for rule in rules
-        if (memory := state.rules.get(rule.rule_id)) is not None
+        if (memory := state.rule_memories.get(rule.rule_id)) is not None
         and (d := rule.deadline(memory)) is not None
     ]
     deadlines.extend(
         d
         for journey in journeys
-        if (memory := state.rules.get(journey.key)) is not None
-        and (d := journey.deadline(memory)) is not None
+        if (journey_memory := state.journey_memories.get(journey.journey_id)) is not None
+        and (d := journey.deadline(journey_memory)) is not None
     )
     return min(deadlines) if deadlines else None
 
@@ -126,41 +127,51 @@ def _evaluate(
     signals: list[JourneySignal] | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     decisions: list[Decision] = []
-    memories: dict[str, Any] | None = None
-    old = state.rules
+    old_rules = state.rule_memories
+    rule_memories: dict[str, RuleMemory] | None = None  # copied at the first change
     for rule in rules:
-        memory = old.get(rule.rule_id)
+        memory = old_rules.get(rule.rule_id)
         try:
             new_memory, decision = rule.step(memory, moment, now)
         except Exception as exc:  # a bug in one rule must not take the batch with it
             raise EvaluationError(f"rule {rule.rule_id!r}", exc) from exc
         if new_memory is not memory:
-            if memories is None:
-                memories = dict(old)
+            if rule_memories is None:
+                rule_memories = dict(old_rules)
             if new_memory is None:
-                memories.pop(rule.rule_id, None)
+                rule_memories.pop(rule.rule_id, None)
             else:
-                memories[rule.rule_id] = new_memory
+                rule_memories[rule.rule_id] = new_memory
         if decision is not None:
             decisions.append(decision)
+    old_journeys = state.journey_memories
+    journey_memories: dict[str, JourneyMemory] | None = None
     for journey in journeys:
-        memory = old.get(journey.key)
+        journey_memory = old_journeys.get(journey.journey_id)
         try:
-            new_memory, fired, marks = journey.step(memory, moment, now)
+            new_journey_memory, fired, marks = journey.step(journey_memory, moment, now)
         except Exception as exc:
             raise EvaluationError(f"journey {journey.journey_id!r}", exc) from exc
-        if new_memory is not memory:
-            if memories is None:
-                memories = dict(old)
-            memories[journey.key] = new_memory
+        if new_journey_memory is not journey_memory:
+            if journey_memories is None:
+                journey_memories = dict(old_journeys)
+            journey_memories[journey.journey_id] = new_journey_memory
         decisions.extend(fired)
         if signals is not None:
             signals.extend(marks)
-    if memories is not None:
-        if len(memories) > len(rules) + len(journeys):  # what is no longer running goes
-            running = {rule.rule_id for rule in rules} | {j.key for j in journeys}
-            memories = {k: v for k, v in memories.items() if k in running}
-        state = replace(state, rules=memories)
+    if rule_memories is not None or journey_memories is not None:
+        # What is no longer running goes.
+        kept_rules: Mapping[str, RuleMemory] = old_rules if rule_memories is None else rule_memories
+        if len(kept_rules) > len(rules):
+            running = {rule.rule_id for rule in rules}
+            kept_rules = {k: v for k, v in kept_rules.items() if k in running}
+        kept_journeys: Mapping[str, JourneyMemory] = (
+            old_journeys if journey_memories is None else journey_memories
+        )
+        if len(kept_journeys) > len(journeys):
+            running = {journey.journey_id for journey in journeys}
+            kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
+        state = replace(state, rule_memories=kept_rules, journey_memories=kept_journeys)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from .memories import JourneyMemory, RuleMemory
 from .state import CustomerState
 
 MAX_KIND_COUNTS = 256
@@ -35,28 +36,63 @@ def fit_state(state: CustomerState, budget: int, measure: Callable[[CustomerStat
     size = measure(state)
     entries = 0
     while size > budget:
-        rules, dropped = _trim_memories(state.rules)
-        if not dropped:
+        rule_memories, from_rules = _trim_memories(state.rule_memories, _trim_rule)
+        journey_memories, from_journeys = _trim_memories(state.journey_memories, _trim_journey)
+        if not from_rules + from_journeys:
             break
-        entries += dropped
-        state = replace(state, rules=rules)
+        entries += from_rules + from_journeys
+        state = replace(state, rule_memories=rule_memories, journey_memories=journey_memories)
         size = measure(state)
     memories = 0
-    while size > budget and state.rules:
-        largest = max(state.rules, key=lambda key: len(repr(state.rules[key])))
-        state = replace(state, rules={k: v for k, v in state.rules.items() if k != largest})
+    while size > budget and (state.rule_memories or state.journey_memories):
+        state = _without_largest_memory(state)
         memories += 1
         size = measure(state)
     return Fitted(state, size, entries, memories)
 
 
-def _trim_memories(memories: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-    trimmed: dict[str, Any] = {}
+def _without_largest_memory(state: CustomerState) -> CustomerState:
+    """``state`` without its largest rule or journey memory (by the length of its repr)."""
+    sizes = [(len(repr(m)), False, k) for k, m in state.rule_memories.items()]
+    sizes += [(len(repr(m)), True, k) for k, m in state.journey_memories.items()]
+    _size, journey, largest = max(sizes, key=lambda item: item[0])
+    if journey:
+        kept = {k: m for k, m in state.journey_memories.items() if k != largest}
+        return replace(state, journey_memories=kept)
+    return replace(
+        state, rule_memories={k: m for k, m in state.rule_memories.items() if k != largest}
+    )
+
+
+_Memory = TypeVar("_Memory", RuleMemory, JourneyMemory)
+
+
+def _trim_memories(
+    memories: Mapping[str, _Memory], trim: Callable[[_Memory], tuple[_Memory, int]]
+) -> tuple[dict[str, _Memory], int]:
+    trimmed: dict[str, _Memory] = {}
     total = 0
     for key, memory in memories.items():
-        trimmed[key], dropped = _trim(memory)
+        trimmed[key], dropped = trim(memory)
         total += dropped
     return trimmed, total
+
+
+def _trim_rule(memory: RuleMemory) -> tuple[RuleMemory, int]:
+    condition, dropped = _trim(memory.condition)
+    return (replace(memory, condition=condition) if dropped else memory), dropped
+
+
+def _trim_journey(memory: JourneyMemory) -> tuple[JourneyMemory, int]:
+    entry, from_entry = _trim(memory.entry)
+    exit_, from_exit = _trim(memory.exit)
+    conversion, from_conversion = _trim(memory.conversion)
+    when, from_when = _trim(memory.when)
+    dropped = from_entry + from_exit + from_conversion + from_when
+    if not dropped:
+        return memory, 0
+    trimmed = replace(memory, entry=entry, exit=exit_, conversion=conversion, when=when)
+    return trimmed, dropped
 
 
 def _is_entries(value: list[Any] | tuple[Any, ...]) -> bool:

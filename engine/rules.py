@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from schemas.models import InterventionCommand
 
 from .conditions import Condition, Moment
 from .interventions import Template
+from .memories import RuleMemory
 
 
 class RuleMode(StrEnum):
@@ -51,22 +51,26 @@ class CompiledRule:
     *before* the last firing does not fire either. Shadow firings and firings held back by
     a cap start it too, and it holds across versions of the bundle."""
 
-    def step(self, memory: Any, moment: Moment, now: datetime) -> tuple[Any, Decision | None]:
+    def step(
+        self, memory: RuleMemory | None, moment: Moment, now: datetime
+    ) -> tuple[RuleMemory | None, Decision | None]:
         """The rule's new memory for this customer, and its decision if it fired.
 
-        Memory is ``[condition memory, event time it last fired (µs) or None,
-        rule version]``. A rule in cooldown keeps tracking its condition but does
-        not fire. When a new version of the rule arrives, partial matches made
-        under the old version are dropped (they may mean nothing to the new
-        condition) while the time it last fired is kept, so cooldowns hold
-        across edits.
+        A rule in cooldown keeps tracking its condition but does not fire. When a
+        new version of the rule arrives, partial matches made under the old version
+        are dropped (they may mean nothing to the new condition) while the time it
+        last fired is kept, so cooldowns hold across edits. When nothing changed,
+        ``memory`` itself is returned (no copies downstream).
         """
-        condition_memory, last_fired, version = memory if memory is not None else (None, None, 0)
-        if version != self.version:
-            condition_memory = None
+        if memory is None:
+            condition_memory, last_fired = None, None
+        else:
+            condition_memory, last_fired = memory.condition, memory.last_fired
+            if memory.version != self.version:
+                condition_memory = None
         new_condition_memory, observation = self.condition.step(condition_memory, moment)
         if observation is None and new_condition_memory is condition_memory:
-            return memory, None  # nothing changed: same object, no copies downstream
+            return memory, None
         decision = None
         if observation is not None and (
             last_fired is None
@@ -89,13 +93,13 @@ class CompiledRule:
             last_fired = moment.at if last_fired is None else max(last_fired, moment.at)
         if new_condition_memory is None and last_fired is None:
             return None, decision
-        return [new_condition_memory, last_fired, self.version], decision
+        return RuleMemory(new_condition_memory, last_fired, self.version), decision
 
-    def deadline(self, memory: Any) -> int | None:
+    def deadline(self, memory: RuleMemory | None) -> int | None:
         """Event time (µs) at which a timer must evaluate this rule for the customer."""
-        if memory is None or memory[2] != self.version:
+        if memory is None or memory.version != self.version:
             return None
-        return self.condition.deadline(memory[0])
+        return self.condition.deadline(memory.condition)
 
 
 _MICROSECOND = timedelta(microseconds=1)

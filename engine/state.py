@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .memories import JourneyMemory, RuleMemory
+
 RECENT_EVENT_IDS = 32
 """How many event ids a customer's state remembers to drop redelivered events."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OLD_JOURNEY_PREFIX = "journey:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +31,10 @@ class CustomerState:
     recent_event_ids: tuple[str, ...] = ()
     emitted: tuple[int, ...] = ()
     """Event times (µs) of interventions emitted in the last 24 hours, for caps."""
-    rules: Mapping[str, Any] = field(default_factory=dict)
+    rule_memories: Mapping[str, RuleMemory] = field(default_factory=dict)
     """Rule id -> that rule's memory for this customer (partial matches, last firing)."""
+    journey_memories: Mapping[str, JourneyMemory] = field(default_factory=dict)
+    """Journey id -> where the customer stands in that journey (variant, steps)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form; times are microseconds since the Unix epoch."""
@@ -44,12 +49,28 @@ class CustomerState:
             "kind_counts": dict(self.kind_counts),
             "recent_event_ids": list(self.recent_event_ids),
             "emitted": list(self.emitted),
-            "rules": dict(self.rules),
+            "rule_memories": {k: m.to_json() for k, m in self.rule_memories.items()},
+            "journey_memories": {k: m.to_json() for k, m in self.journey_memories.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`. Also reads the form written before memories had
+        names: one ``rules`` mapping of positional lists, journeys under ``journey:<id>``."""
+        rule_memories: dict[str, RuleMemory] = {}
+        journey_memories: dict[str, JourneyMemory] = {}
+        for key, memory in data.get("rules", {}).items():  # the earlier form
+            if memory is None:
+                continue
+            if key.startswith(_OLD_JOURNEY_PREFIX):
+                journey_id = key[len(_OLD_JOURNEY_PREFIX) :]
+                journey_memories[journey_id] = JourneyMemory.from_json(journey_id, memory)
+            else:
+                rule_memories[key] = RuleMemory.from_json(key, memory)
+        for key, memory in data.get("rule_memories", {}).items():
+            rule_memories[key] = RuleMemory.from_json(key, memory)
+        for key, memory in data.get("journey_memories", {}).items():
+            journey_memories[key] = JourneyMemory.from_json(key, memory)
         return cls(
             customer_id=data["customer_id"],
             owner_rep_id=data.get("owner_rep_id"),
@@ -61,7 +82,8 @@ class CustomerState:
             kind_counts=dict(data.get("kind_counts", {})),
             recent_event_ids=tuple(data.get("recent_event_ids", ())),
             emitted=tuple(data.get("emitted", ())),
-            rules=dict(data.get("rules", {})),
+            rule_memories=rule_memories,
+            journey_memories=journey_memories,
         )
 
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.interventions import intervention_id
+from engine.memories import JourneyMemory, RuleMemory
 from engine.reducer import apply
 from engine.state import RECENT_EVENT_IDS, CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
@@ -201,7 +202,11 @@ def test_apply_carries_every_state_field_it_does_not_change() -> None:
         "last_outbound_at", "kind_counts", "recent_event_ids",
     }  # fmt: skip
     state = CustomerState(
-        customer_id="cust-1", emitted=(1, 2), rules={"gone": [None, 5, 1]}, touchpoints=4
+        customer_id="cust-1",
+        emitted=(1, 2),
+        rule_memories={"gone": RuleMemory(None, 5, 1)},
+        journey_memories={"left": JourneyMemory("a", False, 1, 5, None, None, None, None, 1, ())},
+        touchpoints=4,
     )
     after, _ = apply(state, touchpoint(1, "none", kind="web_visit"), NOW, rules=())
     for field in dataclasses.fields(CustomerState):
