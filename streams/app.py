@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from .patches import (
     install_exactly_once_commit,
     install_lossless_resume,
 )
+from .patches.rocks import ROCKSDB_OPTIONS, RocksStores
 from .patches.tables import TableStore, use_codecs
 from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
@@ -74,19 +76,26 @@ def create_app(settings: Settings) -> Warroom:
         return customer_partition(key, settings.partitions)
 
     state_codec = CustomerStateCodec()
+    sent_codec = SentCodec()
     states = _table(app, STATE_TABLE, settings, state_codec)
-    assignees = _table(app, ASSIGNEE_TABLE, settings, SentCodec())
+    assignees = _table(app, ASSIGNEE_TABLE, settings, sent_codec)
+    # rocksdb://: values reach disk after their commit (streams.patches.rocks).
+    rocks = RocksStores(app, commit_lock) if settings.store == "rocksdb://" else None
     rulebook = RuleBook(BUILTIN_BUNDLE)
     warroom = Warroom(
         settings=settings,
         app=app,
         touchpoints=touchpoints,
-        states=TableStore(states, partition_of),
-        assignees=TableStore(assignees, partition_of),
+        states=_store(rocks, states, partition_of, state_codec),
+        assignees=_store(rocks, assignees, partition_of, sent_codec),
         metrics=WorkerMetrics.create(),
         pipeline=_pipeline(settings, rulebook),
         writer=BatchWriter(
-            app, settings.topic(TOUCHPOINTS), exactly_once, settings.max_record_bytes
+            app,
+            settings.topic(TOUCHPOINTS),
+            exactly_once,
+            settings.max_record_bytes,
+            on_delivered=None if rocks is None else rocks.delivered,
         ),
         commit_lock=commit_lock,
         state_codec=state_codec,
@@ -139,11 +148,25 @@ def _faust_app(settings: Settings) -> faust.App:
 
 
 def _table(app: faust.App, name: str, settings: Settings, codec: Any) -> faust.Table[str, Any]:
+    # Faust's RocksDB store takes its options out of the dict it is given: one each.
+    options = dict(ROCKSDB_OPTIONS) if settings.store == "rocksdb://" else None
     table = cast(
-        faust.Table[str, Any], app.Table(name, key_type=str, partitions=settings.partitions)
+        faust.Table[str, Any],
+        app.Table(name, key_type=str, partitions=settings.partitions, options=options),
     )
     use_codecs(table, Utf8Codec(), codec)
     return table
+
+
+def _store(
+    rocks: RocksStores | None,
+    table: faust.Table[str, Any],
+    partition_of: Callable[[str], int],
+    codec: Any,
+) -> TableStore[Any]:
+    if rocks is None:
+        return TableStore(table, partition_of)
+    return rocks.table_store(table, partition_of, codec)
 
 
 def _pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:

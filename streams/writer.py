@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +40,17 @@ class BatchWriter:
     """Appends records to the right producer without Faust's per-record send path."""
 
     def __init__(
-        self, app: faust.App, source_topic: str, exactly_once: bool, max_record_bytes: int
+        self,
+        app: faust.App,
+        source_topic: str,
+        exactly_once: bool,
+        max_record_bytes: int,
+        on_delivered: Callable[[Any], None] | None = None,
     ) -> None:
+        """``on_delivered`` gets the RecordMetadata (topic, partition, base offset) of every
+        record batch the broker acknowledged (streams.patches.rocks keeps changelog offsets)."""
         self._app = app
+        self._on_delivered = on_delivered
         self._max_record_bytes = max_record_bytes
         self._source_topic = source_topic
         self._exactly_once = exactly_once
@@ -103,6 +111,8 @@ class BatchWriter:
         if delivery.cancelled():
             return
         failure = delivery.exception()
+        if failure is None and self._on_delivered is not None:
+            self._on_delivered(delivery.result())
         if failure is not None and self._failure is None:
             # Without exactly-once the offsets may already be committed: stop
             # the worker rather than carry on with output missing.

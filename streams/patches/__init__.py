@@ -15,6 +15,8 @@ commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) 
                         consumer thread (seek uncommitted partitions, true highwaters)
 lossless_resume         FlowControlEvent.resume (re-read what a resume drops)
 table_store             direct writes to the memory store (``data``, ``_key_partition``)
+rocksdb_store           writes to Faust's RocksDB store after each commit, with the
+                        changelog offset (``_db_for_partition``, ``offset_key``)
 ======================  =============================================================
 """
 
@@ -94,6 +96,9 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     ),
     Internal("faust.transport.drivers.aiokafka", "Consumer", "_new_consumer_thread", "commit_lock"),
     Internal("faust.tables.base", "Collection", "_new_changelog_topic", "table_store"),
+    Internal("faust.stores.rocksdb", "Store", "_db_for_partition", "rocksdb_store"),
+    Internal("faust.stores.rocksdb", "Store", "offset_key", "rocksdb_store"),
+    Internal("faust.stores.rocksdb", "Store", "persisted_offset", "rocksdb_store"),
     Internal("faust.types.tuples", "Message", "acked", "batches"),
     Internal("faust.streams", "Stream", "take_events", "batches"),
     Internal("aiokafka.producer.producer", "AIOKafkaProducer", "create_batch", "writer"),

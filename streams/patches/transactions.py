@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -106,6 +106,15 @@ class BatchCommitLock:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        self.after_commit: list[Callable[[frozenset[int]], None]] = []
+        """Called, still under the lock, with the partition numbers of the committed
+        source partitions after each successful commit (with exactly-once: after their
+        transactions committed); streams.patches.rocks writes committed state to disk."""
+
+    def committed(self, tps: Iterable[TP]) -> None:
+        partitions = frozenset(tp.partition for tp in tps)
+        for listener in self.after_commit:
+            listener(partitions)
 
 
 def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
@@ -116,7 +125,13 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
 
     async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
         async with commit_lock.lock:
+            tps = list(tps)
             committed: bool = await base._commit_tps(self, tps, start_new_transaction)
+            if committed:
+                # Every slice written so far acked its records, so each partition with
+                # output is among the committed ones (and, with exactly-once, its
+                # transaction has committed).
+                commit_lock.committed(tps)
             return committed
 
     def _new_consumer_thread(self: Any) -> Any:

@@ -41,7 +41,7 @@ def test_settings_are_frozen() -> None:
     [
         ("partitions", 0, "greater than or equal to 1"),
         ("app_id", "has spaces", "pattern"),
-        ("store", "rocksdb://", "memory://"),
+        ("store", "redis://", "rocksdb://"),
         ("processing_guarantee", "maybe_once", "exactly_once"),
     ],
 )
