@@ -104,6 +104,23 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     Internal("aiokafka.producer.producer", "AIOKafkaProducer", "create_batch", "writer"),
     Internal("aiokafka.producer.producer", "AIOKafkaProducer", "send_batch", "writer"),
     Internal("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_committed", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "_drain_messages", "lossless_resume"),
+    Internal("faust.transport.consumer", "Consumer", "getmany", "lossless_resume"),
+    Internal("faust.types.tuples", "Message", "generation_id", "lossless_resume"),
+    Internal("mode.utils.queues", "FlowControlEvent", "_queues", "lossless_resume"),
+    Internal("mode.utils.queues", "ThrowableQueue", "clear", "lossless_resume"),
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "_ensure_consumer",
+        "lossless_resume",
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "call_thread",
+        "lossless_resume",
+    ),
 )
 """Checked at start-up; ``Message.acked`` is a slot, so hasattr on the class finds it."""
 

@@ -1,23 +1,84 @@
-"""Events that Faust's flow control drops once recovery ends are fetched again.
+"""Events that Faust's flow control drops are read again, once, by the drain loop.
 
-At the end of a recovery Faust seeks the source partitions to their committed
-offsets and only then resumes flow control, which empties every stream buffer
-to discard what was read before the seek. Records fetched *after* the seek and
-still buffered at that moment are emptied with the rest, and their partitions'
+**The loss.** At the end of a recovery Faust seeks the source partitions to their
+committed offsets and only then resumes flow control, which empties every stream
+buffer to discard what was read before the seek. Records fetched *after* the seek
+and still buffered at that moment are emptied with the rest, and their partitions'
 read positions are already past them, so nothing reads them again: on a loaded
 worker a restart or a rebalance could lose touchpoints
 (tests/integration/test_restart.py restarts under CPU load to catch it).
 
-Here, whenever flow control resumes, each partition of the current assignment
-with events in a buffer is sent back to the earliest of them, so they are read
-again. Records read twice are dropped by the engine as repeated event ids, and
-repeated ticks find nothing left to fire.
+**How records reach a stream** (faust-streaming 0.15, mode-streaming 0.7):
+
+1. ``Consumer._drain_messages`` (the fetcher task, on the worker's event loop) loops
+   over ``Consumer.getmany``, which asks the consumer thread for one batch
+   (aiokafka's fetcher, in the thread's own event loop, via ``call_thread``) and
+   yields its records one at a time.
+2. For each record it awaits the conductor's ``on_message`` (raced against
+   ``suspend_flow``), and only *then* sets ``_read_offset[tp]`` to the record's
+   offset. Records below ``_read_offset`` are dropped as already read.
+3. ``on_message`` waits for flow control, decodes, and puts the event on each
+   subscribing channel's buffer. A full buffer is not waited for in place: the put
+   becomes a task (``Channel.put`` -> ``FlowControlQueue.put`` -> ``asyncio.Queue.put``),
+   blocked on a putter future in the queue's ``_putters``; ``on_message`` waits for
+   it, and the drain loop waits for ``on_message``.
+4. ``FlowControlEvent.resume()`` clears every stream buffer. ``ThrowableQueue.clear``
+   drops the buffered events *and cancels the blocked putters*: a put blocked on a
+   full buffer does not complete, its event is dropped too, ``on_message`` returns
+   normally and the drain loop marks the record read. A putter that a ``get`` woke
+   just before the resume is no longer in ``_putters``; its put completes after the
+   clear, into the emptied buffer.
+
+**What went wrong with a seek inside ``resume``** (the previous form of this patch,
+which seeked each partition back to its earliest buffered event right there):
+
+- the record in flight at that moment was forgotten: when its put was blocked it was
+  cancelled, and unless its partition had buffered events nothing read it again;
+- after the seek the drain loop went on: it set ``_read_offset`` to the in-flight
+  record's offset and handed over the rest of the batch fetched *before* the seek,
+  moving ``_read_offset`` further; the re-read records then arrived below it and
+  were dropped as already read. The buffered events were lost after all, and the
+  record at ``_read_offset`` was delivered twice;
+- aiokafka's ``seek`` ran on the worker's loop while its fetcher runs in the
+  consumer thread.
+
+So the re-read could both lose and duplicate; losing is what the forced orderings in
+tests/streams/test_flow_reread.py show on the previous code (a blocked put; a put
+woken just before the resume; a blocked put whose partition had nothing buffered).
+
+**The fix: the drain loop performs the re-read itself.** ``resume`` now only *records*
+what it drops: per partition the buffered offsets, plus the in-flight record when a
+managed buffer has a blocked putter (the drain loop is the only producer into stream
+buffers and has at most one record in flight, so that putter is its put, and
+``clear`` is about to cancel it). The consumer's ``getmany`` applies the request the
+next time the drain loop asks it for a record or a batch, which is a point where:
+
+- no callback is in flight and the drain loop has already written ``_read_offset``
+  for the last record, so the re-read position set now is not overwritten;
+- the seek runs in the consumer thread (``call_thread``), between two fetches, as
+  aiokafka requires; aiokafka discards what it had fetched for the old position;
+- records of the current batch for a partition just seeked were fetched before the
+  seek and are skipped: the re-read starts at or below each of them.
+
+The re-read starts at the lowest dropped offset; up to the highest offset handed
+over before the resume (the in-flight record's, when its put was not dropped) only
+the dropped offsets are handed over again. So within a generation every record is
+handed to its stream exactly once: dropped ones by the re-read, the others where
+they were. Two things remain as they were: a put woken just before the resume
+delivers its event ahead of the re-read earlier events of its partition; and where
+several channels subscribe to one topic, a record dropped from one buffer is
+delivered again to all of them (Warroom has one agent per topic). Events an agent
+had already taken are not touched, and Faust's own seek to committed offsets reads
+again what it always did. Requests of an earlier generation, and partitions no
+longer assigned, are discarded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -26,29 +87,203 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Reread:
+    """One partition's re-read: seek to ``start``; up to ``last``, hand over only
+    the ``dropped`` offsets again (the others had reached the stream)."""
+
+    start: int
+    dropped: frozenset[int]
+    last: int
+
+    def admits(self, offset: int) -> bool:
+        return offset > self.last or offset in self.dropped
+
+    def then(self, later: Reread, applied: bool) -> Reread:
+        """This request combined with a ``later`` one for the same partition.
+
+        Not yet ``applied``, nothing of this one has been read again, so everything
+        either dropped is still missing. Applied, the re-read has handed over
+        everything up to what ``later`` dropped again; past ``later.last`` this
+        request still says what is missing.
+        """
+        if not applied:
+            return Reread(
+                min(self.start, later.start),
+                self.dropped | later.dropped,
+                max(self.last, later.last),
+            )
+        still_missing = frozenset(o for o in self.dropped if o > later.last)
+        return Reread(later.start, later.dropped | still_missing, max(self.last, later.last))
+
+
+def dropped_by_resume(
+    buffered: Iterable[Any],
+    in_flight: Any | None,
+    put_cancelled: bool,
+    generation: int,
+    assigned: Iterable[TP],
+) -> dict[TP, Reread]:
+    """Per assigned partition, what a resume drops and must be read again.
+
+    ``buffered`` are the messages of the events in the stream buffers, ``in_flight``
+    the message the drain loop is delivering, if any, and ``put_cancelled`` whether
+    its put is blocked on a full buffer (the resume cancels it). Messages of an
+    earlier generation belong to an earlier assignment and are rightly dropped.
+    """
+    owned = set(assigned)
+    messages = list(buffered)
+    if in_flight is not None and put_cancelled:
+        messages.append(in_flight)
+    dropped: dict[TP, set[int]] = {}
+    for message in messages:
+        if message.generation_id == generation and message.tp in owned:
+            dropped.setdefault(message.tp, set()).add(message.offset)
+    rereads: dict[TP, Reread] = {}
+    for tp, offsets in dropped.items():
+        last = max(offsets)
+        if in_flight is not None and in_flight.tp == tp:
+            last = max(last, in_flight.offset)  # delivered where it was, if not dropped
+        rereads[tp] = Reread(min(offsets), frozenset(offsets), last)
+    return rereads
+
+
+class Rereads:
+    """A consumer's re-reads: requested by a resume, applied by its drain loop."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.in_flight: Any | None = None
+        self.pending: dict[TP, Reread] = {}
+        self.applied: dict[TP, Reread] = {}
+
+    def request(self, rereads: Mapping[TP, Reread], generation: int) -> None:
+        self._follow(generation)
+        for tp, reread in rereads.items():
+            if tp in self.pending:
+                self.pending[tp] = self.pending[tp].then(reread, applied=False)
+            elif tp in self.applied:
+                self.pending[tp] = self.applied.pop(tp).then(reread, applied=True)
+            else:
+                self.pending[tp] = reread
+
+    def admits(self, tp: TP, offset: int) -> bool:
+        reread = self.applied.get(tp)
+        if reread is None:
+            return True
+        if offset > reread.last:
+            del self.applied[tp]
+        return reread.admits(offset)
+
+    async def seek(self, consumer: Any) -> set[TP]:
+        """Seek the partitions with pending re-reads, in the consumer thread; return
+        those seeked (still assigned)."""
+        self._follow(consumer.app.consumer_generation_id)
+        pending, self.pending = self.pending, {}
+        if not pending:
+            return set()
+        thread = consumer._thread
+        positions = {tp: reread.start for tp, reread in pending.items()}
+        seeked: set[TP] = await thread.call_thread(
+            _seek_assigned, thread._ensure_consumer(), positions
+        )
+        if consumer.app.consumer_generation_id != self.generation:
+            return set()  # a rebalance came in between: the new assignment reads afresh
+        for tp in seeked:
+            reread = pending[tp]
+            log.info("re-reading %s from offset %d: buffered events were dropped", tp, reread.start)
+            self.applied[tp] = reread
+            consumer._read_offset[tp] = reread.start if reread.start else None
+        return seeked
+
+    def _follow(self, generation: int) -> None:
+        if generation != self.generation:
+            self.generation = generation
+            self.pending.clear()
+            self.applied.clear()
+
+
+async def _seek_assigned(aiokafka_consumer: Any, positions: Mapping[TP, int]) -> set[TP]:
+    assigned = aiokafka_consumer.assignment()
+    seeked = set()
+    for tp, offset in positions.items():
+        if tp in assigned:
+            aiokafka_consumer.seek(tp, offset)
+            seeked.add(tp)
+    return seeked
+
+
+def rereads_of(consumer: Any) -> Rereads:
+    rereads: Rereads | None = consumer.__dict__.get("_warroom_rereads")
+    if rereads is None:
+        rereads = consumer._warroom_rereads = Rereads()
+    return rereads
+
+
 def install_lossless_resume(app: faust.App) -> None:
-    """Make ``app.flow_control.resume`` re-read what it empties; call before start."""
+    """Make ``app.flow_control.resume`` record what it drops, and give ``app`` a
+    consumer whose drain loop reads it again (see the module); call before start."""
     flow: Any = app.flow_control
     resume = flow.resume
 
     def resume_and_reread() -> None:
         consumer: Any = app.consumer
-        dropped = earliest_buffered(
-            _buffered_messages(flow), app.consumer_generation_id, consumer.assignment()
+        rereads = rereads_of(consumer)
+        generation = app.consumer_generation_id
+        dropped = dropped_by_resume(
+            _buffered_messages(flow),
+            rereads.in_flight,
+            _put_blocked(flow),
+            generation,
+            consumer.assignment(),
         )
         resume()
-        for tp, offset in dropped.items():
-            log.info("re-reading %s from offset %d: buffered events were dropped", tp, offset)
-            consumer._thread.seek(tp, offset)  # what Faust's own seek does, synchronously
-            consumer._read_offset[tp] = offset if offset else None
+        rereads.request(dropped, generation)
 
     resume_and_reread.warroom_patch = True  # type: ignore[attr-defined]
     flow.resume = resume_and_reread
 
+    base: Any = app.transport.Consumer
+
+    async def getmany(
+        self: Any,
+        timeout: float,  # noqa: ASYNC109 - Faust's signature
+    ) -> AsyncIterator[tuple[TP, Any]]:
+        rereads = rereads_of(self)
+        await rereads.seek(self)
+        stale: set[TP] = set()  # seeked while this batch was out: fetched before the seek
+        async for tp, message in base.getmany(self, timeout):
+            if rereads.pending:
+                stale |= await rereads.seek(self)
+            if tp in stale:
+                continue
+            if not rereads.admits(tp, message.offset):
+                self._read_offset[tp] = message.offset  # it reached the stream: no gap
+                continue
+            rereads.in_flight = message
+            try:
+                yield tp, message
+            finally:
+                rereads.in_flight = None
+
+    app.transport.Consumer = type(  # type: ignore[misc]
+        "WarroomRereadConsumer", (base,), {"getmany": getmany, "warroom_reread": True}
+    )
+
 
 def is_lossless_resume_installed(app: faust.App) -> bool:
     flow: Any = app.flow_control
-    return bool(getattr(flow.resume, "warroom_patch", False))
+    return (
+        bool(getattr(flow.resume, "warroom_patch", False))
+        and bool(getattr(app.transport.Consumer, "warroom_reread", False))
+        and _queue_internals_present()
+    )
+
+
+def _queue_internals_present() -> bool:
+    # Instance attributes of asyncio.Queue that ThrowableQueue.clear itself uses.
+    queue: asyncio.Queue[None] = asyncio.Queue()
+    return hasattr(queue, "_queue") and hasattr(queue, "_putters")
 
 
 def _buffered_messages(flow: Any) -> Iterable[Any]:
@@ -59,17 +294,6 @@ def _buffered_messages(flow: Any) -> Iterable[Any]:
                 yield message
 
 
-def earliest_buffered(
-    messages: Iterable[Any], generation: int, assigned: Iterable[TP]
-) -> Mapping[TP, int]:
-    """Per assigned partition, the lowest offset among buffered messages of the current
-    generation (older ones belong to an earlier assignment and are rightly dropped)."""
-    owned = set(assigned)
-    earliest: dict[TP, int] = {}
-    for message in messages:
-        if message.generation_id != generation or message.tp not in owned:
-            continue
-        offset = message.offset
-        if offset < earliest.get(message.tp, offset + 1):
-            earliest[message.tp] = offset
-    return earliest
+def _put_blocked(flow: Any) -> bool:
+    """Whether a put into a buffer the resume clears waits for room (clear cancels it)."""
+    return any(not putter.done() for queue in list(flow._queues) for putter in queue._putters)
