@@ -106,6 +106,7 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     Internal("aiokafka.consumer.consumer", "AIOKafkaConsumer", "seek_to_committed", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "_drain_messages", "lossless_resume"),
     Internal("faust.transport.consumer", "Consumer", "getmany", "lossless_resume"),
+    Internal("faust.transport.consumer", "Consumer", "perform_seek", "lossless_resume"),
     Internal("faust.types.tuples", "Message", "generation_id", "lossless_resume"),
     Internal("mode.utils.queues", "FlowControlEvent", "_queues", "lossless_resume"),
     Internal("mode.utils.queues", "ThrowableQueue", "clear", "lossless_resume"),

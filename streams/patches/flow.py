@@ -42,9 +42,15 @@ which seeked each partition back to its earliest buffered event right there):
 - aiokafka's ``seek`` ran on the worker's loop while its fetcher runs in the
   consumer thread.
 
-So the re-read could both lose and duplicate; losing is what the forced orderings in
-tests/streams/test_flow_reread.py show on the previous code (a blocked put; a put
-woken just before the resume; a blocked put whose partition had nothing buffered).
+Which of the two really happens: a put still blocked when the buffers are emptied
+never completes after the seek (it is cancelled), so its record is lost, not
+duplicated; a put that completes after the seek is one a ``get`` had just woken, or
+one still on its way to the buffer (decoding, waiting for the producer's buffer to
+ebb). In every ordering the previous code lost records (the buffered events, through
+``_read_offset``; the cancelled put, when its partition had nothing buffered), and
+the duplicate was only the record at ``_read_offset``. The forced orderings in
+tests/streams/test_flow_reread.py show both on the previous code: a blocked put, a
+put woken just before the resume, a blocked put whose partition had nothing buffered.
 
 **The fix: the drain loop performs the re-read itself.** ``resume`` now only *records*
 what it drops: per partition the buffered offsets, plus the in-flight record when a
@@ -60,24 +66,29 @@ next time the drain loop asks it for a record or a batch, which is a point where
 - records of the current batch for a partition just seeked were fetched before the
   seek and are skipped: the re-read starts at or below each of them.
 
-The re-read starts at the lowest dropped offset; up to the highest offset handed
-over before the resume (the in-flight record's, when its put was not dropped) only
-the dropped offsets are handed over again. So within a generation every record is
-handed to its stream exactly once: dropped ones by the re-read, the others where
-they were. Two things remain as they were: a put woken just before the resume
-delivers its event ahead of the re-read earlier events of its partition; and where
-several channels subscribe to one topic, a record dropped from one buffer is
-delivered again to all of them (Warroom has one agent per topic). Events an agent
-had already taken are not touched, and Faust's own seek to committed offsets reads
-again what it always did. Requests of an earlier generation, and partitions no
-longer assigned, are discarded.
+The re-read starts at the lowest dropped offset; up to the highest of the dropped
+offsets and the in-flight record's (delivered where it was when its put was not
+cancelled) only the dropped offsets are handed over again, and Faust's
+``_read_offset`` follows each one passed over, so Faust records no gap (a gap counts
+as acked and would let a commit pass a record the agent has not handled). So within
+a generation every record reaches its stream exactly once: dropped ones through the
+re-read, the others where they were. Events an agent had already taken are not
+touched. Faust's own seek to committed offsets (``perform_seek``) reads again
+everything not committed, so it supersedes every re-read requested before it; a
+resume after it (at the end of every recovery) requests afresh what it drops.
+Requests of an earlier generation, and partitions no longer assigned, are discarded.
+
+Two limits remain: a put completing after the resume delivers its event ahead of
+the re-read earlier events of its partition (exactly once, not in order); and where
+several channels subscribe to one topic, a record dropped from one buffer is read
+again for all of them (Warroom has one agent per topic).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +108,8 @@ class Reread:
     last: int
 
     def admits(self, offset: int) -> bool:
-        return offset > self.last or offset in self.dropped
+        # Below ``start`` only another seek (Faust's) can lead: not this re-read's.
+        return not self.start <= offset <= self.last or offset in self.dropped
 
     def then(self, later: Reread, applied: bool) -> Reread:
         """This request combined with a ``later`` one for the same partition.
@@ -153,9 +165,19 @@ class Rereads:
 
     def __init__(self) -> None:
         self.generation = -1
+        self.seeks_to_committed = 0
         self.in_flight: Any | None = None
         self.pending: dict[TP, Reread] = {}
         self.applied: dict[TP, Reread] = {}
+
+    def superseded(self, changelogs: Collection[str]) -> None:
+        """Faust seeks the source partitions to their committed offsets (or their
+        beginning), which reads again everything not committed: every re-read of
+        them requested so far is covered. Changelogs it leaves where they are."""
+        self.seeks_to_committed += 1
+        for requests in (self.pending, self.applied):
+            for tp in [tp for tp in requests if tp.topic not in changelogs]:
+                del requests[tp]
 
     def request(self, rereads: Mapping[TP, Reread], generation: int) -> None:
         self._follow(generation)
@@ -183,12 +205,22 @@ class Rereads:
         if not pending:
             return set()
         thread = consumer._thread
+        seeks_to_committed = self.seeks_to_committed
         positions = {tp: reread.start for tp, reread in pending.items()}
-        seeked: set[TP] = await thread.call_thread(
-            _seek_assigned, thread._ensure_consumer(), positions
-        )
+        try:
+            seeked: set[TP] = await thread.call_thread(
+                _seek_assigned, thread._ensure_consumer(), positions
+            )
+        except BaseException:
+            self.request(pending, self.generation)  # nothing of these was read again
+            raise
         if consumer.app.consumer_generation_id != self.generation:
             return set()  # a rebalance came in between: the new assignment reads afresh
+        if self.seeks_to_committed != seeks_to_committed:
+            # Faust's seek to committed offsets came in between and seeked after ours
+            # (its call was queued after ours, whose seek never waits).
+            changelogs = consumer.app.tables.changelog_topics
+            seeked = {tp for tp in seeked if tp.topic in changelogs}
         for tp in seeked:
             reread = pending[tp]
             log.info("re-reading %s from offset %d: buffered events were dropped", tp, reread.start)
@@ -245,6 +277,10 @@ def install_lossless_resume(app: faust.App) -> None:
 
     base: Any = app.transport.Consumer
 
+    async def perform_seek(self: Any) -> None:
+        rereads_of(self).superseded(self.app.tables.changelog_topics)
+        await base.perform_seek(self)
+
     async def getmany(
         self: Any,
         timeout: float,  # noqa: ASYNC109 - Faust's signature
@@ -267,7 +303,9 @@ def install_lossless_resume(app: faust.App) -> None:
                 rereads.in_flight = None
 
     app.transport.Consumer = type(  # type: ignore[misc]
-        "WarroomRereadConsumer", (base,), {"getmany": getmany, "warroom_reread": True}
+        "WarroomRereadConsumer",
+        (base,),
+        {"getmany": getmany, "perform_seek": perform_seek, "warroom_reread": True},
     )
 
 

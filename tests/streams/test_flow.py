@@ -118,3 +118,38 @@ def test_a_worker_whose_drain_loop_would_not_re_read_does_not_start(tmp_path: Pa
     transport.Consumer = transport.Consumer.__mro__[1]  # the consumer before this patch
     with pytest.raises(PatchError, match="lossless_resume is not installed"):
         check(warroom.app, exactly_once=True)
+
+
+async def test_a_seek_that_fails_keeps_its_re_read_for_the_next_attempt() -> None:
+    async def call_thread(*_: Any) -> Any:
+        raise ConnectionError("consumer thread gone")
+
+    thread = SimpleNamespace(call_thread=call_thread, _ensure_consumer=lambda: None)
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(consumer_generation_id=7), _thread=thread, _read_offset={}
+    )
+    rereads = Rereads()
+    rereads.request({TOUCHPOINTS_0: Reread(5, frozenset({5}), 5)}, generation=7)
+    with pytest.raises(ConnectionError):
+        await rereads.seek(consumer)
+    assert rereads.pending == {TOUCHPOINTS_0: Reread(5, frozenset({5}), 5)}
+    assert consumer._read_offset == {}
+
+
+def test_faust_seeking_to_committed_offsets_supersedes_the_source_re_reads() -> None:
+    rereads = Rereads()
+    rereads.request(
+        {TOUCHPOINTS_0: Reread(5, frozenset({5}), 5), TIMERS_0: Reread(2, frozenset({2}), 2)},
+        generation=7,
+    )
+    rereads.applied = {TOUCHPOINTS_1: Reread(3, frozenset({3}), 8)}
+    changelog = TP("warroom-customer-state-changelog", 0)
+    rereads.pending[changelog] = Reread(40, frozenset({40}), 40)
+    rereads.superseded({changelog.topic})
+    assert rereads.pending == {changelog: Reread(40, frozenset({40}), 40)}
+    assert rereads.applied == {}
+
+
+def test_records_below_a_re_read_come_from_another_seek_and_pass() -> None:
+    reread = Reread(5, frozenset({5, 6}), 8)
+    assert [o for o in range(2, 11) if reread.admits(o)] == [2, 3, 4, 5, 6, 9, 10]
