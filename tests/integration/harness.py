@@ -225,6 +225,7 @@ async def wait_until_committed(
 ) -> None:
     """Block until the worker's group has committed every touchpoint written so far."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
 
     last = await last_offsets(settings, "touchpoints")
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
@@ -233,7 +234,10 @@ async def wait_until_committed(
         deadline = time.monotonic() + within
         while True:
             worker.assert_alive()
-            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            try:
+                committed = await admin.list_consumer_group_offsets(settings.app_id)
+            except GroupCoordinatorNotAvailableError:
+                committed = {}  # a fresh broker: the worker has not joined its group yet
             behind = {
                 tp: offset
                 for tp, offset in last.items()
