@@ -2,10 +2,11 @@
 
 A real Faust app, its real flow control, conductor and stream buffer, and Faust's own
 ``Consumer._drain_messages``; only the aiokafka consumer thread is replaced by an
-in-memory log with fetch positions (:class:`MemoryLog`). Each test fills the stream
-buffer until the drain loop's put of the next record is blocked, then resumes flow
-control at an exact point and checks that every record reaches the stream exactly
-once.
+in-memory log with fetch positions (:class:`MemoryLog`), and the producer's buffer by a
+wait the test can hold. Each test brings the drain loop to an exact point (a put
+blocked on a full buffer, a put just woken, a record waiting before its put, a fetch
+in progress), resumes flow control there and checks that every record reaches the
+stream exactly once. Nothing waits on a clock: the waits count event-loop turns.
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ STEPS = 10_000
 class MemoryLog:
     """The partitions' records and the fetch positions an aiokafka consumer keeps.
 
-    Stands in for Faust's consumer thread (``getmany``, ``seek``, ``call_thread``)
-    and for the aiokafka consumer inside it (``seek``, ``assignment``). A fetch
-    returns every record from each active partition's position onwards.
+    Stands in for Faust's consumer thread (``getmany``, ``seek``, ``call_thread``,
+    ``seek_to_committed``) and for the aiokafka consumer inside it (``seek``,
+    ``assignment``). A fetch returns every record from each active partition's
+    position onwards, once ``fetches`` is set (the test clears it to hold a fetch).
     """
 
     def __init__(self, partitions: Iterable[TP]) -> None:
         self.records: dict[TP, list[ConsumerRecord[bytes, bytes]]] = {tp: [] for tp in partitions}
         self.positions = {tp: 0 for tp in self.records}
+        self.committed: dict[TP, int] = {}
         self.empty_fetches = 0
+        self.fetches = asyncio.Event()
+        self.fetches.set()
+        self.fetch_held = False
 
     def append(self, tp: TP, count: int) -> None:
         log = self.records[tp]
@@ -72,6 +78,9 @@ class MemoryLog:
         timeout: float,  # noqa: ASYNC109 - Faust's signature
     ) -> dict[TP, list[ConsumerRecord[bytes, bytes]]]:
         await asyncio.sleep(0)
+        self.fetch_held = not self.fetches.is_set()
+        await self.fetches.wait()
+        self.fetch_held = False
         fetched = {}
         for tp in sorted(active_partitions or self.records):
             records = self.records[tp][self.positions[tp] :]
@@ -90,6 +99,10 @@ class MemoryLog:
     def highwater(self, tp: TP) -> int:
         return len(self.records[tp])
 
+    async def seek_to_committed(self) -> dict[TP, int]:
+        self.positions.update(self.committed)
+        return dict(self.committed)
+
     # aiokafka's AIOKafkaConsumer (and the thread's synchronous seek)
 
     def seek(self, tp: TP, offset: int) -> None:
@@ -107,6 +120,15 @@ class Worker:
         self.log = log
         self.queue = queue
         self.taken: list[tuple[int, int]] = []
+        self.ebb_calls = 0
+        self.hold_at_ebb: int | None = None  # which record's on_message waits there
+        self.ebb = asyncio.Event()
+
+    async def wait_until_producer_ebb(self) -> None:
+        """Where ``on_message`` waits for the producer's buffer before its put."""
+        self.ebb_calls += 1
+        if self.ebb_calls - 1 == self.hold_at_ebb:
+            await self.ebb.wait()
 
     def take(self, count: int) -> None:
         """The agent takes ``count`` events from the buffer (wakes a blocked put)."""
@@ -164,6 +186,9 @@ async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
     )
     install_lossless_resume(app)
     log = MemoryLog([P0, P1])
+    worker = Worker(app, log, None)
+    producer: Any = app.producer
+    producer.buffer.wait_until_ebb = worker.wait_until_producer_ebb
     topic = app.topic(TOPIC, key_serializer="raw", value_serializer="raw", partitions=2)
     stream_channel: Any = topic.clone(is_iterator=True)
     conductor: Any = app.topics
@@ -176,9 +201,10 @@ async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
     app.flow_control.resume()  # as recovery does before the streams run
     consumer.resume_flow()
     fetcher: Any = app._fetcher
+    worker.queue = stream_channel.queue
     drain = asyncio.create_task(consumer._drain_messages(fetcher))
     try:
-        yield Worker(app, log, stream_channel.queue)
+        yield worker
     finally:
         fetcher._stopped.set()
         drain.cancel()
@@ -243,3 +269,40 @@ async def test_events_buffered_while_the_drain_loop_waits_for_records_are_read_a
     await worker.take_the_rest()
 
     assert worker.delivered() == worker.expected()
+
+
+async def test_a_record_still_on_its_way_to_the_buffer_when_flow_resumes_is_not_read_twice(
+    worker: Worker,
+) -> None:
+    worker.hold_at_ebb = 4  # the record at offset 4 waits for the producer's buffer
+    worker.log.append(P0, 10)
+    await worker.until(lambda: worker.ebb_calls == 5)
+    worker.take(2)  # buffer 2-3
+
+    worker.app.flow_control.resume()  # empties 2-3; 4 is put after the clear
+    worker.ebb.set()
+    await worker.take_the_rest()
+
+    assert worker.delivered() == worker.expected()
+
+
+async def test_faust_seeking_to_committed_offsets_after_a_resume_reads_all_from_there(
+    worker: Worker,
+) -> None:
+    worker.log.append(P0, BUFFER)
+    await worker.until(lambda: worker.queue.full() and worker.log.empty_fetches > 0)
+    worker.take(2)  # buffer 2-3; the agent handled 0 and 1, only 0 is committed
+    worker.log.committed = {P0: 1}
+    worker.log.fetches.clear()
+    await worker.until(lambda: worker.log.fetch_held)
+
+    worker.app.flow_control.resume()  # asks for 2-3 to be read again
+    consumer: Any = worker.app.consumer
+    await consumer.perform_seek()  # as recovery does, but after the resume
+    handed_before_the_seek = len(worker.taken)
+    worker.log.fetches.set()
+    await worker.take_the_rest()
+
+    # The re-read never moves a partition past where Faust's seek put it.
+    after_the_seek = sorted(offset for _, offset in worker.taken[handed_before_the_seek:])
+    assert after_the_seek == [1, 2, 3]
