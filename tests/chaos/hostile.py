@@ -81,6 +81,20 @@ def many_rules_within(limit: int = 250_000) -> str:
     return text
 
 
+LONG_KEY = "hostile-key-" + "k" * 900_000
+"""A rules-topic key near the broker's record limit, for a small, valid bundle."""
+
+KEYED_WRONG = f"""\
+bundle: hostile-key
+version: 1
+rules:
+  - id: hostile.key
+    when:
+      event: {{kind: hostile_kind}}
+    then: {RULE_THEN}
+"""
+
+
 HOSTILE: dict[str, str] = {
     "hostile-long-id": long_rule_id(),
     LONG_NAME: long_name(),
@@ -88,5 +102,6 @@ HOSTILE: dict[str, str] = {
     "hostile-many-small": many_rules_within(),
     "hostile-aliases": alias_bomb(),
     "hostile-regex": REGEX,
+    LONG_KEY: KEYED_WRONG,
 }
 """Bundle key on the rules topic -> YAML text, in the order they are pushed."""

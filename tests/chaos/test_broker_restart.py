@@ -26,10 +26,11 @@ from .workload import (
     generate_events,
     oracle,
     produce_paced,
+    short_tail,
     tracebacks,
 )
 
-DOWN_SECONDS = 3.0
+DOWN_SECONDS = 1.0
 
 
 @pytest.fixture
@@ -96,4 +97,4 @@ async def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
     )
     print("worker exits:", supervisor.exits or "none")
     assert expected.processed == len(events), "the oracle did not see every touchpoint"
-    assert verdict.exact, f"exits: {supervisor.exits}; {verdict.problems()}\n{worker.tail_log()}"
+    assert verdict.exact, f"exits: {supervisor.exits}; {verdict.problems()}\n{short_tail(worker)}"

@@ -3,6 +3,7 @@ bundle_rejected) or run without harm, and the workers keep serving touchpoints."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,13 @@ from schemas.models import Channel, Direction, TouchpointEvent
 from streams.rules_push import publish_bundle_text
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.harness import produce_records, read_all, worker_pid
+from tests.integration.harness import (
+    forget_exited,
+    produce_records,
+    read_all,
+    worker_exit_code,
+    worker_pid,
+)
 
 from .conftest import ChaosWorker
 from .hostile import HOSTILE, REGEX_PROBE_TEXT
@@ -24,6 +31,7 @@ from .workload import customer_on, tracebacks, wait_for
 PROBE_DEADLINE = 30.0
 """A probe's interventions must be out within this many seconds of its touchpoints."""
 VERDICT_DEADLINE = 30.0
+RESTART_WATCH = 12.0
 
 
 async def probe(settings: Settings, tag: str, workers: list[ChaosWorker]) -> float:
@@ -105,6 +113,17 @@ async def test_hostile_bundles_are_refused_or_harmless_and_workers_keep_serving(
         except AssertionError as exc:
             failures.append(f"{short}: probe not answered: {str(exc)[:1500]}")
             break
+    crashed = [w for w in running if worker_exit_code(w) is not None]
+    if crashed:
+        # A supervisor restarts it: does it come back, or does replaying the rules
+        # topic take it down again?
+        forget_exited(crashed[0])
+        crashed[0].start()
+        await asyncio.sleep(RESTART_WATCH)
+        code = worker_exit_code(crashed[0])
+        figures["restarted_worker"] = (
+            f"exited again with {code}" if code is not None else f"running {RESTART_WATCH:.0f} s"
+        )
     audit = await read_all(settings, "audit", lambda raw: raw)
     figures.update(
         outcomes=outcomes,

@@ -33,6 +33,7 @@ from .workload import (
     generate_events,
     oracle,
     produce_paced,
+    short_tail,
     tracebacks,
     wait_for,
 )
@@ -156,8 +157,8 @@ async def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_running(
     oracle_letters = {(p, d.offset, d.reason) for p, d in expected.dead_letters}
     assert len(oracle_letters) == len(kinds)
 
-    assert worker_pid(worker) == pid, f"the worker restarted or died:\n{worker.tail_log()}"
-    assert not tracebacks(worker), f"tracebacks in the worker log:\n{worker.tail_log()}"
+    assert worker_pid(worker) == pid, f"the worker restarted or died:\n{short_tail(worker)}"
+    assert not tracebacks(worker), f"tracebacks in the worker log:\n{short_tail(worker)}"
     found = Counter((letter.partition, letter.offset) for letter in letters)
     missing = {(p, o, r) for p, o, r in oracle_letters if (p, o) not in found}
     assert not missing, (

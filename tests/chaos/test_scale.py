@@ -79,7 +79,7 @@ The deadline's customers ("lead" customers) send one lead form each and nothing 
 and no touchpoint is ever a meeting, so each fires exactly once, at its deadline, by
 a timer tick: the same intervention id however late the tick runs."""
 
-SCALE_UP_AT = 0.2
+SCALE_UP_AT = 0.1
 
 
 def with_leads(events: list[TouchpointEvent], leads: int, rng: random.Random) -> int:

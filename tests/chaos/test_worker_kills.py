@@ -21,6 +21,7 @@ from .workload import (
     generate_events,
     oracle,
     produce_paced,
+    short_tail,
     wait_for,
 )
 
@@ -80,4 +81,4 @@ async def test_kill_9_at_random_moments_loses_and_repeats_nothing(
         wall_seconds=round(time.monotonic() - started, 1),
     )
     assert expected.processed == len(events), "the oracle did not see every touchpoint"
-    assert verdict.exact, f"kills: {kills}; {verdict.problems()}\n{worker.tail_log()}"
+    assert verdict.exact, f"kills: {kills}; {verdict.problems()}\n{short_tail(worker)}"

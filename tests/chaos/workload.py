@@ -60,7 +60,7 @@ REDUCED = Scale(
     kill_touchpoints=20_000,
     kills=2,
     broker_touchpoints=6_000,
-    scale_touchpoints=9_000,
+    scale_touchpoints=5_000,
     malformed=1_000,
     malformed_valid_touchpoints=4_000,
     huge_records=4,
@@ -307,9 +307,11 @@ async def wait_for(
     started = time.monotonic()
     while not await condition():
         for worker in workers:
-            worker.assert_alive()
+            code = worker_exit_code(worker)
+            if code is not None:
+                raise AssertionError(f"{worker.log.name} exited with {code}:\n{short_tail(worker)}")
         if time.monotonic() - started > within:
-            logs = "\n".join(f"--- {w.log.name}\n{w.tail_log(40)}" for w in workers)
+            logs = "\n".join(f"--- {w.log.name}\n{short_tail(w)}" for w in workers)
             raise AssertionError(f"timed out after {within:.0f} s waiting for {what}\n{logs}")
         await asyncio.sleep(every)
     return time.monotonic() - started
@@ -372,7 +374,7 @@ class Supervisor:
                     raise
             self.check()
             if time.monotonic() - started > within:
-                logs = "\n".join(f"--- {w.log.name}\n{w.tail_log(40)}" for w in self.workers)
+                logs = "\n".join(f"--- {w.log.name}\n{short_tail(w)}" for w in self.workers)
                 raise AssertionError(
                     f"timed out after {within:.0f} s waiting for {what}; exits: {self.exits}\n"
                     f"{logs}"
@@ -462,3 +464,9 @@ async def state_history(settings: Settings, customers: set[str], limit: int = 6)
     finally:
         await consumer.stop()
     return lines
+
+
+def short_tail(worker: WorkerProcess, lines: int = 40, width: int = 300) -> str:
+    """The end of a worker's log with each line cut to ``width`` characters (hostile
+    bundles put very long names in log lines)."""
+    return "\n".join(line[:width] for line in worker.tail_log(lines).splitlines())
