@@ -4,9 +4,10 @@ out exactly once.
 
 With one transaction per take_events batch (``WARROOM_BACKLOG_UNSLICED=1``) the same
 backlog fences the worker: the first, small batch's output waits uncommitted while the
-second batch is processed (the commit that waited for the lock during the first batch
-had found no acknowledged offsets to commit), the broker aborts that transaction after
-the timeout, and the commit fails with ProducerFenced."""
+second, long batch is processed (a commit picks the partitions with acknowledged offsets
+before it waits for the lock, so none picks the first batch's until the second is done),
+the broker aborts that transaction after the timeout, and the worker stops with
+ProducerFenced."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ SINGLES = 36
 """Plain records at the head of each partition's backlog."""
 ENVELOPE_EVENTS = 100
 """Touchpoints per envelope. A slice ends between records, so it can run over its time
-budget by one envelope's processing: 0.2 to 0.8 s here."""
+budget by one envelope's processing: about 0.2 s on a quiet machine."""
 RULES = 1_000
 TOUCHPOINTS = 14_000
 CUSTOMERS = 400
