@@ -93,6 +93,7 @@ async def test_a_broker_restart_mid_run_loses_and_repeats_nothing(
         **verdict.figures(),
         caught_up_seconds_after_broker_back=round(resumed, 1),
         tracebacks=len(tracebacks(worker)),
+        worker_log_errors=worker.log.read_text(errors="replace").count("[ERROR]"),
         wall_seconds=round(time.monotonic() - started, 1),
     )
     print("worker exits:", supervisor.exits or "none")
