@@ -1,0 +1,81 @@
+"""Warroom's pure core: bundles in, per-customer state and decisions out.
+
+No Kafka, Faust, clock reads, network or metrics here; the worker (``streams/``) wires
+this to I/O. What the worker, the connectors and the benchmarks use is declared below;
+the modules behind it are the engine's own and may change.
+
+- Bundles: :func:`load_bundle` compiles a YAML bundle (or raises :class:`InvalidBundle`,
+  naming line and field); a :class:`RuleBook` holds the running bundles.
+- Evaluation: :func:`apply` folds a touchpoint into a :class:`CustomerState`,
+  :func:`apply_timer` evaluates at a deadline, :func:`next_deadline` says when.
+- State: :class:`CustomerState` with its :class:`RuleMemory` and :class:`JourneyMemory`
+  records; :func:`fit_state` keeps it within a byte budget, :func:`expired` says when a
+  quiet customer goes.
+- Answers to "why": :func:`explain` and :func:`explain_journeys`.
+- Per-assignee caps: :func:`assignee_key` and :func:`admit`.
+"""
+
+from __future__ import annotations
+
+from .assignees import Admission, Sent, admit, assignee_key
+from .builtin import BUILTIN_BUNDLE, BUILTIN_RULES
+from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
+from .conditions import EPOCH, micros
+from .errors import EngineError, EvaluationError, StateFormatError, WarroomError
+from .explain import JourneyStatus, RuleStatus, explain, explain_journeys
+from .interventions import intervention_id
+from .journeys import HOLDOUT, CompiledJourney, JourneySignal
+from .memories import JourneyMemory, RuleMemory
+from .reducer import apply, apply_timer, next_deadline
+from .retention import Fitted, expired, fit_state
+from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
+from .rules import CompiledRule, Decision, RuleMode
+from .state import RECENT_EVENT_IDS, CustomerState
+from .timestamps import TimestampPolicy, timestamp_problem
+
+__all__ = [
+    "BUILTIN_BUNDLE",
+    "BUILTIN_RULES",
+    "EPOCH",
+    "HOLDOUT",
+    "RECENT_EVENT_IDS",
+    "Admission",
+    "BundleLedger",
+    "BundleProblem",
+    "CompiledJourney",
+    "CompiledRule",
+    "CustomerState",
+    "Decision",
+    "EngineError",
+    "EvaluationError",
+    "Fitted",
+    "InvalidBundle",
+    "JourneyMemory",
+    "JourneySignal",
+    "JourneyStatus",
+    "Kept",
+    "RuleBook",
+    "RuleBundle",
+    "RuleMemory",
+    "RuleMode",
+    "RuleStatus",
+    "Sent",
+    "StateFormatError",
+    "TimestampPolicy",
+    "Verdict",
+    "WarroomError",
+    "admit",
+    "apply",
+    "apply_timer",
+    "assignee_key",
+    "deletion_refused",
+    "expired",
+    "explain",
+    "explain_journeys",
+    "fit_state",
+    "intervention_id",
+    "load_bundle",
+    "micros",
+    "next_deadline",
+    "timestamp_problem",
+]

@@ -134,19 +134,17 @@ class CompiledJourney:
             version, follows = 0, None
             seen: tuple[str, ...] = ()
         else:
-            assigned, inside, index, started = (
-                memory.variant,
-                memory.inside,
-                memory.steps_done,
-                memory.waiting_since,
-            )
-            m_entry, m_exit, m_conv, m_when = (
-                memory.entry,
-                memory.exit,
-                memory.conversion,
-                memory.when,
-            )
-            version, seen, follows = memory.version, memory.signals_seen, memory.follows
+            assigned = memory.variant
+            inside = memory.inside
+            index = memory.steps_done
+            started = memory.waiting_since
+            m_entry = memory.entry
+            m_exit = memory.exit
+            m_conv = memory.conversion
+            m_when = memory.when
+            version = memory.version
+            seen = memory.signals_seen
+            follows = memory.follows
         if version != self.version:
             m_entry = m_exit = m_conv = m_when = None
         decisions: list[Decision] = []
@@ -160,6 +158,8 @@ class CompiledJourney:
                 inside, index, started, seen = True, 0, moment.at, ()
                 m_exit = m_conv = m_when = None
                 signals.append(JourneySignal(self.journey_id, assigned, "entered"))
+            elif memory is not None and m_entry is memory.entry and version == self.version:
+                return memory, decisions, signals  # still outside, nothing new: the usual case
         if assigned is None:  # never entered
             kept = self._remember(
                 memory, None, False, index, started, m_entry, m_exit, m_conv, m_when, seen, follows
@@ -250,8 +250,25 @@ class CompiledJourney:
         signals_seen: tuple[str, ...],
         follows: str | None,
     ) -> JourneyMemory:
-        """The new memory, or ``memory`` itself when nothing changed (no copies downstream)."""
-        new_memory = JourneyMemory(
+        """The new memory, or ``memory`` itself when nothing changed (no copies downstream).
+        Condition memories are compared by identity: a condition returns the memory it was
+        given when nothing changed (as rules rely on too)."""
+        if (
+            memory is not None
+            and waiting_since == memory.waiting_since
+            and inside == memory.inside
+            and steps_done == memory.steps_done
+            and when is memory.when
+            and exit is memory.exit
+            and conversion is memory.conversion
+            and entry is memory.entry
+            and signals_seen == memory.signals_seen
+            and variant == memory.variant
+            and follows == memory.follows
+            and self.version == memory.version
+        ):
+            return memory  # compared first: a frozen record costs ~1 µs to build
+        return JourneyMemory(
             variant,
             inside,
             steps_done,
@@ -264,7 +281,6 @@ class CompiledJourney:
             signals_seen,
             follows,
         )
-        return memory if new_memory == memory and memory is not None else new_memory
 
     def deadline(self, memory: JourneyMemory | None) -> int | None:
         """When a timer must look at the customer: a waiting step falls due, or a

@@ -171,10 +171,33 @@ def _evaluate(
         if len(kept_journeys) > len(journeys):
             running = {journey.journey_id for journey in journeys}
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
-        state = replace(state, rule_memories=kept_rules, journey_memories=kept_journeys)
+        state = _with_memories(state, kept_rules, kept_journeys)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions
+
+
+def _with_memories(
+    state: CustomerState,
+    rule_memories: Mapping[str, RuleMemory],
+    journey_memories: Mapping[str, JourneyMemory],
+) -> CustomerState:
+    """``state`` with new memories, built field by field (``dataclasses.replace`` costs
+    twice as much); tests/unit/test_engine.py checks that no field is forgotten."""
+    return CustomerState(
+        customer_id=state.customer_id,
+        owner_rep_id=state.owner_rep_id,
+        touchpoints=state.touchpoints,
+        first_seen_at=state.first_seen_at,
+        last_event_at=state.last_event_at,
+        last_inbound_at=state.last_inbound_at,
+        last_outbound_at=state.last_outbound_at,
+        kind_counts=state.kind_counts,
+        recent_event_ids=state.recent_event_ids,
+        emitted=state.emitted,
+        rule_memories=rule_memories,
+        journey_memories=journey_memories,
+    )
 
 
 _DAY = 86_400_000_000

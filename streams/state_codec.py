@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from faust.serializers.codecs import Codec
 
-from engine.state import CustomerState
+from engine import CustomerState
 
 
 class CustomerStateCodec(Codec):

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from engine.explain import explain, explain_journeys
-from engine.state import CustomerState
+from engine import CustomerState, explain, explain_journeys
 from schemas.partitioning import customer_partition
 
 if TYPE_CHECKING:

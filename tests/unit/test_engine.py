@@ -212,3 +212,34 @@ def test_apply_carries_every_state_field_it_does_not_change() -> None:
     for field in dataclasses.fields(CustomerState):
         if field.name not in changed_by_apply:
             assert getattr(after, field.name) == getattr(state, field.name), field.name
+
+
+def test_a_timer_that_changes_memories_carries_every_other_state_field() -> None:
+    import dataclasses
+
+    from engine.bundle import load_bundle
+    from engine.reducer import apply_timer
+
+    bundle = load_bundle(
+        "bundle: b\nversion: 1\nrules:\n  - id: quiet\n"
+        "    when: {absence: {after: {kind: lead}, missing: {direction: outbound}, within: 1h}}\n"
+        "    then: {kind: task, title: 'Call {customer_id}', due_in: 1h}\n",
+        "b.yaml",
+    )
+    lead = touchpoint(1, "inbound", kind="lead", rep=None)
+    state, _ = apply(None, lead, NOW, bundle.rules)
+    state = dataclasses.replace(
+        state,
+        owner_rep_id="rep-ana",
+        last_outbound_at=T0,
+        emitted=(1, 2),
+        journey_memories={"j": JourneyMemory("a", False, 1, 5, None, None, None, None, 1, ())},
+    )
+    after, [decision] = apply_timer(state, T0 + timedelta(hours=2), NOW, bundle.rules)
+    assert decision.intervention.rule_id == "quiet"
+    assert after.rule_memories != state.rule_memories
+    # The journey is not running: its memory goes with the change.
+    assert after.journey_memories == {}
+    for field in dataclasses.fields(CustomerState):
+        if field.name not in {"rule_memories", "journey_memories"}:
+            assert getattr(after, field.name) == getattr(state, field.name), field.name
