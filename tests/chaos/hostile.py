@@ -102,6 +102,5 @@ HOSTILE: dict[str, str] = {
     "hostile-many-small": many_rules_within(),
     "hostile-aliases": alias_bomb(),
     "hostile-regex": REGEX,
-    LONG_KEY: KEYED_WRONG,
 }
 """Bundle key on the rules topic -> YAML text, in the order they are pushed."""

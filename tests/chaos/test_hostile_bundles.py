@@ -25,7 +25,7 @@ from tests.integration.harness import (
 )
 
 from .conftest import ChaosWorker
-from .hostile import HOSTILE, REGEX_PROBE_TEXT
+from .hostile import HOSTILE, KEYED_WRONG, LONG_KEY, REGEX_PROBE_TEXT
 from .workload import customer_on, tracebacks, wait_for
 
 PROBE_DEADLINE = 30.0
@@ -73,21 +73,24 @@ async def verdicts(settings: Settings, offset: int) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("rules_offset") == offset]
 
 
-async def test_hostile_bundles_are_refused_or_harmless_and_workers_keep_serving(
+async def push_hostile(
     settings: Settings,
+    bundles: dict[str, str],
+    worker_count: int,
     workers: Callable[[int], list[ChaosWorker]],
     figures: dict[str, object],
 ) -> None:
+    """Start the workers, then push each bundle and probe; fail with every harm seen."""
     started = time.monotonic()
     await ensure_topics(settings)
-    running = workers(2)
+    running = workers(worker_count)
     for worker in running:
         worker.start()
-    pids = [worker_pid(w) for w in running]
     figures["baseline_probe_seconds"] = round(await probe(settings, "baseline", running), 2)
+    pids = [worker_pid(w) for w in running]
     outcomes: dict[str, str] = {}
     failures: list[str] = []
-    for number, (name, text) in enumerate(HOSTILE.items()):
+    for number, (name, text) in enumerate(bundles.items()):
         short = name[:24]
         where = await publish_bundle_text(settings, name, text)
         offset = int(where.rsplit("@", 1)[1])
@@ -127,7 +130,7 @@ async def test_hostile_bundles_are_refused_or_harmless_and_workers_keep_serving(
     audit = await read_all(settings, "audit", lambda raw: raw)
     figures.update(
         outcomes=outcomes,
-        largest_audit_record_bytes=max(len(entry) for entry in audit),
+        largest_audit_record_bytes=max((len(entry) for entry in audit), default=0),
         worker_pids_unchanged=[worker_pid(w) for w in running] == pids,
         tracebacks=sum(len(tracebacks(w)) for w in running),
         wall_seconds=round(time.monotonic() - started, 1),
@@ -136,3 +139,22 @@ async def test_hostile_bundles_are_refused_or_harmless_and_workers_keep_serving(
         print(f"{short}: {outcome}")
     assert not failures, "\n".join(failures)
     assert [worker_pid(w) for w in running] == pids, "a worker restarted"
+
+
+async def test_hostile_bundles_are_refused_or_harmless_and_workers_keep_serving(
+    settings: Settings,
+    workers: Callable[[int], list[ChaosWorker]],
+    figures: dict[str, object],
+) -> None:
+    await push_hostile(settings, HOSTILE, 2, workers, figures)
+
+
+async def test_a_bundle_under_an_oversize_rules_key_is_refused_and_the_worker_keeps_serving(
+    settings: Settings,
+    workers: Callable[[int], list[ChaosWorker]],
+    figures: dict[str, object],
+) -> None:
+    """The key names the bundle on the compacted rules topic; every worker echoes it into
+    its audit record, so a key near the broker's record limit makes an audit record
+    over it."""
+    await push_hostile(settings, {LONG_KEY: KEYED_WRONG}, 1, workers, figures)
