@@ -7,7 +7,7 @@ BROKER := $(PY) deploy/kafka/broker.py
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean
+.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean bench-state
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench: venv kafka ## throughput: naive Faust agent vs Warroom's pipeline on a lo
 
 bench-chat: venv kafka ## chat intake: 50 HTTP clients for 60 s, no 5xx, every accepted event once
 	$(BROKER) run -- $(PY) bench/chat_load.py $(BENCH_ARGS)
+
+bench-state: venv kafka ## state bytes per customer and restart recovery, memory vs RocksDB store (100k, 1M customers)
+	$(BROKER) run -- $(PY) bench/state_store.py $(BENCH_ARGS)
 
 clean: ## remove the venv and caches (keeps downloaded broker jars)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
