@@ -213,3 +213,30 @@ def test_values_faust_recovery_writes_are_read_with_the_table_codec(warroom: War
     assert warroom.states.get(customer) == state(7)
     assert warroom.states.table.persisted_offset(TP(warroom.states.changelog, 2)) == 21
     assert [(k, p) for k, p, _ in warroom.states.owned(frozenset({2}))] == [(customer, 2)]
+
+
+async def test_state_reaches_disk_after_a_successful_commit_only(
+    warroom: Warroom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = warroom.app.transport.Consumer
+    classes = [c.__name__ for c in consumer.__mro__]
+    faust_consumer = consumer.__mro__[classes.index("WarroomConsumer") + 1]  # what it wraps
+    outcomes: list[bool | Exception] = [False, RuntimeError("broker went away"), True]
+
+    async def commit(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(faust_consumer, "_commit_tps", commit)
+    customer = customer_on(3)
+    warroom.states.put(customer, 3, state(1))
+    tps = [TP("touchpoints", 3), TP("timers", 3)]
+    assert await consumer._commit_tps(object(), tps, True) is False
+    assert on_disk(warroom.states, customer) is None
+    with pytest.raises(RuntimeError, match="broker went away"):
+        await consumer._commit_tps(object(), tps, True)
+    assert on_disk(warroom.states, customer) is None
+    assert await consumer._commit_tps(object(), tps, True) is True
+    assert on_disk(warroom.states, customer) == warroom.state_codec.dumps(state(1))
