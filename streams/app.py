@@ -221,6 +221,7 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
             warroom.assignment,
             warroom.states.owned,
             Expiry(timedelta(days=settings.customer_ttl_days), settings.expiry_check_seconds),
+            generation=warroom.generation,
         )
 
     app.task(rules)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
@@ -47,6 +48,15 @@ class Warroom:
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last slice (in-memory store, no copy)."""
         return self.states.get(customer_id)
+
+    def generation(self) -> int | None:
+        """None while the worker rebalances or recovers its tables; otherwise the number
+        of rebalances so far (it changes whenever the stored states may have)."""
+        app: Any = self.app
+        if app.rebalancing or app.in_recovery:
+            return None
+        count: int = app.rebalancing_count
+        return count
 
     def assignment(self) -> frozenset[int]:
         """Partitions of the touchpoints topic this worker owns right now."""

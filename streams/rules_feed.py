@@ -44,6 +44,21 @@ class MissingTopics(WarroomError):
 
 OFFSET_HEADER = "rules-offset"
 VERSION_HEADER = "version"
+MAX_KEY_BYTES = 256
+"""A rules key longer than this cannot be a bundle name (at most 128 characters): the
+record is refused without being echoed into the audit record or the log."""
+MAX_PROBLEMS = 50
+MAX_TEXT = 1_000
+"""Audit records keep at most MAX_PROBLEMS problems of MAX_TEXT characters each, so one
+hostile record can never make an audit record the broker refuses."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… ({len(text)} characters)"
+
+
+def audit_key(key: bytes | None) -> bytes | None:
+    return None if key is None else key[:MAX_KEY_BYTES]
 
 
 def audit_record(
@@ -53,12 +68,15 @@ def audit_record(
         event = "bundle_rejected"
     else:
         event = "bundle_deleted" if deleted else "bundle_activated"
+    problems = [_cut(p) for p in verdict.problems[:MAX_PROBLEMS]]
+    if len(verdict.problems) > MAX_PROBLEMS:
+        problems.append(f"… and {len(verdict.problems) - MAX_PROBLEMS} more problems")
     return {
         "event": event,
-        "bundle": verdict.bundle,
+        "bundle": _cut(verdict.bundle),
         "version": verdict.version,
         "rules_offset": offset,
-        "problems": list(verdict.problems),
+        "problems": problems,
         "at": now.isoformat(),
     }
 
@@ -93,7 +111,7 @@ async def follow_rules(
                 outcomes.labels(outcome if verdict.accepted else "rejected").inc()
                 entry = audit_record(verdict, record.offset, datetime.now(UTC), deleted)
                 await producer.send_and_wait(
-                    settings.topic(AUDIT), orjson.dumps(entry), key=record.key
+                    settings.topic(AUDIT), orjson.dumps(entry), key=audit_key(record.key)
                 )
             if not ready.is_set() and await consumer.position(rules) >= end:
                 ready.set()
@@ -233,6 +251,13 @@ def _offer(
     if name is None:
         # Compacted topics refuse records without a key; kept for other brokers.
         return Verdict("(unnamed)", False, None, ("expected the bundle name as key",))
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        problem = (
+            f"expected a bundle name of at most 128 characters as key, found {len(key)} bytes"
+        )
+        if not quiet:
+            log.error("rules@%s refused: %s", offset, problem)
+        return Verdict(name[:64] + "…", False, None, (problem,))
     source = f"rules@{offset} ({name})"
     text: str | None = None
     if value is not None:

@@ -100,6 +100,24 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class ScheduleBasis:
+    """What a schedule was built from: a rebuild is due when any of it changes."""
+
+    generation: int
+    assignment: frozenset[int]
+    rules_id: int
+
+
+def schedule_basis(
+    generation: int | None, assignment: frozenset[int], rules: object
+) -> ScheduleBasis | None:
+    """The basis to build the schedule on now, or None while states are incomplete."""
+    if generation is None:
+        return None
+    return ScheduleBasis(generation, assignment, id(rules))
+
+
+@dataclass(frozen=True)
 class Expiry:
     """Customers silent for longer than ``ttl`` (event time) are looked for every
     ``every`` seconds; each gets an expiry tick, decided again by the worker."""
@@ -116,19 +134,31 @@ async def run_scheduler(
     stored: Callable[[frozenset[int]], Iterable[tuple[str, int, CustomerState]]],
     expiry: Expiry | None = None,
     interval: float = 1.0,
+    generation: Callable[[], int | None] = lambda: 0,
 ) -> None:
     """Write ticks for passed deadlines, and expiry ticks for silent customers, until
-    cancelled."""
+    cancelled.
+
+    ``generation`` is None while the worker rebalances or recovers its tables, and
+    otherwise changes with every rebalance: the schedule is rebuilt from the stored
+    states only once they are complete (a schedule built during recovery would miss the
+    deadlines of customers not yet restored, and nothing would rebuild it later)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()
-    known: frozenset[int] | None = None
-    rules_seen = schedule.rulebook.rules
+    built_for: ScheduleBasis | None = None
     next_sweep = 0.0
     loop = asyncio.get_running_loop()
     try:
         while True:
             await asyncio.sleep(interval)
             current = assignment()
+            basis = schedule_basis(generation(), current, schedule.rulebook.rules)
+            if basis is None:
+                continue  # rebalancing or recovering: states are not complete yet
+            if basis != built_for:
+                schedule.rebuild(stored(current))
+                built_for = basis
+                log.info("timer schedule rebuilt: %d customers with a deadline", len(schedule))
             if expiry is not None and loop.time() >= next_sweep:
                 next_sweep = loop.time() + expiry.every
                 wall = datetime.now(UTC)
@@ -140,11 +170,6 @@ async def run_scheduler(
                             key=customer_id.encode(),
                             partition=partition,
                         )
-            if current != known or schedule.rulebook.rules is not rules_seen:
-                rules_seen = schedule.rulebook.rules
-                schedule.rebuild(stored(current))
-                known = current
-                log.info("timer schedule rebuilt: %d customers with a deadline", len(schedule))
             now = micros(datetime.now(UTC))
             for customer_id, partition, deadline in schedule.due(now):
                 await producer.send(

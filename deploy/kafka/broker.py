@@ -216,6 +216,9 @@ def free_ports(count: int) -> list[int]:
 
 def ensure_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # A broker just stopped leaves its closed connections in TIME_WAIT; the JVM binds
+        # with SO_REUSEADDR, so only a listening process counts as "in use" here too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as exc:
