@@ -3,7 +3,8 @@
 Every condition is built once, when its bundle is loaded, and then stepped with
 each touchpoint of a customer. ``step`` takes the condition's memory for that
 customer (plain JSON-friendly values, ``None`` at first) and returns the new
-memory and an :class:`Observation` when the condition holds at that moment.
+memory and an :class:`Observation` when the condition holds at that moment. The
+shapes of those memories are listed in ``engine/memories.py``.
 
 Conditions that track several touchpoints hold at the touchpoint that
 *completes* them (the third unanswered message, the count that reaches its

@@ -22,6 +22,9 @@ when there is nothing to remember, read only by the condition that wrote it
   of them are ``None``.
 - ``not``: the memory of the condition it negates.
 
+A condition given a memory returns that same object when nothing changed; rules and
+journeys rely on it to keep a customer's state (and its changelog record) as it was.
+
 Stored form
 -----------
 :meth:`RuleMemory.to_json` and :meth:`JourneyMemory.to_json` give objects with the
