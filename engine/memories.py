@@ -43,7 +43,6 @@ journeys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +66,14 @@ class RuleMemory:
     @classmethod
     def from_json(cls, rule_id: str, data: Any) -> RuleMemory:
         """Inverse of :meth:`to_json`; also reads the positional list stored before."""
-        try:
-            if isinstance(data, Mapping):
-                return cls(data["condition"], _time(data["last_fired"]), int(data["version"]))
-            if isinstance(data, list | tuple) and len(data) in (2, 3):
-                version = int(data[2]) if len(data) == 3 else 0
-                return cls(data[0], _time(data[1]), version)
-        except (KeyError, TypeError, ValueError):
-            pass
+        if type(data) is dict and len(data) == 3:
+            last_fired, version = data.get("last_fired", ""), data.get("version")
+            if _is_time(last_fired) and type(version) is int and "condition" in data:
+                return cls(data["condition"], last_fired, version)
+        elif type(data) is list and 2 <= len(data) <= 3:
+            version = data[2] if len(data) == 3 else 0
+            if _is_time(data[1]) and type(version) is int:
+                return cls(data[0], data[1], version)
         raise StateFormatError(
             f"memory of rule {rule_id!r}: expected an object with condition, last_fired and "
             f"version (or a list [condition, last fired, version]), found {_shown(data)}"
@@ -128,52 +127,72 @@ class JourneyMemory:
     @classmethod
     def from_json(cls, journey_id: str, data: Any) -> JourneyMemory:
         """Inverse of :meth:`to_json`; also reads the positional list stored before."""
-        try:
-            if isinstance(data, Mapping):
+        fields: tuple[Any, ...] | None = None
+        if type(data) is dict and len(data) == len(_JOURNEY_FIELDS):
+            try:
+                fields = tuple(data[name] for name in _JOURNEY_FIELDS)
+            except KeyError:
+                fields = None
+        elif type(data) is list and 9 <= len(data) <= 11:
+            fields = (
+                *data[:9],
+                data[9] if len(data) > 9 else [],
+                data[10] if len(data) > 10 else None,
+            )
+        if fields is not None:
+            variant, inside, steps_done, waiting_since = fields[:4]
+            version, seen, follows = fields[8:]
+            if (
+                _is_name(variant)
+                and type(inside) in (bool, int)
+                and type(steps_done) is int
+                and type(waiting_since) is int
+                and type(version) is int
+                and type(seen) is list
+                and all(type(kind) is str for kind in seen)
+                and _is_name(follows)
+            ):
                 return cls(
-                    variant=_name(data["variant"]),
-                    inside=bool(data["inside"]),
-                    steps_done=int(data["steps_done"]),
-                    waiting_since=int(data["waiting_since"]),
-                    entry=data["entry"],
-                    exit=data["exit"],
-                    conversion=data["conversion"],
-                    when=data["when"],
-                    version=int(data["version"]),
-                    signals_seen=tuple(str(kind) for kind in data["signals_seen"]),
-                    follows=_name(data.get("follows")),
+                    variant,
+                    bool(inside),
+                    steps_done,
+                    waiting_since,
+                    fields[4],
+                    fields[5],
+                    fields[6],
+                    fields[7],
+                    version,
+                    tuple(seen),
+                    follows,
                 )
-            if isinstance(data, list | tuple) and 9 <= len(data) <= 11:
-                return cls(
-                    variant=_name(data[0]),
-                    inside=bool(data[1]),
-                    steps_done=int(data[2]),
-                    waiting_since=int(data[3]),
-                    entry=data[4],
-                    exit=data[5],
-                    conversion=data[6],
-                    when=data[7],
-                    version=int(data[8]),
-                    signals_seen=tuple(str(kind) for kind in data[9]) if len(data) > 9 else (),
-                    follows=_name(data[10]) if len(data) > 10 else None,
-                )
-        except (KeyError, TypeError, ValueError):
-            pass
         raise StateFormatError(
             f"memory of journey {journey_id!r}: expected an object with variant, inside, "
-            "steps_done, waiting_since, entry, exit, conversion, when, version and "
-            f"signals_seen (or the positional list of 9 to 11 items), found {_shown(data)}"
+            "steps_done, waiting_since, entry, exit, conversion, when, version, signals_seen "
+            f"and follows (or the positional list of 9 to 11 items), found {_shown(data)}"
         )
 
 
-def _time(value: Any) -> int | None:
-    return None if value is None else int(value)
+_JOURNEY_FIELDS = (
+    "variant",
+    "inside",
+    "steps_done",
+    "waiting_since",
+    "entry",
+    "exit",
+    "conversion",
+    "when",
+    "version",
+    "signals_seen",
+    "follows",
+)
 
 
-def _name(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"expected a name, found {type(value).__name__}")
+def _is_time(value: Any) -> bool:
+    return value is None or type(value) is int
+
+
+def _is_name(value: Any) -> bool:
+    return value is None or type(value) is str
 
 
 def _shown(data: Any) -> str:

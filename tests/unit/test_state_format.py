@@ -290,6 +290,18 @@ def test_the_earliest_forms_of_memories_are_read_too() -> None:
             {"journey_memories": {"trial": "guided"}},
             ["journey 'trial'", "found 'guided'"],
         ),
+        (
+            {"rule_memories": {"r": {"condition": None, "last_fired": "soon", "version": 1}}},
+            ["rule 'r'", "'last_fired': 'soon'"],
+        ),
+        (
+            {
+                "journey_memories": {
+                    "trial": {**NEW_RECORD["journey_memories"]["trial"], "steps_done": "1"}
+                }
+            },
+            ["journey 'trial'", "'steps_done': '1'"],
+        ),
     ],
 )
 def test_a_memory_of_unknown_shape_is_named_with_what_was_expected(
