@@ -13,7 +13,9 @@ exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers
                         the transactional producers' timeout
 commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and its
                         consumer thread (seek uncommitted partitions, true highwaters)
-lossless_resume         FlowControlEvent.resume (re-read what a resume drops)
+lossless_resume         FlowControlEvent.resume (records what a resume drops), and the
+                        consumer's getmany and perform_seek (the drain loop re-reads
+                        it, in the consumer thread, superseded by Faust's own seek)
 table_store             direct writes to the memory store (``data``, ``_key_partition``)
 rocksdb_store           writes to Faust's RocksDB store after each commit, with the
                         changelog offset (``_db_for_partition``, ``offset_key``)
