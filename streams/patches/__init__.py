@@ -9,10 +9,13 @@ start otherwise. A library upgrade therefore cannot turn a patch into a silent n
 ======================  =============================================================
 patch                   replaces
 ======================  =============================================================
-exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers) and
+exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers),
+                        _start_transactions (producers kept through a rebalance) and
                         the transactional producers' timeout
-commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and its
-                        consumer thread (seek uncommitted partitions, true highwaters)
+commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and
+                        on_partitions_revoked (commit before the acks are forgotten),
+                        and its consumer thread (seek uncommitted partitions, true
+                        highwaters, no "aborted" tail below them in recovery)
 lossless_resume         FlowControlEvent.resume (records what a resume drops), and the
                         consumer's getmany and perform_seek (the drain loop re-reads
                         it, in the consumer thread, superseded by Faust's own seek)
@@ -81,6 +84,26 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     Internal("faust.transport.consumer", "TransactionManager", "commit", "exactly_once_commit"),
     Internal("faust.transport.consumer", "Consumer", "_commit_tps", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "_new_offset", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "on_partitions_revoked", "commit_lock"),
+    Internal(
+        "faust.transport.consumer", "Consumer", "_filter_tps_with_pending_acks", "commit_lock"
+    ),
+    Internal(
+        "faust.transport.consumer",
+        "TransactionManager",
+        "_start_transactions",
+        "exactly_once_commit",
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "Producer",
+        "maybe_begin_transaction",
+        "exactly_once_commit",
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "position", "commit_lock"
+    ),
+    Internal("faust.tables.recovery", "Recovery", "_slurp_changelogs", "commit_lock"),
     Internal(
         "faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_highwaters", "commit_lock"
     ),
