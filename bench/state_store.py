@@ -239,6 +239,7 @@ async def fill_changelog(settings: Settings, states: Iterator[tuple[bytes, int, 
         max_request_size=settings.max_record_bytes + 65_536,
     )
     await producer.start()
+    await producer.partitions_for(topic)  # waits for the new topic's metadata
     written = 0
     try:
         pending = []
