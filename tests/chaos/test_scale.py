@@ -22,12 +22,15 @@ from tests.integration.harness import group_progress
 
 from .conftest import ChaosWorker
 from .workload import (
+    RECOVERY_CUT_SHORT,
+    TRANSACTION_KEPT_OPEN,
     Scale,
     Supervisor,
     compare,
     emitted_interventions,
     encode_mixed,
     generate_events,
+    log_lines,
     oracle,
     oracle_pipeline,
     produce_paced,
@@ -213,6 +216,8 @@ async def test_scaling_one_to_three_and_back_keeps_state_and_exactly_once(
         worker_exits=len(supervisor.exits),
         **verdict.figures(),
         tracebacks=sum(len(tracebacks(w)) for w in (first, *others)),
+        recoveries_cut_short=sum(log_lines(w, RECOVERY_CUT_SHORT) for w in (first, *others)),
+        transactions_kept_open=sum(log_lines(w, TRANSACTION_KEPT_OPEN) for w in (first, *others)),
         wall_seconds=round(time.monotonic() - started, 1),
     )
     print("worker exits:", supervisor.exits or "none")

@@ -334,6 +334,20 @@ def tracebacks(worker: WorkerProcess) -> list[str]:
     ]
 
 
+def log_lines(worker: WorkerProcess, text: str) -> int:
+    """How many lines of the worker's log contain ``text``."""
+    if not worker.log.exists():
+        return 0
+    return sum(text in line for line in worker.log.read_text(errors="replace").splitlines())
+
+
+RECOVERY_CUT_SHORT = "Aborted tx until highwater"
+"""Faust's log line when it takes the rest of a changelog partition for aborted records
+and ends its recovery there: with exact highwaters it should never appear."""
+TRANSACTION_KEPT_OPEN = "IN_TRANSACTION -> TransactionState.IN_TRANSACTION"
+"""Faust's log line when a producer kept through a rebalance is still in a transaction."""
+
+
 @dataclass
 class Supervisor:
     """Restarts workers that exit by themselves, as systemd or Kubernetes would, and
