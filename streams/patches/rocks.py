@@ -20,8 +20,10 @@ here, as in Quix Streams, nothing reaches RocksDB before Kafka committed it:
 - after a commit succeeds (the consumer's commit, under the commit lock, see
   streams.patches.transactions), each committed partition's overlay is written in one
   atomic RocksDB write batch, with the changelog offset it reaches;
-- when partitions are revoked their overlays are dropped: what they held is either
-  committed (and written) or lost with its transaction.
+- the overlay of a partition lives as long as its transaction: through a rebalance
+  that gives the partition back to this worker (its producer and open transaction are
+  kept), not past one that takes it away (the overlay is dropped, the transaction is
+  aborted or fenced).
 
 kill -9 at each point, under exactly-once:
 
@@ -190,11 +192,20 @@ class RocksTableStore(TableStore[V]):
             written += len(pending)
         return written
 
-    def revoked(self, partitions: frozenset[int]) -> None:
-        """Forget what this worker held of ``partitions`` beyond the disk: uncommitted
-        values, offsets it saw acknowledged, and every cached value (another worker may
-        change them before they come back)."""
-        for partition in partitions:
+    def revoked(self) -> None:
+        """A rebalance began: forget every cached committed value (recovery writes to
+        disk past the cache, and a partition may come back changed by another worker).
+        The overlay stays until the new assignment is known: a producer kept through
+        the rebalance keeps its open transaction."""
+        self._cache.clear()
+
+    def assigned(self, partitions: frozenset[int]) -> None:
+        """The worker now owns ``partitions``: drop the uncommitted values and the
+        acknowledged offsets of every other partition, whose producer (and open
+        transaction) is gone."""
+        for partition in set(self._pending) | set(self._delivered):
+            if partition in partitions:
+                continue
             dropped = self._pending.pop(partition, None)
             if dropped:
                 log.info(
@@ -204,7 +215,6 @@ class RocksTableStore(TableStore[V]):
                     partition,
                 )
             self._delivered.pop(partition, None)
-        self._cache.clear()
 
     def pending(self, partition: int) -> int:
         """How many values of ``partition`` wait for their commit."""
@@ -243,10 +253,14 @@ class RocksStores:
         commit_lock.after_commit.append(self.committed)
 
         async def on_revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-            revoked: set[TP] = args[0]
-            self.revoked(frozenset(tp.partition for tp in revoked))
+            self.revoked()
+
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            assigned: set[TP] = args[0]
+            self.assigned(assigned)
 
         app.on_partitions_revoked.connect(on_revoked)
+        app.on_partitions_assigned.connect(on_assigned)
 
     def table_store(
         self, table: faust.Table[str, Any], default_partition: Callable[[str], int], codec: Codec
@@ -265,6 +279,13 @@ class RocksStores:
         for store in self._by_changelog.values():
             store.write_committed(partitions)
 
-    def revoked(self, partitions: frozenset[int]) -> None:
+    def revoked(self) -> None:
         for store in self._by_changelog.values():
-            store.revoked(partitions)
+            store.revoked()
+
+    def assigned(self, assigned: set[TP]) -> None:
+        """Partition numbers of each table's changelog partitions now assigned: what the
+        worker owns (other topics' partitions, such as the feedback agent's, are
+        assigned independently)."""
+        for changelog, store in self._by_changelog.items():
+            store.assigned(frozenset(tp.partition for tp in assigned if tp.topic == changelog))

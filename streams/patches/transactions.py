@@ -135,13 +135,14 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
     base: Any = app.transport.Consumer
 
     async def _commit_locked(self: Any, tps: Any, start_new_transaction: bool) -> bool:
-        tps = list(tps)
+        # The partitions whose offsets this commit takes (the base finds the same: no
+        # slice acks while the lock is held); with exactly-once, exactly the partitions
+        # whose transactions it commits. A partition with output but no offsets (acks
+        # Faust forgot in a rebalance) keeps its transaction open.
+        committable = list(base._filter_committable_offsets(self, tps))
         committed: bool = await base._commit_tps(self, tps, start_new_transaction)
         if committed:
-            # Every slice written so far acked its records, so each partition with
-            # output is among the committed ones (and, with exactly-once, its
-            # transaction has committed).
-            commit_lock.committed(tps)
+            commit_lock.committed(committable)
         return committed
 
     async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:

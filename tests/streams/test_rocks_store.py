@@ -93,7 +93,7 @@ def test_a_put_is_read_back_but_reaches_disk_only_after_its_commit(warroom: Warr
     assert warroom.states.get(customer) == state(3)
 
 
-def test_revoked_partitions_lose_uncommitted_values_and_keep_committed_ones(
+def test_partitions_assigned_elsewhere_lose_uncommitted_values_and_keep_committed_ones(
     warroom: Warroom,
 ) -> None:
     customer = customer_on(2)
@@ -103,7 +103,9 @@ def test_revoked_partitions_lose_uncommitted_values_and_keep_committed_ones(
     assert warroom.states.get(customer) == state(2)
     rocks = warroom.states
     assert isinstance(rocks, RocksTableStore)
-    rocks.revoked(frozenset({2}))
+    rocks.revoked()
+    assert warroom.states.get(customer) == state(2)  # the assignment is not known yet
+    rocks.assigned(frozenset({0, 1, 3}))
     assert warroom.states.get(customer) == state(1)
     commit(warroom, 2)  # nothing left to write
     assert on_disk(warroom.states, customer) == warroom.state_codec.dumps(state(1))
@@ -230,6 +232,9 @@ async def test_state_reaches_disk_after_a_successful_commit_only(
         return outcome
 
     monkeypatch.setattr(faust_consumer, "_commit_tps", commit)
+    monkeypatch.setattr(
+        faust_consumer, "_filter_committable_offsets", lambda self, tps: dict.fromkeys(tps, 1)
+    )
     customer = customer_on(3)
     warroom.states.put(customer, 3, state(1))
     tps = [TP("touchpoints", 3), TP("timers", 3)]
@@ -240,3 +245,56 @@ async def test_state_reaches_disk_after_a_successful_commit_only(
     assert on_disk(warroom.states, customer) is None
     assert await consumer._commit_tps(object(), tps, True) is True
     assert on_disk(warroom.states, customer) == warroom.state_codec.dumps(state(1))
+
+
+async def test_only_partitions_whose_offsets_commit_reach_disk(
+    warroom: Warroom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = warroom.app.transport.Consumer
+    classes = [c.__name__ for c in consumer.__mro__]
+    faust_consumer = consumer.__mro__[classes.index("WarroomConsumer") + 1]
+
+    async def commit(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        return True
+
+    # Partition 3 has output in its open transaction but no offsets to commit (Faust
+    # forgot its acks in a rebalance): its transaction does not commit now.
+    monkeypatch.setattr(faust_consumer, "_commit_tps", commit)
+    monkeypatch.setattr(
+        faust_consumer,
+        "_filter_committable_offsets",
+        lambda self, tps: {tp: 5 for tp in tps if tp.partition == 1},
+    )
+    committed, open_ = customer_on(1), customer_on(3)
+    warroom.states.put(committed, 1, state(1))
+    warroom.states.put(open_, 3, state(2))
+    assert await consumer._commit_tps(object(), [TP("touchpoints", 1), TP("touchpoints", 3)], True)
+    assert on_disk(warroom.states, committed) is not None
+    assert on_disk(warroom.states, open_) is None
+    assert warroom.states.get(open_) == state(2)
+
+
+async def test_a_rebalance_keeps_the_open_transaction_of_kept_partitions_only(
+    warroom: Warroom,
+) -> None:
+    rocks = warroom.states
+    assert isinstance(rocks, RocksTableStore)
+    kept, lost = customer_on(1), customer_on(2)
+    rocks.put(kept, 1, state(1))
+    rocks.put(lost, 2, state(1))
+    commit(warroom, 1, 2)
+    rocks.put(kept, 1, state(2))  # in the open transaction of partition 1
+    rocks.put(lost, 2, state(2))  # in the open transaction of partition 2
+    app = warroom.app
+    everything = {TP(rocks.changelog, p) for p in range(PARTITIONS)}
+    # The eager protocol revokes every partition; partition 1 is assigned again, with
+    # its producer and its open transaction, partition 2 goes to another worker.
+    await app.on_partitions_revoked.send(everything | {TP("touchpoints", 1)})
+    await app.on_partitions_assigned.send(
+        {TP(rocks.changelog, 1), TP("touchpoints", 1), TP("intervention-feedback", 2)}
+    )
+    assert rocks.get(kept) == state(2)
+    assert rocks.get(lost) == state(1)
+    commit(warroom, 1, 2)
+    assert on_disk(rocks, kept) == warroom.state_codec.dumps(state(2))
+    assert on_disk(rocks, lost) == warroom.state_codec.dumps(state(1))
