@@ -121,9 +121,6 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     ),
     Internal("faust.transport.drivers.aiokafka", "Consumer", "_new_consumer_thread", "commit_lock"),
     Internal("faust.tables.base", "Collection", "_new_changelog_topic", "table_store"),
-    Internal(
-        "faust.transport.consumer", "Consumer", "_filter_committable_offsets", "rocksdb_store"
-    ),
     Internal("faust.stores.rocksdb", "Store", "_db_for_partition", "rocksdb_store"),
     Internal("faust.stores.rocksdb", "Store", "offset_key", "rocksdb_store"),
     Internal("faust.stores.rocksdb", "Store", "persisted_offset", "rocksdb_store"),

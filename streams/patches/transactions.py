@@ -135,14 +135,16 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
     base: Any = app.transport.Consumer
 
     async def _commit_locked(self: Any, tps: Any, start_new_transaction: bool) -> bool:
-        # The partitions whose offsets this commit takes (the base finds the same: no
-        # slice acks while the lock is held); with exactly-once, exactly the partitions
-        # whose transactions it commits. A partition with output but no offsets (acks
-        # Faust forgot in a rebalance) keeps its transaction open.
-        committable = list(base._filter_committable_offsets(self, tps))
+        tps = list(tps)
+        before = {tp: self._committed_offset.get(tp) for tp in tps}
         committed: bool = await base._commit_tps(self, tps, start_new_transaction)
         if committed:
-            commit_lock.committed(committable)
+            # The partitions whose offsets this commit took (their committed offset
+            # moved); with exactly-once, exactly the partitions whose transactions it
+            # committed. Working them out beforehand with Faust's own filter would take
+            # the acks away from the commit: it removes what it returns.
+            took = [tp for tp in tps if self._committed_offset.get(tp) != before[tp]]
+            commit_lock.committed(took)
         return committed
 
     async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
