@@ -252,9 +252,7 @@ def _offer(
         # Compacted topics refuse records without a key; kept for other brokers.
         return Verdict("(unnamed)", False, None, ("expected the bundle name as key",))
     if key is not None and len(key) > MAX_KEY_BYTES:
-        problem = (
-            f"expected a bundle name of at most 128 characters as key, found {len(key)} bytes"
-        )
+        problem = f"expected a bundle name of at most 128 characters as key, found {len(key)} bytes"
         if not quiet:
             log.error("rules@%s refused: %s", offset, problem)
         return Verdict(name[:64] + "…", False, None, (problem,))
