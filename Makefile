@@ -26,14 +26,14 @@ kafka: $(STAMP) ## download the Apache Kafka broker jars from Maven Central (cac
 run: venv kafka ## start a local broker, the worker and the chat endpoint; feed the demo (Ctrl-C stops all)
 	deploy/run-local.sh
 
-test: venv kafka ## run unit, streams and integration tests against a fresh local broker
-	$(BROKER) run -- $(PY) -m pytest $(PYTEST_ARGS)
+test: venv kafka ## unit, streams, integration and reduced chaos tests against a fresh local broker
+	$(BROKER) run -- $(PY) -m pytest -m "not long" $(PYTEST_ARGS)
 
 test-unit: venv ## run only the tests that need no broker
 	$(PY) -m pytest tests/unit tests/streams $(PYTEST_ARGS)
 
 chaos: venv kafka ## full chaos suite: worker kills, broker restart, scaling, malformed input, hostile bundles
-	WARROOM_CHAOS_SCALE=full $(BROKER) run -- $(PY) -m pytest tests/chaos -q $(PYTEST_ARGS)
+	WARROOM_CHAOS_SCALE=full $(BROKER) run -- $(PY) -m pytest tests/chaos tests/integration -m "long or chaos" -q $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -81,6 +81,18 @@ class Internal:
 
 
 REQUIRED_INTERNALS: tuple[Internal, ...] = (
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "verify_event_path",
+        "commit_lock",
+    ),
+    Internal(
+        "aiokafka.consumer.subscription_state",
+        "TopicPartitionState",
+        "has_valid_position",
+        "commit_lock",
+    ),
     Internal("faust.transport.consumer", "TransactionManager", "commit", "exactly_once_commit"),
     Internal("faust.transport.consumer", "Consumer", "_commit_tps", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "_new_offset", "commit_lock"),

@@ -41,6 +41,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.chaos)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -126,6 +126,7 @@ async def test_a_partition_kept_through_a_rebalance_repeats_no_intervention(
         second.stop()
 
 
+@pytest.mark.long  # catches its race only in a short window: `make chaos` runs it, with the suite
 async def test_partitions_that_come_back_recover_their_state(
     settings: Settings, worker: WorkerProcess, second_worker: WorkerProcess
 ) -> None:

@@ -56,3 +56,31 @@ def test_the_worker_refuses_to_start_when_a_patch_does_not_apply(
     code = streams.cli._worker(argparse.Namespace(loglevel="WARNING"))
     assert code == 3
     assert "not starting" in capsys.readouterr().err
+
+
+def test_the_livelock_check_skips_partitions_without_a_position(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.patches.transactions import _WarroomConsumerThread
+
+    checked: list[TP] = []
+    monkeypatch.setattr(
+        AIOKafkaConsumerThread, "verify_event_path", lambda self, now, tp: checked.append(tp)
+    )
+    positioned = {"t": True, "u": False}
+
+    def state_value(tp: object) -> SimpleNamespace:
+        return SimpleNamespace(has_valid_position=positioned[tp.topic])  # type: ignore[attr-defined]
+
+    subscription = SimpleNamespace(assignment=SimpleNamespace(state_value=state_value))
+    consumer = SimpleNamespace(
+        _fetcher=SimpleNamespace(_subscriptions=SimpleNamespace(subscription=subscription))
+    )
+    thread = SimpleNamespace(_ensure_consumer=lambda: consumer)
+    _WarroomConsumerThread.verify_event_path(thread, 0.0, TP("u", 0))  # type: ignore[arg-type]
+    _WarroomConsumerThread.verify_event_path(thread, 0.0, TP("t", 0))  # type: ignore[arg-type]
+    assert checked == [TP("t", 0)]
