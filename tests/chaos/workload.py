@@ -57,7 +57,7 @@ class Scale:
 
 REDUCED = Scale(
     name="reduced",
-    kill_touchpoints=20_000,
+    kill_touchpoints=12_000,
     kills=2,
     broker_touchpoints=6_000,
     scale_touchpoints=5_000,
