@@ -96,26 +96,23 @@ async def _handle_slice(
     held: list[EventT[Any]] = []
     deadline = started + settings.slice_max_seconds
     index = first
-    try:
-        while index < len(events):
-            message = events[index].message
-            index += 1
-            if message.topic == candidates:
-                held.append(events[index - 1])
-            else:
-                record = RawRecord(
-                    message.topic, message.partition, message.offset, message.key, message.value
-                )
-                pipeline.process((record,), warroom.stored_state, now, into=result)
-            taken = result.processed + result.duplicates + len(result.dead_letters) + len(held)
-            if taken >= settings.slice_max_events or time.perf_counter() >= deadline:
-                break
-            if (index - first) % RECORDS_PER_SLICE == 0:
-                await asyncio.sleep(0)  # let the web server, timers and fetching run
-    except asyncio.CancelledError:
-        # Nothing of this slice is written; none of its records may be acknowledged.
-        _never_ack(events[first:])
-        raise
+    # A cancellation here writes nothing of this slice; handle_batch keeps all of its
+    # records from being acknowledged.
+    while index < len(events):
+        message = events[index].message
+        index += 1
+        if message.topic == candidates:
+            held.append(events[index - 1])
+        else:
+            record = RawRecord(
+                message.topic, message.partition, message.offset, message.key, message.value
+            )
+            pipeline.process((record,), warroom.stored_state, now, into=result)
+        taken = result.processed + result.duplicates + len(result.dead_letters) + len(held)
+        if taken >= settings.slice_max_events or time.perf_counter() >= deadline:
+            break
+        if (index - first) % RECORDS_PER_SLICE == 0:
+            await asyncio.sleep(0)  # let the web server, timers and fetching run
     await _finish_slice(warroom, stream, events[first:index], result, held, started)
     return index
 
@@ -148,17 +145,14 @@ async def _finish_slice(
             await stream.ack(event)
 
     step = asyncio.ensure_future(write_and_ack())
-    while True:
-        try:
-            await asyncio.shield(step)
-            break
-        except asyncio.CancelledError:
-            if step.done():
-                raise
+    try:
+        await asyncio.shield(step)
+    except asyncio.CancelledError:
+        if not step.done():
             # Stopping: let the write and its acks finish, then stop.
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(step)
-            raise
+        raise
     warroom.analytics.record(
         (customer for changed in result.states.values() for customer in changed),
         (c.rule_id for _, c in result.interventions) if direct else (),

@@ -16,6 +16,7 @@ import faust
 
 from engine.assignees import Sent
 from engine.state import CustomerState
+from schemas.topics import TOUCHPOINTS
 
 from .analytics import Analytics
 from .metrics import WorkerMetrics
@@ -60,7 +61,7 @@ class Warroom:
 
     def assignment(self) -> frozenset[int]:
         """Partitions of the touchpoints topic this worker owns right now."""
-        source = self.settings.topic("touchpoints")
+        source = self.settings.topic(TOUCHPOINTS)
         return frozenset(
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == source
         )

@@ -179,8 +179,7 @@ class Pipeline:
             except (EvaluationError, _TooLarge) as exc:
                 raw = record.value if single else encode_touchpoint(event)
                 where = "" if single else f"event {index} of the batch: "
-                reason = "too_large" if isinstance(exc, _TooLarge) else "processing_error"
-                self._reject(result, record, reason, where + str(exc), raw, now)
+                self._reject(result, record, _reason(exc), where + str(exc), raw, now)
                 continue
             if updated is state:
                 result.duplicates += 1
@@ -200,7 +199,27 @@ class Pipeline:
         raw: bytes,
         now: datetime,
     ) -> None:
-        _reject(result, record, reason, detail, raw, now, self.dead_letter_raw_bytes)
+        """A dead letter for ``record``: at most ``dead_letter_raw_bytes`` of its key and
+        of ``raw``, with the length and SHA-256 of the whole ``raw``."""
+        keep = self.dead_letter_raw_bytes
+        key = record.key
+        result.dead_letters.append(
+            (
+                record.partition,
+                DeadLetter(
+                    source_topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    reason=reason,
+                    detail=detail[:DETAIL_MAX],
+                    raw_key=None if key is None else key[:keep],
+                    raw_value=raw[:keep],
+                    failed_at=now,
+                    raw_length=len(raw),
+                    raw_sha256=hashlib.sha256(raw).hexdigest(),
+                ),
+            )
+        )
 
     def _encode(self, decisions: Sequence[Decision]) -> dict[str, bytes]:
         """Avro bytes of each emitted intervention; :class:`_TooLarge` if one cannot be sent."""
@@ -263,9 +282,8 @@ class Pipeline:
             )
             emitted = self._encode(decisions)
         except (EvaluationError, _TooLarge) as exc:
-            reason = "too_large" if isinstance(exc, _TooLarge) else "processing_error"
             self._reject(
-                result, record, reason, f"timer for {customer_id!r}: {exc}", record.value, now
+                result, record, _reason(exc), f"timer for {customer_id!r}: {exc}", record.value, now
             )
             return
         result.signals.extend(signals)
@@ -313,33 +331,9 @@ class _TooLarge(Exception):
     """An output record would exceed what the broker accepts."""
 
 
-def _reject(
-    result: BatchResult,
-    record: RawRecord,
-    reason: str,
-    detail: str,
-    raw: bytes,
-    now: datetime,
-    keep: int,
-) -> None:
-    key = record.key
-    result.dead_letters.append(
-        (
-            record.partition,
-            DeadLetter(
-                source_topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=reason,
-                detail=detail[:DETAIL_MAX],
-                raw_key=None if key is None else key[:keep],
-                raw_value=raw[:keep],
-                failed_at=now,
-                raw_length=len(raw),
-                raw_sha256=hashlib.sha256(raw).hexdigest(),
-            ),
-        )
-    )
+def _reason(exc: EvaluationError | _TooLarge) -> str:
+    """The dead-letter reason for a touchpoint whose processing raised ``exc``."""
+    return "too_large" if isinstance(exc, _TooLarge) else "processing_error"
 
 
 def _sort(result: BatchResult, partition: int, decisions: Sequence[Decision]) -> None:
