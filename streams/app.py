@@ -49,7 +49,7 @@ from .writer import BatchWriter
 ASSIGNEE_TABLE = "assignee-sent"
 STATE_TABLE = "customer-state"
 
-__all__ = ["Warroom", "create_app"]
+__all__ = ["Warroom", "build_pipeline", "create_app"]
 
 
 def create_app(settings: Settings) -> Warroom:
@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> Warroom:
         states=_store(rocks, states, partition_of, state_codec),
         assignees=_store(rocks, assignees, partition_of, sent_codec),
         metrics=WorkerMetrics.create(),
-        pipeline=_pipeline(settings, rulebook),
+        pipeline=build_pipeline(settings, rulebook),
         writer=BatchWriter(
             app,
             settings.topic(TOUCHPOINTS),
@@ -169,7 +169,8 @@ def _store(
     return rocks.table_store(table, partition_of, codec)
 
 
-def _pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:
+def build_pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:
+    """The worker's batch pipeline over ``rulebook``, configured from ``settings``."""
     return Pipeline(
         rulebook=rulebook,
         timestamps=TimestampPolicy(

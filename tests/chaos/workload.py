@@ -19,10 +19,10 @@ from connectors.publisher import envelopes
 from engine.builtin import BUILTIN_BUNDLE
 from engine.bundle import load_bundle
 from engine.rulebook import RuleBook
-from engine.timestamps import TimestampPolicy
 from schemas.codec import decode_intervention, encode_touchpoint
 from schemas.models import Channel, Direction, InterventionCommand, TouchpointEvent
 from schemas.partitioning import customer_partition
+from streams.app import build_pipeline
 from streams.pipeline import BatchResult, Pipeline, RawRecord
 from streams.settings import Settings
 from tests.integration.harness import (
@@ -206,15 +206,7 @@ async def produce_paced(
 def oracle_pipeline(settings: Settings, bundles: Sequence[str] = ()) -> Pipeline:
     """A fresh Pipeline configured as the worker configures its own."""
     rulebook = RuleBook(BUILTIN_BUNDLE, *(load_bundle(text, "chaos") for text in bundles))
-    return Pipeline(
-        rulebook=rulebook,
-        timestamps=TimestampPolicy(
-            max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
-        ),
-        partitions=settings.partitions,
-        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-        timers_topic=settings.topic("timers"),
-    )
+    return build_pipeline(settings, rulebook)
 
 
 async def oracle(settings: Settings, bundles: Sequence[str] = ()) -> BatchResult:
