@@ -13,11 +13,25 @@ the modules behind it are the engine's own and may change.
   quiet customer goes.
 - Answers to "why": :func:`explain` and :func:`explain_journeys`.
 - Per-assignee caps: :func:`assignee_key` and :func:`admit`.
+- Audit chains: :func:`genesis` and :func:`append` write them, :func:`verify` (or an
+  :class:`AuditVerifier`) names the first broken record of each.
 """
 
 from __future__ import annotations
 
 from .assignees import Admission, Sent, admit, assignee_key
+from .audit import (
+    AuditVerifier,
+    BreakKind,
+    ChainBreak,
+    ChainHead,
+    ChainResult,
+    InvalidAuditEntry,
+    VerifyReport,
+    append,
+    genesis,
+    verify,
+)
 from .builtin import BUILTIN_BUNDLE, BUILTIN_RULES
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
 from .conditions import EPOCH, micros
@@ -40,8 +54,13 @@ __all__ = [
     "HOLDOUT",
     "RECENT_EVENT_IDS",
     "Admission",
+    "AuditVerifier",
+    "BreakKind",
     "BundleLedger",
     "BundleProblem",
+    "ChainBreak",
+    "ChainHead",
+    "ChainResult",
     "CompiledJourney",
     "CompiledRule",
     "CustomerState",
@@ -49,6 +68,7 @@ __all__ = [
     "EngineError",
     "EvaluationError",
     "Fitted",
+    "InvalidAuditEntry",
     "InvalidBundle",
     "JourneyMemory",
     "JourneySignal",
@@ -63,8 +83,10 @@ __all__ = [
     "StateFormatError",
     "TimestampPolicy",
     "Verdict",
+    "VerifyReport",
     "WarroomError",
     "admit",
+    "append",
     "apply",
     "apply_timer",
     "assignee_key",
@@ -73,9 +95,11 @@ __all__ = [
     "explain",
     "explain_journeys",
     "fit_state",
+    "genesis",
     "intervention_id",
     "load_bundle",
     "micros",
     "next_deadline",
     "timestamp_problem",
+    "verify",
 ]
