@@ -12,7 +12,7 @@ import math
 import operator
 import re
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -53,6 +53,7 @@ from .limits import (
     LIST_ITEMS_MAX,
     NESTING_MAX,
     PATTERN_CHARS_MAX,
+    PURPOSES_MAX,
     RULE_VERSION_MAX,
     RULES_MAX,
     SHORT_NAME_MAX,
@@ -134,6 +135,8 @@ class RuleBundle:
     bundles' caps to every intervention of every bundle (builtin included), rules and
     journey steps alike; shadow decisions neither count nor are held back."""
     journeys: tuple[CompiledJourney, ...] = ()
+    restricted_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Attribute -> the consent purposes it may be used for (the bundle's ``fields``)."""
     per_rep_per_day: int | None = None
     """At most this many interventions per assignee (rep, role queue, or "unassigned") in any
     24 hours of processing time: counted from each intervention's ``created_at``, the
@@ -298,6 +301,76 @@ class _Checker:
     managers: dict[str, str] = field(default_factory=dict)
     conditions: int = 0
     """Conditions compiled so far, against CONDITION_NODES_MAX."""
+    restricted: dict[str, frozenset[str]] = field(default_factory=dict)
+    """This bundle's ``fields``: attribute -> the purposes it may be used for."""
+    reads: set[str] = field(default_factory=set)
+    """Attributes read by the rule or journey being compiled."""
+
+    # consent
+
+    def fields(self, top: _Located) -> None:
+        """``fields: {<attribute>: {purposes: [<purpose>, ...]}}``"""
+        spec = self.mapping(top["fields"], top.lines["fields"], "fields")
+        if len(spec) > LIST_ITEMS_MAX:
+            self.refuse(
+                top.lines["fields"],
+                "fields",
+                f"expected at most {LIST_ITEMS_MAX:,} fields, found {len(spec):,}",
+            )
+        for name, value in spec.items():
+            path = _join("fields", str(name))
+            line = spec.lines[name]
+            if not isinstance(name, str) or not 0 < len(name) <= SHORT_NAME_MAX:
+                self.refuse(
+                    line, path, f"expected an attribute name of 1 to {SHORT_NAME_MAX} characters"
+                )
+            entry = self.mapping(value, line, path)
+            self.keys(entry, path, ("purposes",))
+            purposes = self.purposes(entry, path)
+            if not purposes:
+                self.refuse(
+                    entry.lines["purposes"],
+                    _join(path, "purposes"),
+                    "expected at least one purpose the field may be used for, found none",
+                )
+            self.restricted[name] = frozenset(purposes)
+
+    def purposes(self, mapping: _Located, path: str) -> tuple[str, ...]:
+        value = mapping["purposes"]
+        line = mapping.lines["purposes"]
+        where = _join(path, "purposes")
+        if not isinstance(value, list) or len(value) > PURPOSES_MAX:
+            self.refuse(
+                line,
+                where,
+                f"expected a list of at most {PURPOSES_MAX} purpose names, found {_show(value)}",
+            )
+        for item in value:
+            if not isinstance(item, str) or not KIND.match(item):
+                self.refuse(
+                    line,
+                    where,
+                    "expected purpose names such as marketing or contact_by_chat (lower-case "
+                    f"letters, digits and '_', at most 64), found {_show(item)}",
+                )
+        return tuple(dict.fromkeys(value))
+
+    def check_field_purposes(self, purposes: tuple[str, ...], line: int, path: str) -> None:
+        """Minimum necessity: a rule that reads a restricted attribute may only serve
+        purposes that attribute may be used for."""
+        for name in sorted(self.reads):
+            allowed = self.restricted.get(name)
+            if allowed is None:
+                continue
+            if not purposes or not set(purposes) <= allowed:
+                declared = ", ".join(purposes) if purposes else "none"
+                self.refuse(
+                    line,
+                    path,
+                    f"reads attributes.{name}, which may only be used for "
+                    f"{', '.join(sorted(allowed))}; expected then.purposes within those, "
+                    f"found {declared}",
+                )
 
     # problems
 
@@ -352,7 +425,15 @@ class _Checker:
                 top,
                 "",
                 ("bundle", "version"),
-                ("rules", "allowed_lateness", "description", "caps", "managers", "journeys"),
+                (
+                    "rules",
+                    "allowed_lateness",
+                    "description",
+                    "caps",
+                    "managers",
+                    "journeys",
+                    "fields",
+                ),
             )
         except _Refused:
             return None
@@ -365,6 +446,8 @@ class _Checker:
         caps = (self.attempt(lambda: self.caps(top)) if "caps" in top else None) or (None, None)
         if "managers" in top:
             self.attempt(lambda: self.read_managers(top))
+        if "fields" in top:
+            self.attempt(lambda: self.fields(top))
         if "rules" not in top and "journeys" not in top:
             self.problems.append(
                 BundleProblem(self.source, top.line, "rules", "expected rules, journeys or both")
@@ -440,6 +523,7 @@ class _Checker:
             per_customer_per_day=caps[0],
             per_rep_per_day=caps[1],
             journeys=journeys or (),
+            restricted_fields=dict(self.restricted),
         )
 
     def journeys(self, top: _Located, version: int) -> tuple[CompiledJourney, ...]:
@@ -487,6 +571,7 @@ class _Checker:
         )
         journey_id = self.name(spec, "id", path)
         mode_text = self.choice(spec, "mode", path, tuple(m.value for m in RuleMode), "enforce")
+        self.reads = set()
         entry = self.condition(spec["entry"], spec.lines["entry"], _join(path, "entry"))
         exits = {
             key: self.condition(spec[key], spec.lines[key], _join(path, key))
@@ -527,6 +612,11 @@ class _Checker:
                 _join(path, "variants"),
                 "expected at least one variant with a weight above 0 (0 stops new entrants)",
             )
+        for variant in variants:
+            for step in variant.steps:
+                self.check_field_purposes(
+                    step.template.purposes, spec.lines["variants"], _join(path, "variants")
+                )
         required = spec.get("required_signals", [])
         if not isinstance(required, list) or not all(
             isinstance(k, str) and KIND.match(k) for k in required
@@ -656,6 +746,7 @@ class _Checker:
         mode_text = self.choice(rule, "mode", path, tuple(m.value for m in RuleMode), "enforce")
         cooldown = self.duration(rule, "cooldown", path, zero_ok=True) or timedelta(0)
         description = self.text(rule, "description", path, required=False) or ""
+        self.reads = set()
         condition = self.attempt(
             lambda: self.condition(rule["when"], rule.lines["when"], _join(path, "when"))
         )
@@ -664,6 +755,7 @@ class _Checker:
         )
         if condition is None or template is None:
             raise _Refused
+        self.check_field_purposes(template.purposes, rule.lines["then"], _join(path, "then"))
         self.prove(
             template, rule_id, version, condition.label, rule.lines["then"], _join(path, "then")
         )
@@ -707,7 +799,7 @@ class _Checker:
             then,
             path,
             ("kind", "title", "due_in"),
-            ("body", "assignee", "priority", "severity"),
+            ("body", "assignee", "priority", "severity", "purposes"),
         )
         kind = self.choice(then, "kind", path, tuple(k.value for k in InterventionKind))
         priority = self.choice(then, "priority", path, tuple(p.value for p in Priority), "normal")
@@ -729,6 +821,7 @@ class _Checker:
             self.refuse(then.lines["title"], _join(path, "title"), "expected a title, found none")
         body = self.template_text(then, "body", path, required=False, limit=BODY_MAX) or ""
         due_in = self.duration(then, "due_in", path, zero_ok=True)
+        purposes = self.purposes(then, path) if "purposes" in then else ()
         assert due_in is not None and kind is not None
         return Template(
             kind=InterventionKind(kind),
@@ -740,6 +833,7 @@ class _Checker:
             assignee_role=assignee.removeprefix("role:") if assignee.startswith("role:") else None,
             to_manager=assignee == "manager",
             managers=self.managers,
+            purposes=purposes,
         )
 
     def template_text(
@@ -860,6 +954,7 @@ class _Checker:
             key = name.removeprefix("attributes.")
             if not key:
                 self.refuse(line, path, "expected attributes.<name>, found no name")
+            self.reads.add(key)
             return lambda event: event.attributes.get(key)
         if name not in EVENT_FIELDS:
             self.refuse(

@@ -75,6 +75,9 @@ class Template:
     to_manager: bool = False
     """Assign the owning rep's manager (from ``managers``) instead."""
     managers: Mapping[str, str] = field(default_factory=dict, compare=False)
+    purposes: tuple[str, ...] = ()
+    """Consent purposes the intervention needs; it is suppressed for a customer who has
+    not granted every one of them (engine.consent)."""
 
     def render(
         self,

@@ -220,7 +220,13 @@ class CompiledJourney:
                         now=now,
                         experiment=(self.journey_id, assigned),
                     )
-                    decisions.append(Decision(command, shadow=self.mode is RuleMode.SHADOW))
+                    decisions.append(
+                        Decision(
+                            command,
+                            shadow=self.mode is RuleMode.SHADOW,
+                            needs=current.template.purposes,
+                        )
+                    )
                     signals.append(JourneySignal(self.journey_id, assigned, "intervened"))
                     index, started, m_when = index + 1, moment.at, None
                     if index == len(steps):

@@ -57,3 +57,5 @@ KIND_MAX = 64
 LATEST_EVENT_TIME = datetime(9989, 12, 31, tzinfo=UTC)
 """The latest event time a load-time dry run fires at: with ``due_in`` at most
 DURATION_MAX, ``due_at`` stays within the calendar."""
+PURPOSES_MAX = 20
+"""Consent purposes one intervention or one restricted field may name."""

@@ -10,6 +10,7 @@ from schemas.models import Direction, Priority, TouchpointEvent
 
 from .builtin import BUILTIN_RULES
 from .conditions import Moment, micros
+from .consent import missing_purposes, visible_attributes
 from .errors import EvaluationError
 from .journeys import CompiledJourney, JourneySignal
 from .memories import JourneyMemory, RuleMemory
@@ -26,8 +27,14 @@ def apply(
     cap_per_day: int | None = None,
     journeys: Sequence[CompiledJourney] = (),
     signals: list[JourneySignal] | None = None,
+    restricted: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Fold ``event`` into ``state`` and evaluate ``rules`` and ``journeys``.
+
+    ``restricted`` maps attribute names to the consent purposes they may be used for:
+    rules and journeys see such an attribute only if the customer granted one of them.
+    An intervention that needs a purpose the customer has not granted is decided but
+    marked ``suppressed`` (engine.consent).
 
     Journey signals (entered, converted, ...) are appended to ``signals`` when
     given.
@@ -73,7 +80,12 @@ def apply(
         emitted=state.emitted,
         rule_memories=state.rule_memories,
         journey_memories=state.journey_memories,
+        consents=state.consents,
     )
+    if restricted and event.attributes:
+        visible = visible_attributes(event.attributes, restricted, updated)
+        if visible is not None:
+            event = event.model_copy(update={"attributes": visible})
     moment = Moment(updated, micros(at), event)
     return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
 
@@ -172,9 +184,23 @@ def _evaluate(
             running = {journey.journey_id for journey in journeys}
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
         state = _with_memories(state, kept_rules, kept_journeys)
+    if any(d.needs for d in decisions):
+        decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions
+
+
+def _consent_gate(state: CustomerState, decisions: list[Decision]) -> list[Decision]:
+    """Suppress what needs a purpose the customer has not granted."""
+    gated: list[Decision] = []
+    for decision in decisions:
+        if decision.needs and not decision.shadow:
+            missing = missing_purposes(state, decision.needs)
+            if missing:
+                decision = replace(decision, suppressed=missing)
+        gated.append(decision)
+    return gated
 
 
 def _with_memories(
@@ -197,6 +223,7 @@ def _with_memories(
         emitted=state.emitted,
         rule_memories=rule_memories,
         journey_memories=journey_memories,
+        consents=state.consents,
     )
 
 
@@ -214,11 +241,14 @@ def _cap(
     recent = [t for t in state.emitted if abs(at - t) < _DAY]
     room = cap - len(recent)
     ranked = sorted(
-        (d for d in decisions if not d.shadow),
+        (d for d in decisions if not (d.shadow or d.suppressed)),
         key=lambda d: _URGENCY[d.intervention.priority],
     )
     allowed = {id(d) for d in ranked[: max(room, 0)]}
-    capped = [d if d.shadow or id(d) in allowed else replace(d, capped=True) for d in decisions]
+    capped = [
+        d if d.shadow or d.suppressed or id(d) in allowed else replace(d, capped=True)
+        for d in decisions
+    ]
     newest = max([at, *state.emitted])
     kept = [t for t in state.emitted if t > newest - _DAY] + [at for _ in allowed]
     return replace(state, emitted=tuple(sorted(kept))), capped

@@ -53,6 +53,8 @@ class RuleBook:
         self.per_customer_per_day: int | None = None
         self.per_rep_per_day: int | None = None
         self.journeys: tuple[CompiledJourney, ...] = ()
+        self.restricted_fields: dict[str, frozenset[str]] = {}
+        """Attribute -> the consent purposes it may be used for, over all bundles."""
         self._rebuild()
 
     @property
@@ -153,6 +155,12 @@ class RuleBook:
         self.journeys = tuple(
             journey for name in sorted(self._bundles) for journey in self._bundles[name].journeys
         )
+        restricted: dict[str, frozenset[str]] = {}
+        for bundle in self._bundles.values():
+            for name, purposes in bundle.restricted_fields.items():
+                # Two bundles restricting one field: only the purposes both allow.
+                restricted[name] = restricted.get(name, purposes) & purposes
+        self.restricted_fields = restricted
 
 
 def _line_of(text: str, key: str) -> int:

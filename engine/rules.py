@@ -32,9 +32,15 @@ class Decision:
     started. (The per-rep cap is decided later, by the worker's assignee stage, in
     processing time; the engine never marks a decision for it.)"""
 
+    needs: tuple[str, ...] = ()
+    """The consent purposes the intervention needs (its template's ``purposes``)."""
+    suppressed: tuple[str, ...] = ()
+    """The purposes of ``needs`` the customer has not granted: not emitted, and not
+    counted against the customer's cap; the rule's cooldown has started all the same."""
+
     @property
     def emitted(self) -> bool:
-        return not (self.shadow or self.capped)
+        return not (self.shadow or self.capped or self.suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,9 @@ class CompiledRule:
                 event_kind=event.kind if event is not None else None,
                 now=now,
             )
-            decision = Decision(command, shadow=self.mode is RuleMode.SHADOW)
+            decision = Decision(
+                command, shadow=self.mode is RuleMode.SHADOW, needs=self.template.purposes
+            )
             last_fired = moment.at if last_fired is None else max(last_fired, moment.at)
         if new_condition_memory is None and last_fired is None:
             return None, decision

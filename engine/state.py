@@ -17,6 +17,27 @@ _OLD_JOURNEY_PREFIX = "journey:"
 
 
 @dataclass(frozen=True, slots=True)
+class Consent:
+    """The latest decision of a customer on one purpose."""
+
+    granted: bool
+    at: int
+    """Event time of the change, µs since the epoch."""
+
+    def to_json(self) -> list[object]:
+        return [self.granted, self.at]
+
+    @classmethod
+    def from_json(cls, data: object) -> Consent:
+        if not isinstance(data, list) or len(data) != 2:
+            raise ValueError(f"expected [granted, at], found {data!r}")
+        granted, at = data
+        if not isinstance(granted, bool) or not isinstance(at, int):
+            raise ValueError(f"expected [bool, int], found {data!r}")
+        return cls(granted, at)
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """Everything the engine knows about one customer."""
 
@@ -35,10 +56,13 @@ class CustomerState:
     """Rule id -> that rule's memory for this customer (partial matches, last firing)."""
     journey_memories: Mapping[str, JourneyMemory] = field(default_factory=dict)
     """Journey id -> where the customer stands in that journey (variant, steps)."""
+    consents: Mapping[str, Consent] = field(default_factory=dict)
+    """Purpose -> the customer's latest grant or revocation (engine.consent)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form; times are microseconds since the Unix epoch."""
-        return {
+        """A JSON-friendly form; times are microseconds since the Unix epoch. Consents
+        appear only once the customer has some."""
+        data: dict[str, Any] = {
             "customer_id": self.customer_id,
             "owner_rep_id": self.owner_rep_id,
             "touchpoints": self.touchpoints,
@@ -52,6 +76,9 @@ class CustomerState:
             "rule_memories": {k: m.to_json() for k, m in self.rule_memories.items()},
             "journey_memories": {k: m.to_json() for k, m in self.journey_memories.items()},
         }
+        if self.consents:
+            data["consents"] = {k: c.to_json() for k, c in self.consents.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
@@ -84,6 +111,7 @@ class CustomerState:
             emitted=tuple(data.get("emitted", ())),
             rule_memories=rule_memories,
             journey_memories=journey_memories,
+            consents={k: Consent.from_json(v) for k, v in data.get("consents", {}).items()},
         )
 
 

@@ -38,7 +38,16 @@ from schemas.errors import (
     TruncatedMessageError,
     UnknownSchemaError,
 )
-from schemas.models import DeadLetter, InterventionCommand, TouchpointBatch, TouchpointEvent
+from schemas.models import (
+    ComplianceVerdict,
+    ConsentChange,
+    DeadLetter,
+    DraftReview,
+    InterventionCommand,
+    MessageDraft,
+    TouchpointBatch,
+    TouchpointEvent,
+)
 
 __all__ = [
     "HEADER_SIZE",
@@ -47,17 +56,22 @@ __all__ = [
     "AvroSchema",
     "ModelCodec",
     "RejectedTouchpoint",
+    "compliance_verdict_codec",
+    "consent_change_codec",
     "dead_letter_codec",
     "decode_dead_letter",
+    "decode_gate_input",
     "decode_intervention",
     "decode_touchpoint",
     "decode_touchpoints",
     "decode_touchpoints_lenient",
+    "draft_review_codec",
     "encode_dead_letter",
     "encode_intervention",
     "encode_touchpoint",
     "encode_touchpoint_batch",
     "intervention_codec",
+    "message_draft_codec",
     "older_writer_schemas",
     "packaged_schema",
     "touchpoint_batch_codec",
@@ -499,3 +513,36 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
 
 def decode_dead_letter(data: bytes) -> DeadLetter:
     return dead_letter_codec().decode(data)
+
+
+# --- consent and the compliance gate ------------------------------------------------
+
+
+@cache
+def consent_change_codec() -> ModelCodec[ConsentChange]:
+    return ModelCodec(ConsentChange, _packaged_codec("consent_change"))
+
+
+@cache
+def message_draft_codec() -> ModelCodec[MessageDraft]:
+    return ModelCodec(MessageDraft, _packaged_codec("message_draft"))
+
+
+@cache
+def compliance_verdict_codec() -> ModelCodec[ComplianceVerdict]:
+    return ModelCodec(ComplianceVerdict, _packaged_codec("compliance_verdict"))
+
+
+@cache
+def draft_review_codec() -> ModelCodec[DraftReview]:
+    return ModelCodec(DraftReview, _packaged_codec("draft_review"))
+
+
+def decode_gate_input(data: bytes) -> MessageDraft | ComplianceVerdict | DraftReview:
+    """A record of the message-drafts topic: a draft to judge, a verdict the HTTP gate
+    already gave, or a manager's review; told apart by the writer schema's fingerprint.
+    Raises SchemaError (reason ``unknown_schema`` for any other writer schema)."""
+    for codec in (message_draft_codec(), compliance_verdict_codec(), draft_review_codec()):
+        if codec.avro.knows(data):
+            return codec.decode(data)
+    return message_draft_codec().decode(data)  # raises, naming what was found

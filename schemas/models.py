@@ -23,17 +23,26 @@ from pydantic import (
 __all__ = [
     "AttributeValue",
     "Channel",
+    "ComplianceVerdict",
+    "ConsentChange",
     "DeadLetter",
     "Direction",
+    "DraftReview",
     "Experiment",
     "Explanation",
+    "GateFinding",
+    "GateTemplate",
     "InterventionCommand",
     "InterventionKind",
     "Match",
+    "MessageDraft",
+    "PolicyOutcome",
     "Priority",
+    "ReviewAction",
     "Severity",
     "TouchpointBatch",
     "TouchpointEvent",
+    "VerdictKind",
 ]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -211,3 +220,124 @@ class DeadLetter(_Contract):
     failed_at: UtcDatetime
     raw_length: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     raw_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+# --- consent and the compliance gate ------------------------------------------------
+
+Text = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class ConsentChange(_Contract):
+    """A customer granted or revoked one purpose (topic ``consents``, key customer_id).
+
+    The newest ``occurred_at`` per customer and purpose wins; the same ``change_id`` twice
+    changes nothing."""
+
+    change_id: Id
+    customer_id: Id
+    purpose: Code
+    granted: bool
+    occurred_at: UtcDatetime
+    source: ShortName
+    segment: ShortName | None = None
+    """The customer's segment (e.g. ``retail``, ``enterprise``): consent completion is
+    reported per segment."""
+
+
+class MessageDraft(_Contract):
+    """A message a rep is about to send (topic ``message-drafts``, key customer_id)."""
+
+    draft_id: Id
+    customer_id: Id
+    rep_id: Id
+    text: Text
+    kind: Code = "message"
+    """``message``, ``email``, ``visit_report``: policies may require content per kind."""
+    channel: Channel = Channel.CHAT
+    created_at: UtcDatetime
+    sender_contacts: list[Annotated[str, StringConstraints(max_length=320)]] = Field(
+        default_factory=list, max_length=20
+    )
+    """The rep's own phone numbers and addresses: never flagged as personal data."""
+    recipient_contacts: list[Annotated[str, StringConstraints(max_length=320)]] = Field(
+        default_factory=list, max_length=20
+    )
+    """The recipient's own contact details: never flagged as a third party's data."""
+
+
+class VerdictKind(StrEnum):
+    ALLOW = "allow"
+    REMIND = "remind"
+    CONFIRM = "confirm"
+    BLOCK = "block"
+
+
+class GateFinding(_Contract):
+    category: Code
+    term: Annotated[str, StringConstraints(max_length=500)]
+    start: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    end: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    tier: VerdictKind
+    reason: Annotated[str, StringConstraints(max_length=1_000)]
+    excerpt: Annotated[str, StringConstraints(max_length=1_000)]
+    """The matched text as written, personal data masked."""
+
+
+class GateTemplate(_Contract):
+    template_id: Id
+    text: Annotated[str, StringConstraints(max_length=5_000)]
+
+
+class PolicyOutcome(_Contract):
+    policy_id: Id
+    policy_version: Annotated[int, Field(ge=1, le=INT32_MAX)]
+    mode: Annotated[str, StringConstraints(pattern=r"^(test|notify|enforce)$")]
+    verdict: VerdictKind
+    """What the policy decided, before its mode applied."""
+    reason: Annotated[str, StringConstraints(max_length=2_000)]
+    findings: list[GateFinding] = Field(default_factory=list)
+    missing_topics: list[Annotated[str, StringConstraints(max_length=128)]] = Field(
+        default_factory=list
+    )
+    templates: list[GateTemplate] = Field(default_factory=list)
+
+
+class ComplianceVerdict(_Contract):
+    """What the gate answered for a draft (topic ``compliance-verdicts``, key customer_id).
+
+    Holds no raw message text: ``masked_text`` has personal data masked."""
+
+    draft_id: Id
+    customer_id: Id
+    rep_id: Id
+    kind: Code
+    verdict: VerdictKind
+    """What the rep was told, after the policies' modes."""
+    severity: Severity | None = None
+    policies: list[PolicyOutcome] = Field(default_factory=list)
+    masked_text: Text
+    decided_at: UtcDatetime
+    decided_by: ShortName
+    """``gate:<instance>`` when the HTTP gate answered, ``worker`` for a draft read from
+    the message-drafts topic."""
+
+
+class ReviewAction(StrEnum):
+    CONFIRM = "confirm"
+    """A manager confirms a draft that needed confirmation: it may be sent."""
+    OVERRIDE = "override"
+    """A manager lets a blocked draft through, with a note."""
+    REJECT = "reject"
+    """A manager refuses the draft."""
+
+
+class DraftReview(_Contract):
+    """A manager's decision on a draft (topic ``message-drafts``, key customer_id)."""
+
+    review_id: Id
+    draft_id: Id
+    customer_id: Id
+    reviewer_id: Id
+    action: ReviewAction
+    note: Annotated[str, StringConstraints(max_length=2_000)] = ""
+    reviewed_at: UtcDatetime

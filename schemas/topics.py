@@ -48,7 +48,22 @@ RULES_ACCEPTED = Topic(
     {"cleanup.policy": "compact"},
     purpose="the bundle version each name last had accepted, written by the workers",
 )
-AUDIT = Topic("audit", Partitioning.SINGLE, purpose="what happened to each bundle")
+CONSENTS = Topic(
+    "consents", Partitioning.CUSTOMER, purpose="grants and revocations per customer and purpose"
+)
+MESSAGE_DRAFTS = Topic(
+    "message-drafts",
+    Partitioning.CUSTOMER,
+    purpose="rep messages to check before sending, gate answers and manager reviews",
+)
+COMPLIANCE_VERDICTS = Topic(
+    "compliance-verdicts", Partitioning.CUSTOMER, purpose="the gate's verdict on each draft, once"
+)
+AUDIT = Topic(
+    "audit",
+    Partitioning.CUSTOMER,
+    purpose="hash-chained decision log, one chain per partition (engine.audit)",
+)
 METRICS = Topic("metrics", Partitioning.SINGLE, purpose="business metrics as JSON")
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -58,6 +73,9 @@ ALL_TOPICS: tuple[Topic, ...] = (
     DLQ,
     FEEDBACK,
     REP_CANDIDATES,
+    CONSENTS,
+    MESSAGE_DRAFTS,
+    COMPLIANCE_VERDICTS,
     RULES,
     RULES_ACCEPTED,
     AUDIT,
@@ -66,7 +84,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
 CUSTOMER_TOPICS: tuple[Topic, ...] = tuple(
     t for t in ALL_TOPICS if t.partitioning is Partitioning.CUSTOMER
 )
-TAILABLE: tuple[Topic, ...] = (INTERVENTIONS, DLQ, METRICS, AUDIT)
+TAILABLE: tuple[Topic, ...] = (INTERVENTIONS, DLQ, METRICS, AUDIT, COMPLIANCE_VERDICTS)
 """Topics ``warroom tail`` can follow."""
 
 

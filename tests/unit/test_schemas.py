@@ -19,17 +19,26 @@ from pydantic import BaseModel, ValidationError
 from schemas import models
 from schemas.models import (
     Channel,
+    ComplianceVerdict,
+    ConsentChange,
     DeadLetter,
     Direction,
+    DraftReview,
     Experiment,
     Explanation,
+    GateFinding,
+    GateTemplate,
     InterventionCommand,
     InterventionKind,
     Match,
+    MessageDraft,
+    PolicyOutcome,
     Priority,
+    ReviewAction,
     Severity,
     TouchpointBatch,
     TouchpointEvent,
+    VerdictKind,
 )
 
 AVRO_DIR = Path(models.__file__).parent / "avro"
@@ -38,6 +47,10 @@ AVSC_OF: dict[type[BaseModel], str] = {
     TouchpointBatch: "touchpoint_batch.avsc",
     InterventionCommand: "intervention_command.avsc",
     DeadLetter: "dead_letter.avsc",
+    ConsentChange: "consent_change.avsc",
+    MessageDraft: "message_draft.avsc",
+    ComplianceVerdict: "compliance_verdict.avsc",
+    DraftReview: "draft_review.avsc",
 }
 T0 = datetime(2024, 5, 1, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -392,6 +405,8 @@ def test_avro_enum_symbols_equal_python_enum_values() -> None:
         "InterventionKind": InterventionKind,
         "Severity": Severity,
         "Priority": Priority,
+        "VerdictKind": VerdictKind,
+        "ReviewAction": ReviewAction,
     }
     assert set(seen) == set(expected)
     for enum_name, symbols in seen.items():
@@ -423,6 +438,92 @@ def _avsc_round_trip(model: BaseModel) -> Any:
     return type(model).model_validate(schemaless_reader(buffer, parsed, None))
 
 
+def gate_records() -> list[BaseModel]:
+    finding = GateFinding(
+        category="return_promise",
+        term="年利率",
+        start=3,
+        end=6,
+        tier="block",
+        reason="a promised rate next to a number",
+        excerpt="年利率8%",
+    )
+    outcome = PolicyOutcome(
+        policy_id="default-compliance",
+        policy_version=3,
+        mode="enforce",
+        verdict="block",
+        reason="return promise",
+        findings=[finding],
+        missing_topics=["budget"],
+        templates=[GateTemplate(template_id="rates", text="Past performance ...")],
+    )
+    return [
+        ConsentChange(
+            change_id="c-1",
+            customer_id="cust-1",
+            purpose="marketing",
+            granted=False,
+            occurred_at=T0,
+            source="crm",
+            segment="retail",
+        ),
+        ConsentChange(
+            change_id="c-2",
+            customer_id="cust-1",
+            purpose="profiling",
+            granted=True,
+            occurred_at=T0,
+            source="crm",
+        ),
+        MessageDraft(
+            draft_id="d-1", customer_id="cust-1", rep_id="rep-1", text="hi", created_at=T0
+        ),
+        MessageDraft(
+            draft_id="d-2",
+            customer_id="cust-1",
+            rep_id="rep-1",
+            text="本产品年利率8%",
+            kind="visit_report",
+            channel="email",
+            created_at=T0,
+            sender_contacts=["rep@warroom-demo.com"],
+            recipient_contacts=["13800138000"],
+        ),
+        ComplianceVerdict(
+            draft_id="d-2",
+            customer_id="cust-1",
+            rep_id="rep-1",
+            kind="message",
+            verdict="block",
+            severity="red",
+            policies=[outcome],
+            masked_text="本产品年利率8%",
+            decided_at=T0,
+            decided_by="gate:g-1",
+        ),
+        ComplianceVerdict(
+            draft_id="d-1",
+            customer_id="cust-1",
+            rep_id="rep-1",
+            kind="message",
+            verdict="allow",
+            masked_text="hi",
+            decided_at=T0,
+            decided_by="worker",
+        ),
+        DraftReview(
+            review_id="r-1",
+            draft_id="d-2",
+            customer_id="cust-1",
+            reviewer_id="mgr-1",
+            action="override",
+            note="checked with legal",
+            reviewed_at=T0,
+        ),
+    ]
+
+
 EXAMPLES: list[BaseModel] = [
     TouchpointEvent(**event()),
     full_event(),
@@ -430,6 +531,7 @@ EXAMPLES: list[BaseModel] = [
     full_intervention(),
     minimal_intervention(),
     *dead_letters(),
+    *gate_records(),
 ]
 
 
