@@ -88,6 +88,29 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, default=None, help="stop after this many records")
     tail.set_defaults(run=_tail)
 
+    audit = commands.add_parser("audit", help="verify the audit chains, export a customer's trail")
+    audit_commands = audit.add_subparsers(metavar="ACTION", required=True)
+    audit_verify = audit_commands.add_parser(
+        "verify", help="walk every chain; name the first broken record (exit 1 if any)"
+    )
+    audit_verify.set_defaults(run=_audit_verify)
+    audit_export = audit_commands.add_parser(
+        "export", help="a customer's audit records as JSON lines, then a verification summary"
+    )
+    audit_export.add_argument("--customer", required=True, help="the customer_id")
+    audit_export.add_argument("--output", type=Path, default=None, help="default: stdout")
+    audit_export.set_defaults(run=_audit_export)
+    for command in (audit_verify, audit_export):
+        command.add_argument("--bootstrap", default=None, help="default: WARROOM_BOOTSTRAP_SERVERS")
+        command.add_argument("--topic-prefix", default=None, help="default: WARROOM_TOPIC_PREFIX")
+        command.add_argument("--app-id", default=None, help="names the heads topic")
+        command.add_argument(
+            "--heads", action="store_true", help="check against the chain heads the worker stored"
+        )
+        command.add_argument(
+            "--heads-topic", default=None, help="default: APP_ID-audit-heads-changelog"
+        )
+
     demo = commands.add_parser("demo", help="post the built-in demo conversation")
     demo.add_argument("--url", default="http://127.0.0.1:8080")
     demo.set_defaults(run=_demo)
@@ -229,6 +252,18 @@ def _tail(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(Settings(), args.stream, args.from_beginning, args.max))
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from .audit_cli import run_verify
+
+    return run_verify(args)
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from .audit_cli import run_export
+
+    return run_export(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
