@@ -95,6 +95,7 @@ async def test_every_shipped_pack_raises_exactly_its_interventions(
         "new-lead-no-contact.yaml",
         "refill-due.yaml",
         "saas-trial-health.yaml",
+        "service-opportunity.yaml",
         "stalled-deal.yaml",
         "unanswered-outbound.yaml",
     ]

@@ -40,6 +40,7 @@ PACKS = (
     "new-lead-no-contact.yaml",
     "refill-due.yaml",
     "saas-trial-health.yaml",
+    "service-opportunity.yaml",
     "stalled-deal.yaml",
     "unanswered-outbound.yaml",
 )
