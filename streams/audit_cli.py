@@ -18,6 +18,7 @@ from typing import IO, Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -53,12 +54,35 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition] | None:
-    """Every partition of ``topic``, or None when there is no such topic."""
-    if topic not in await consumer.topics():
-        return None
-    numbers = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, n) for n in sorted(numbers)]
+async def _partitions(settings: Settings, topic: str) -> list[TopicPartition] | None:
+    """Every partition of ``topic``, or None when there is no such topic. Asks the
+    cluster (a consumer knows only the topics it has metadata for) and waits a little
+    for the leaders of a topic created a moment ago."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        # Listing every topic never creates one; describing a missing one might.
+        if topic not in await admin.list_topics():
+            return None
+        for _ in range(_LEADER_WAITS):
+            (found,) = await admin.describe_topics([topic])
+            partitions = found["partitions"]
+            if (
+                found["error_code"] == 0
+                and partitions
+                and all(p["leader"] >= 0 for p in partitions)
+            ):
+                return sorted(TopicPartition(topic, p["partition"]) for p in partitions)
+            await asyncio.sleep(0.25)
+        raise AuditUnreadable(
+            f"topic {topic}: expected every partition to have a leader, found error code "
+            f"{found['error_code']} and partitions {partitions}"
+        )
+    finally:
+        await admin.close()
+
+
+_LEADER_WAITS = 40
 
 
 async def _read_to_end(
@@ -86,7 +110,7 @@ async def read_heads(settings: Settings, topic: str | None = None) -> dict[int, 
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, name)
+        partitions = await _partitions(settings, name)
         if partitions is None:
             return None
         heads: dict[int, ChainHead] = {}
@@ -167,7 +191,7 @@ async def _walk(
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
+        partitions = await _partitions(settings, topic)
         if partitions is None:
             raise AuditUnreadable(
                 f"expected the audit topic {topic}, found no topic of that name; check "
