@@ -1,0 +1,527 @@
+# ruff: noqa: RUF001
+"""The email connector on real message files: charsets, subjects, threads, direction,
+attachments, mbox splitting, dead letters and stable event ids."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from connectors.email import (
+    CustomerBy,
+    EmailSettings,
+    RawEmail,
+    Reason,
+    RejectedEmail,
+    ThreadMemory,
+    convert,
+    decode_bytes,
+    decode_header_value,
+    html_to_text,
+    parse_email,
+    parse_subject,
+    split_mbox,
+    to_touchpoints,
+)
+from connectors.email_service import EmailPublisher, Positioned, publish_files, read_file
+from connectors.publisher import MemoryTouchpointSink, UnpublishableTouchpoints
+from connectors.rejects import MemoryDeadLetterSink
+from schemas.models import Direction, TouchpointEvent
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "connectors" / "email"
+RECEIVED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SETTINGS = EmailSettings()
+
+
+def raw(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def touchpoints(name: str, settings: EmailSettings = SETTINGS) -> list[TouchpointEvent]:
+    converted = convert([RawEmail(1, raw(name))], settings, ThreadMemory(100), RECEIVED)
+    assert not converted.rejections, converted.rejections
+    return converted.events
+
+
+def only(name: str, settings: EmailSettings = SETTINGS) -> TouchpointEvent:
+    [event] = touchpoints(name, settings)
+    return event
+
+
+def rejected(name: str) -> RejectedEmail:
+    with pytest.raises(RejectedEmail) as caught:
+        parse_email(raw(name), SETTINGS)
+    return caught.value
+
+
+# ------------------------------------------------------------------------- charsets
+
+
+def test_a_gbk_mail_with_a_base64_subject_and_body_decodes() -> None:
+    event = only("gbk_base64_reply.eml")
+    assert event.kind == "email_received" and event.direction is Direction.INBOUND
+    assert event.customer_id == "acme.cn"
+    assert event.contact_id == "wang.lei@acme.cn"
+    assert event.rep_id == "ana.li@warroom-demo.com"
+    assert event.text is not None
+    assert event.text.startswith("回复: 回复：报价 Q-2024-0012 [#12345]\n\n李老师您好，")
+    assert "请问能否把席位增加到五十个？" in event.text
+    assert "写道" not in event.text and "Hello Lei" not in event.text  # the quote is cut
+    assert event.attributes["subject_normalised"] == "报价 Q-2024-0012 [#12345]"
+    assert event.attributes["ticket"] == "12345"
+    assert event.attributes["quote"] == "Q-2024-0012"
+    assert event.attributes["is_reply"] is True
+    assert "charset_fallback" not in event.attributes
+
+
+def test_gb18030_quoted_printable_with_a_four_byte_character_split_between_encoded_words() -> None:
+    event = only("gb18030_qp_forward.eml")
+    assert event.attributes["subject_normalised"] == "关于𠮷野家门店"
+    assert event.attributes["is_forward"] is True
+    assert event.attributes["is_reply"] is False
+    assert event.text is not None and "𠮷野家的订单号 Q-2025-0108 已确认。" in event.text
+
+
+def test_big5_html_only_mail_is_stripped_to_text_and_lists_its_rfc2231_attachment() -> None:
+    event = only("big5_html_forward.eml")
+    assert event.text == "轉寄: FW: 報價單\n\n您好，\n\n附件為 報價單，請參閱。\n謝謝&祝好"
+    assert event.attributes["is_forward"] is True
+    assert event.attributes["subject_normalised"] == "報價單"
+    assert event.attributes["attachment_count"] == 1
+    assert event.attributes["attachment_types"] == "application/pdf"
+    assert event.attributes["attachment_names"] == "報價單.pdf"
+    assert event.customer_id == "formosa-trading.com.tw"
+
+
+def test_utf8_mislabelled_as_gb2312_is_read_as_utf8_and_says_so() -> None:
+    event = only("mislabelled_utf8_as_gb2312.eml")
+    assert event.text == "答复: 合同草稿\n\n合同草稿我们看过了，没有问题。"
+    assert event.attributes["charset_fallback"] == ("subject: gb2312->utf-8; body: gb2312->utf-8")
+
+
+def test_an_unknown_charset_label_and_a_raw_8bit_gbk_subject_use_the_fallback_order() -> None:
+    event = only("unknown_charset_raw_subject.eml")
+    assert event.text == "Re: 工单 88231 已处理\n\nThanks — the fix works. 谢谢"
+    assert event.attributes["ticket"] == "88231"
+    assert event.attributes["charset_fallback"] == (
+        "subject: none->gb18030; body: x-made-up->utf-8"
+    )
+
+
+def test_bytes_no_charset_decodes_are_rejected_naming_the_part() -> None:
+    error = rejected("broken_charset.eml")
+    assert error.reason is Reason.BAD_CHARSET
+    assert "body part text/plain" in error.detail
+    assert "expected text in charset utf-8" in error.detail
+    assert "10 of 32 bytes" in error.detail
+
+
+def test_a_few_bad_bytes_become_replacement_characters_within_the_ratio() -> None:
+    data = ("价格" * 100).encode("utf-8") + b"\xff"
+    decoded = decode_bytes(data, "utf-8", max_bad_ratio=0.01)
+    assert decoded.text == "价格" * 100 + "\ufffd"
+    assert decoded.note == "utf-8->utf-8 with 1 replaced byte(s)"
+    with pytest.raises(ValueError, match="1 of 601 bytes"):
+        decode_bytes(data, "utf-8", max_bad_ratio=0.0)
+
+
+@pytest.mark.parametrize(
+    ("label", "text"),
+    [("gb2312", "镕"), ("big5", "香港"), ("BIG5", "滙豐"), ("windows-1252", "naïve"), (None, "ok")],
+)
+def test_declared_charsets_are_read_as_their_superset(label: str | None, text: str) -> None:
+    codec = {"gb2312": "gbk", "big5": "big5hkscs", "BIG5": "big5hkscs"}.get(
+        label or "", label or "ascii"
+    )
+    assert decode_bytes(text.encode(codec), label, 0.0).text == text
+
+
+def test_a_codec_that_is_not_a_text_encoding_is_treated_as_unknown() -> None:
+    decoded = decode_bytes("好".encode(), "zlib", 0.0)
+    assert (decoded.text, decoded.note) == ("好", "zlib->utf-8")
+
+
+def test_encoded_words_adjacent_same_charset_are_joined_and_text_between_kept() -> None:
+    value = "Re: =?utf-8?B?5L2g?=\r\n =?utf-8?B?5aW9?= and =?iso-8859-1?Q?caf=E9?= end"
+    assert decode_header_value(value, 0.0).text == "Re: 你好 and café end"
+
+
+# ------------------------------------------------------------------------- subjects
+
+
+@pytest.mark.parametrize(
+    ("subject", "normalised", "is_reply", "is_forward"),
+    [
+        ("Re: Re: RE: pricing", "pricing", True, False),
+        ("Fwd: Re: pricing", "pricing", False, True),
+        ("FW: pricing", "pricing", False, True),
+        ("回复：答复: 转发: 价格", "价格", True, False),
+        ("转发：回复: 价格", "价格", False, True),
+        ("Re[2]: Re^3: AW: pricing", "pricing", True, False),
+        ("[EXTERNAL] Re:  pricing   list", "pricing list", True, False),
+        ("[#12345] Re: pricing", "[#12345] Re: pricing", False, False),
+        ("Regarding: pricing", "Regarding: pricing", False, False),
+        ("Re:", "", True, False),
+    ],
+)
+def test_subject_prefixes_nested_in_any_language(
+    subject: str, normalised: str, is_reply: bool, is_forward: bool
+) -> None:
+    parsed = parse_subject(subject, SETTINGS)
+    assert (parsed.normalised, parsed.is_reply, parsed.is_forward) == (
+        normalised,
+        is_reply,
+        is_forward,
+    )
+
+
+@pytest.mark.parametrize(
+    ("subject", "ticket", "quote"),
+    [
+        ("Re: [#12345] login fails", "12345", None),
+        ("Ticket 12345 - login fails", "12345", None),
+        ("ticket #778899: invoice", "778899", None),
+        ("回复: 工单号：88231 已处理", "88231", None),
+        ("Quote Q-2024-0012 attached", None, "Q-2024-0012"),
+        ("Re: Q-2024-0012 / [#999] follow-up", "999", "Q-2024-0012"),
+        ("Order 12345 shipped", None, None),
+    ],
+)
+def test_ticket_and_quote_numbers(subject: str, ticket: str | None, quote: str | None) -> None:
+    parsed = parse_subject(subject, SETTINGS)
+    assert (parsed.ticket, parsed.quote) == (ticket, quote)
+
+
+def test_patterns_and_prefixes_are_configurable() -> None:
+    settings = EmailSettings(
+        ticket_patterns=(r"INC(\d{7})",),
+        quote_patterns=(r"ANG-\d{5}",),
+        reply_prefixes=("odp",),
+        forward_prefixes=("pd",),
+    )
+    parsed = parse_subject("Odp: PD: INC0012345 ANG-00042", settings)
+    assert (parsed.ticket, parsed.quote, parsed.normalised) == (
+        "0012345",
+        "ANG-00042",
+        "INC0012345 ANG-00042",
+    )
+    assert parsed.is_reply and not parsed.is_forward
+    assert parse_subject("Re: x", settings).normalised == "Re: x"
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        ((r"(a)\1",), "expected an RE2 pattern"),
+        ((r"(?=x)y",), "expected an RE2 pattern"),
+        ((r"(\d+)-(\d+)",), "expected at most one capture group"),
+        (("x" * 501,), "expected a pattern of at most 500"),
+    ],
+)
+def test_bad_patterns_are_refused_when_the_settings_are_built(
+    patterns: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EmailSettings(ticket_patterns=patterns)
+    [error] = caught.value.errors()
+    assert error["loc"] == ("ticket_patterns",)
+    assert message in error["msg"]
+
+
+def test_bad_domains_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        EmailSettings(company_domains=("warroom-demo.com", "not a domain"))
+    assert caught.value.errors()[0]["loc"] == ("company_domains",)
+    assert "found 'not a domain'" in caught.value.errors()[0]["msg"]
+
+
+# ------------------------------------------------------------------------- direction
+
+
+def test_outbound_mail_makes_one_touchpoint_per_customer_with_stable_distinct_ids() -> None:
+    events = touchpoints("outbound_quote.eml")
+    assert [e.customer_id for e in events] == ["acme.cn"]  # two contacts, one customer
+    [event] = events
+    assert event.kind == "email_sent" and event.direction is Direction.OUTBOUND
+    assert event.rep_id == "ana.li@warroom-demo.com"
+    assert event.contact_id == "wang.lei@acme.cn"
+    assert event.attributes["quote"] == "Q-2024-0012"
+
+    by_address = EmailSettings(customer_by=CustomerBy.ADDRESS)
+    events = touchpoints("outbound_quote.eml", by_address)
+    assert [e.customer_id for e in events] == ["wang.lei@acme.cn", "procurement@acme.cn"]
+    assert events[0].event_id == only("outbound_quote.eml").event_id
+    assert events[1].event_id.startswith(events[0].event_id + "-")
+    assert events[1].event_id == touchpoints("outbound_quote.eml", by_address)[1].event_id
+
+
+def test_personal_mail_domains_name_the_address_and_explicit_ids_win() -> None:
+    assert only("no_message_id.eml").customer_id == "li.wei@gmail.com"
+    mapped = EmailSettings(customer_ids={"li.wei@gmail.com": "cust-7", "acme.cn": "cust-1"})
+    assert only("no_message_id.eml", mapped).customer_id == "cust-7"
+    assert only("gbk_base64_reply.eml", mapped).customer_id == "cust-1"
+
+
+def test_mail_between_company_addresses_only_is_counted_not_published() -> None:
+    converted = convert(
+        [RawEmail(1, raw("internal_only.eml"))], SETTINGS, ThreadMemory(9), RECEIVED
+    )
+    assert (converted.events, converted.rejections, converted.internal) == ([], [], 1)
+
+
+def test_company_subdomains_are_the_company() -> None:
+    settings = EmailSettings(company_domains=("warroom-demo.com", "example.org"))
+    parsed = parse_email(raw("internal_only.eml"), settings)
+    assert parsed.recipients == ("bo.zhang@sales.warroom-demo.com",)
+    assert to_touchpoints(parsed, ThreadMemory(9), settings, RECEIVED) == []
+
+
+# ------------------------------------------------------------------------- structure
+
+
+def test_plain_text_is_preferred_attachments_listed_inline_images_and_signatures_not() -> None:
+    event = only("multipart_attachments.eml")
+    assert event.text == (
+        "[EXTERNAL] RE: Fwd: TPS reports - Ticket 4711\n\n"
+        "Hi Ana,\n\nthe TPS cover sheets are attached. Café on Friday?"
+    )
+    assert event.attributes["attachment_count"] == 2
+    assert event.attributes["attachment_names"] == "报价单-第二版.xlsx; original.eml"
+    assert event.attributes["attachment_types"] == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,message/rfc822"
+    )
+    assert event.attributes["ticket"] == "4711"
+    assert event.attributes["subject_normalised"] == "TPS reports - Ticket 4711"
+    assert event.occurred_at == datetime(2025, 7, 10, 21, 5, 9, tzinfo=UTC)
+
+
+def test_html_to_text_drops_head_scripts_and_styles_and_decodes_entities_once() -> None:
+    markup = (
+        "<html><head><title>x</title><style>p{}</style></head><body>"
+        "<p>A&amp;B &amp;lt;tag&amp;gt;</p><div>line<br>two</div><script>bad()</script>"
+    )
+    assert html_to_text(markup) == "A&B &lt;tag&gt;\n\nline\ntwo"
+
+
+def test_the_body_is_bounded() -> None:
+    settings = EmailSettings(body_max_chars=10)
+    event = only("outbound_quote.eml", settings)
+    assert event.text == "Quote Q-2024-0012 for the Acme rollout\n\nHello Lei,"
+
+
+def test_a_date_nobody_can_read_is_rejected_naming_the_header() -> None:
+    error = rejected("bad_date.eml")
+    assert error.reason is Reason.BAD_DATE
+    assert error.detail.startswith("Date: expected an RFC 5322 date")
+    assert "found 'yesterday afternoon'" in error.detail
+
+
+def test_a_message_larger_than_the_limit_is_rejected_before_parsing() -> None:
+    settings = EmailSettings(max_message_bytes=1024)
+    with pytest.raises(RejectedEmail) as caught:
+        parse_email(raw("multipart_attachments.eml"), settings)
+    assert caught.value.reason is Reason.TOO_LARGE
+
+
+def test_text_that_is_not_a_message_is_rejected() -> None:
+    with pytest.raises(RejectedEmail) as caught:
+        parse_email(b"\x00\x01 just some bytes\n\nmore", SETTINGS)
+    assert caught.value.reason is Reason.NOT_EMAIL
+
+
+# ------------------------------------------------------------------------- threads
+
+
+def mbox_items(data: bytes) -> list[RawEmail]:
+    return [
+        RawEmail(m.number, m.data, m.separator_date) for m in split_mbox(io.BytesIO(data), 10**6)
+    ]
+
+
+def by_event(events: Sequence[TouchpointEvent]) -> dict[str, dict[str, object]]:
+    return {e.event_id: dict(e.attributes) for e in events}
+
+
+def test_an_mbox_thread_gets_its_root_latencies_and_the_sender_less_message_a_reason() -> None:
+    converted = convert(mbox_items(raw("thread.mbox")), SETTINGS, ThreadMemory(100), RECEIVED)
+    assert [(r.position, r.reason) for r in converted.rejections] == [(4, Reason.MISSING_SENDER)]
+    assert "From: expected a mail address" in converted.rejections[0].detail
+    events = converted.events
+    assert [e.kind for e in events] == [
+        "email_sent",
+        "email_received",
+        "email_sent",
+        "email_received",
+    ]
+    assert {e.attributes["thread_id"] for e in events} == {"t1@mail.warroom-demo.com"}
+    assert [e.attributes.get("reply_latency_seconds") for e in events] == [
+        None,
+        9000.0,
+        1800.0,
+        7200.0,
+    ]
+    assert [e.attributes["is_reply"] for e in events] == [False, True, True, True]
+    assert {e.attributes["ticket"] for e in events} == {"12345"}
+    # message 3 has no Date header: the mbox separator line's date stands in
+    assert events[2].occurred_at == datetime(2025, 7, 14, 4, 0, tzinfo=UTC)
+    # mboxrd: ">From" lost one ">"; "From the meeting" after text did not start a message
+    assert events[0].text is not None and "\nFrom our side the price" in events[0].text
+    assert events[3].text is not None and events[3].text.endswith("seats stay at 40.")
+
+
+def test_threads_and_latency_do_not_depend_on_the_order_within_a_batch() -> None:
+    items = mbox_items(raw("thread.mbox"))
+    forward = convert(items, SETTINGS, ThreadMemory(100), RECEIVED)
+    backward = convert(items[::-1], SETTINGS, ThreadMemory(100), RECEIVED)
+    assert by_event(forward.events) == by_event(backward.events)
+
+
+def test_a_reply_whose_parent_came_in_an_earlier_batch_finds_it() -> None:
+    items = mbox_items(raw("thread.mbox"))
+    threads = ThreadMemory(100)
+    convert(items[:1], SETTINGS, threads, RECEIVED)
+    [reply] = convert(items[1:2], SETTINGS, threads, RECEIVED).events
+    assert reply.attributes["reply_latency_seconds"] == 9000.0
+
+
+def test_the_thread_memory_is_bounded_and_forgets_the_oldest() -> None:
+    items = mbox_items(raw("thread.mbox"))
+    threads = ThreadMemory(2)
+    convert(items[:3], SETTINGS, threads, RECEIVED)
+    assert len(threads) == 2
+    [last] = convert(items[4:], SETTINGS, threads, RECEIVED).events
+    assert last.attributes["reply_latency_seconds"] == 7200.0  # t3 still remembered
+    [second] = convert(items[1:2], SETTINGS, ThreadMemory(1), RECEIVED).events
+    assert "reply_latency_seconds" not in second.attributes  # parent never seen
+
+
+def test_a_reply_dated_before_its_parent_has_no_latency() -> None:
+    items = mbox_items(raw("thread.mbox"))
+    early = RawEmail(
+        2, items[1].data.replace(b"11:30:00 +0800", b"08:00:00 +0800"), items[1].fallback_date
+    )
+    [_, reply] = convert([items[0], early], SETTINGS, ThreadMemory(9), RECEIVED).events
+    assert "reply_latency_seconds" not in reply.attributes
+
+
+def test_mbox_separators_need_a_blank_line_before_and_a_date() -> None:
+    data = (
+        b"From a@acme.cn Mon Jul 14 01:00:00 2025\nFrom: a@acme.cn\nDate: Mon, 14 Jul 2025"
+        b" 01:00:00 +0000\n\nbody\nFrom here on, no new message\n\nFrom me to you\n\n"
+        b">>From stays quoted once\n\nFrom b@acme.cn Mon Jul 14 02:00:00 2025\r\n"
+        b"From: b@acme.cn\r\n\r\nsecond\r\n"
+    )
+    found = list(split_mbox(io.BytesIO(data), 10**6))
+    assert [(m.number, m.offset) for m in found] == [(1, 0), (2, data.index(b"From b@"))]
+    assert found[0].data.endswith(
+        b"body\nFrom here on, no new message\n\nFrom me to you\n\n>From stays quoted once\n"
+    )
+    assert found[1].data == b"From: b@acme.cn\r\n\r\nsecond\r\n"
+    assert found[1].separator_date == datetime(2025, 7, 14, 2, 0, tzinfo=UTC)
+
+
+def test_a_too_large_mbox_message_keeps_its_head_and_the_next_one_still_reads() -> None:
+    big = b"x" * 5000 + b"\n"
+    data = (
+        b"From a@acme.cn Mon Jul 14 01:00:00 2025\nFrom: a@acme.cn\n\n" + big * 3 + b"\n"
+        b"From b@acme.cn Mon Jul 14 02:00:00 2025\nFrom: b@acme.cn\n\nsmall\n"
+    )
+    first, second = split_mbox(io.BytesIO(data), 8000)
+    size = data.index(b"From b@") - data.index(b"From: a@")
+    assert (first.complete, first.size, len(first.data) <= 8000) == (False, size, True)
+    assert first.data.startswith(b"From: a@acme.cn")
+    assert (second.complete, second.data) == (True, b"From: b@acme.cn\n\nsmall\n")
+
+
+# ------------------------------------------------------------------------- files
+
+
+async def test_re_reading_the_same_files_gives_identical_event_ids(tmp_path: Path) -> None:
+    files = [*sorted(DATA.glob("*.eml")), DATA / "thread.mbox"]
+
+    async def read_all() -> tuple[list[str], MemoryDeadLetterSink]:
+        sink, letters = MemoryTouchpointSink(), MemoryDeadLetterSink()
+        publisher = EmailPublisher(SETTINGS, sink, letters, clock=lambda: RECEIVED)
+        await publish_files(files, publisher, batch_size=3)
+        return [e.event_id for batch in sink.published for e in batch], letters
+
+    first, letters = await read_all()
+    second, _ = await read_all()
+    assert first == second
+    assert len(first) == len(set(first)) == 12
+    assert {(letter.source_topic, letter.offset, letter.reason) for letter in letters.letters} == {
+        ("file:bad_date.eml", 1, "bad_date"),
+        ("file:broken_charset.eml", 1, "bad_charset"),
+        ("file:thread.mbox", 4, "missing_sender"),
+    }
+    mbox_letter = next(x for x in letters.letters if x.source_topic == "file:thread.mbox")
+    assert mbox_letter.detail.startswith("message 4 at byte ")
+    assert mbox_letter.raw_value.startswith(b"Subject: delivery report without a sender")
+
+
+async def test_counts_say_what_happened_to_every_message() -> None:
+    sink, letters = MemoryTouchpointSink(), MemoryDeadLetterSink()
+    publisher = EmailPublisher(SETTINGS, sink, letters, clock=lambda: RECEIVED)
+    counts = await publish_files(
+        [DATA / "thread.mbox", DATA / "internal_only.eml", DATA / "outbound_quote.eml"],
+        publisher,
+    )
+    assert dict(counts) == {
+        "read": 7,
+        "touchpoints": 5,
+        "missing_sender": 1,
+        "internal": 1,
+    }
+
+
+class RefusingSink(MemoryTouchpointSink):
+    """Refuses touchpoints of one customer as Kafka refuses a record over its limit."""
+
+    def __init__(self, customer: str) -> None:
+        super().__init__()
+        self.customer = customer
+
+    async def publish(self, events: Sequence[TouchpointEvent]) -> None:
+        bad = [e.event_id for e in events if e.customer_id == self.customer]
+        if bad:
+            raise UnpublishableTouchpoints(
+                [{"event_id": e, "message": "expected at most 10 bytes, found 11"} for e in bad]
+            )
+        await super().publish(events)
+
+
+async def test_a_touchpoint_kafka_refuses_is_a_dead_letter_and_the_rest_publish() -> None:
+    sink, letters = RefusingSink("initech.com"), MemoryDeadLetterSink()
+    publisher = EmailPublisher(SETTINGS, sink, letters, clock=lambda: RECEIVED)
+    items = [raw("gbk_base64_reply.eml"), raw("multipart_attachments.eml")]
+    batch = [Positioned("file:x.mbox", RawEmail(n, d), f"message {n}") for n, d in enumerate(items)]
+    await publisher.publish(batch)
+    assert [[e.customer_id for e in b] for b in sink.published] == [["acme.cn"]]
+    [letter] = letters.letters
+    assert (letter.source_topic, letter.offset, letter.reason) == (
+        "file:x.mbox",
+        1,
+        "unpublishable",
+    )
+    assert letter.detail == (
+        "message 1: expected a touchpoint Kafka takes, found: expected at most 10 bytes, found 11"
+    )
+    assert letter.raw_value == items[1]
+    assert publisher.counts["unpublishable"] == 1 and publisher.counts["touchpoints"] == 1
+
+
+def test_an_eml_file_larger_than_the_limit_is_one_too_large_message(tmp_path: Path) -> None:
+    path = tmp_path / "big.eml"
+    path.write_bytes(raw("outbound_quote.eml") + b"z" * 5000)
+    settings = EmailSettings(max_message_bytes=2048)
+    [found] = read_file(path, settings)
+    assert found.item.size == path.stat().st_size
+    converted = convert([found.item], settings, ThreadMemory(9), RECEIVED)
+    assert [(r.reason, r.detail) for r in converted.rejections] == [
+        (Reason.TOO_LARGE, f"expected at most 2048 bytes, found {path.stat().st_size}")
+    ]
