@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +42,19 @@ from pydantic import (
 from schemas.models import Channel, Direction, TouchpointEvent
 
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
-from .rejects import DeadLetterSink, dead_letter
-from .tailing import FileFollower, PositionStore, RawRecord, Splitter, split_csv, split_lines
+from .rejects import DeadLetterSink
+from .tailing import (
+    Convert,
+    Counts,
+    FileFollower,
+    PositionStore,
+    RawRecord,
+    Rejection,
+    Splitter,
+    TouchpointBatches,
+    split_csv,
+    split_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,96 +306,22 @@ def file_format(path: Path) -> FileFormat:
     raise ValueError(f"{path.name}: expected a name ending in .csv, .jsonl or .ndjson")
 
 
-@dataclass(slots=True)
-class PosCounts:
-    published: int = 0
-    anonymous: int = 0
-    rejected: int = 0
-    event_ids: list[str] = field(default_factory=list)
+def converter(
+    fmt: FileFormat, defaults: PosDefaults, header: Callable[[], RawRecord | None]
+) -> Convert:
+    """Converts a file record of ``fmt``; a CSV record is read with the file's header."""
 
+    def convert(record: RawRecord, received_at: datetime) -> TouchpointEvent | Rejection | None:
+        if fmt == "csv":
+            first = header()
+            parsed = parse_csv_record(parse_header(first) if first else [], record, defaults)
+        else:
+            parsed = parse_json_record(record, defaults)
+        if isinstance(parsed, list):
+            return Rejection("invalid_purchase", str(InvalidPurchase(parsed)))
+        return parsed.to_touchpoint(received_at, defaults.industry)
 
-class PurchaseBatches:
-    """Turns batches of file records into touchpoints and dead letters, and publishes
-    them; the follower stores its position only once a batch is handled."""
-
-    def __init__(
-        self,
-        sink: TouchpointSink,
-        dead_letters: DeadLetterSink,
-        fmt: FileFormat,
-        defaults: PosDefaults,
-        follower_header: Callable[[], RawRecord | None],
-        clock: Clock = utc_now,
-        keep_ids: bool = False,
-    ) -> None:
-        self._sink = sink
-        self._dead_letters = dead_letters
-        self._fmt = fmt
-        self._defaults = defaults
-        self._header = follower_header
-        self._clock = clock
-        self._keep_ids = keep_ids
-        self.counts = PosCounts()
-
-    async def __call__(self, records: list[RawRecord], name: str) -> None:
-        now = self._clock()
-        header = parse_header(h) if self._fmt == "csv" and (h := self._header()) else []
-        events: list[tuple[TouchpointEvent, RawRecord]] = []
-        rejected: list[tuple[RawRecord, str, str]] = []
-        anonymous = 0
-        for record in records:
-            if record.problem is not None:
-                rejected.append((record, "unreadable_record", record.problem))
-                continue
-            parsed = (
-                parse_csv_record(header, record, self._defaults)
-                if self._fmt == "csv"
-                else parse_json_record(record, self._defaults)
-            )
-            if isinstance(parsed, list):
-                rejected.append((record, "invalid_purchase", str(InvalidPurchase(parsed))))
-                continue
-            try:
-                event = parsed.to_touchpoint(now, self._defaults.industry)
-            except ValidationError as exc:
-                rejected.append((record, "invalid_purchase", f"does not convert: {exc}"))
-                continue
-            if event is None:
-                anonymous += 1
-            else:
-                events.append((event, record))
-        published = await self._publish(events, rejected)
-        for record, reason, detail in rejected:
-            await self._dead_letters.send(
-                dead_letter(f"file:{name}", record.first_line, reason, detail, record.data, now)
-            )
-        if rejected:
-            log.warning("%s: %d line(s) to the dead letters", name, len(rejected))
-        self.counts.published += len(published)
-        self.counts.anonymous += anonymous
-        self.counts.rejected += len(rejected)
-        if self._keep_ids:
-            self.counts.event_ids.extend(e.event_id for e in published)
-
-    async def _publish(
-        self,
-        events: list[tuple[TouchpointEvent, RawRecord]],
-        rejected: list[tuple[RawRecord, str, str]],
-    ) -> list[TouchpointEvent]:
-        """Publish; touchpoints that never encode become dead letters and the rest go."""
-        while True:
-            batch = [event for event, _ in events]
-            try:
-                await self._sink.publish(batch)
-                return batch
-            except UnpublishableTouchpoints as exc:
-                bad = {p["event_id"]: p["message"] for p in exc.problems}
-                rejected.extend(
-                    (record, "unpublishable", f"does not encode as a touchpoint: {bad[e.event_id]}")
-                    for e, record in events
-                    if e.event_id in bad
-                )
-                events = [(e, r) for e, r in events if e.event_id not in bad]
+    return convert
 
 
 def _splitter(fmt: FileFormat) -> Splitter:
@@ -401,19 +338,12 @@ def follower(
     keep_ids: bool = False,
     poll_seconds: float = 0.5,
     max_batch_bytes: int | None = None,
-) -> tuple[FileFollower, PurchaseBatches]:
+) -> tuple[FileFollower, TouchpointBatches]:
     """A follower of one POS file and the handler that publishes its batches."""
     fmt = file_format(path)
     holder: list[FileFollower] = []
-    batches = PurchaseBatches(
-        sink,
-        dead_letters,
-        fmt,
-        defaults,
-        lambda: holder[0].header_record,
-        clock,
-        keep_ids,
-    )
+    convert = converter(fmt, defaults, lambda: holder[0].header_record)
+    batches = TouchpointBatches(convert, sink, dead_letters, clock, keep_ids)
     options: dict[str, Any] = {"poll_seconds": poll_seconds}
     if max_batch_bytes is not None:
         options["max_batch_bytes"] = max_batch_bytes
@@ -436,14 +366,15 @@ async def read_files(
     defaults: PosDefaults,
     clock: Clock = utc_now,
     keep_ids: bool = False,
-) -> PosCounts:
-    """Read whole files once (their last line too), publishing as it goes."""
-    total = PosCounts()
+) -> Counts:
+    """Read whole files once (their last line too), publishing as it goes; ``skipped``
+    counts lines without a member."""
+    total = Counts()
     for path in paths:
         follow, batches = follower(path, None, sink, dead_letters, defaults, clock, keep_ids)
         await follow.read_to_end()
         total.published += batches.counts.published
-        total.anonymous += batches.counts.anonymous
+        total.skipped += batches.counts.skipped
         total.rejected += batches.counts.rejected
         total.event_ids.extend(batches.counts.event_ids)
     return total
@@ -457,7 +388,7 @@ async def follow_file(
     defaults: PosDefaults,
     stop: asyncio.Event,
     poll_seconds: float = 0.5,
-) -> PosCounts:
+) -> Counts:
     """Follow ``path`` until ``stop`` is set, keeping the position in ``state``."""
     follow, batches = follower(path, state, sink, dead_letters, defaults, poll_seconds=poll_seconds)
     await follow.run(stop)

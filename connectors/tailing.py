@@ -23,11 +23,18 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+from pydantic import ValidationError
+
+from schemas.models import TouchpointEvent
+
+from .publisher import TouchpointSink, UnpublishableTouchpoints
+from .rejects import DeadLetterSink, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +175,105 @@ def split_csv(data: bytes, first_line: int, final: bool) -> tuple[list[RawRecord
 
 BatchHandler = Callable[[list[RawRecord], str], Awaitable[None]]
 """Publishes a batch of records of the named file; raising leaves the position as it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    """A snake_case reason code for the dead letter."""
+    detail: str
+    """What was expected and what was found, with nothing that identifies a person."""
+
+
+Convert = Callable[[RawRecord, datetime], TouchpointEvent | Rejection | None]
+"""A record -> its touchpoint, why it is rejected, or None when it is not a touchpoint
+(e.g. a purchase without a member); ``datetime`` is when it was received."""
+
+
+@dataclass(slots=True)
+class Counts:
+    published: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    event_ids: list[str] = field(default_factory=list)
+
+
+class TouchpointBatches:
+    """A :data:`BatchHandler` that converts records, publishes the touchpoints of a batch
+    together, then sends a dead letter (file name and line) for each rejected record. A
+    touchpoint the sink can never encode becomes a dead letter and the rest still go."""
+
+    def __init__(
+        self,
+        convert: Convert,
+        sink: TouchpointSink,
+        dead_letters: DeadLetterSink,
+        clock: Callable[[], datetime],
+        keep_ids: bool = False,
+    ) -> None:
+        self._convert = convert
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._keep_ids = keep_ids
+        self.counts = Counts()
+
+    async def __call__(self, records: list[RawRecord], name: str) -> None:
+        now = self._clock()
+        events: list[tuple[TouchpointEvent, RawRecord]] = []
+        rejected: list[tuple[RawRecord, Rejection]] = []
+        skipped = 0
+        for record in records:
+            if record.problem is not None:
+                rejected.append((record, Rejection("unreadable_record", record.problem)))
+                continue
+            try:
+                result = self._convert(record, now)
+            except ValidationError as exc:
+                fields = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                )  # the messages only: the values may identify a person
+                result = Rejection("invalid_record", f"does not convert to a touchpoint: {fields}")
+            if result is None:
+                skipped += 1
+            elif isinstance(result, Rejection):
+                rejected.append((record, result))
+            else:
+                events.append((result, record))
+        published = await self._publish(events, rejected)
+        for record, why in rejected:
+            await self._dead_letters.send(
+                dead_letter(
+                    f"file:{name}", record.first_line, why.reason, why.detail, record.data, now
+                )
+            )
+        if rejected:
+            log.warning("%s: %d line(s) to the dead letters", name, len(rejected))
+        self.counts.published += len(published)
+        self.counts.skipped += skipped
+        self.counts.rejected += len(rejected)
+        if self._keep_ids:
+            self.counts.event_ids.extend(e.event_id for e in published)
+
+    async def _publish(
+        self,
+        events: list[tuple[TouchpointEvent, RawRecord]],
+        rejected: list[tuple[RawRecord, Rejection]],
+    ) -> list[TouchpointEvent]:
+        while True:
+            batch = [event for event, _ in events]
+            try:
+                await self._sink.publish(batch)
+                return batch
+            except UnpublishableTouchpoints as exc:
+                bad = {p["event_id"]: p["message"] for p in exc.problems}
+                rejected.extend(
+                    (record, Rejection("unpublishable", f"does not encode: {bad[e.event_id]}"))
+                    for e, record in events
+                    if e.event_id in bad
+                )
+                events = [(e, r) for e, r in events if e.event_id not in bad]
 
 
 class FileFollower:
