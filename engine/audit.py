@@ -170,6 +170,10 @@ class ChainResult:
     head: ChainHead
     first_break: ChainBreak | None
     stored_head: ChainHead | None = None
+    first_seq: int | None = None
+    """Seq of the chain's first record read (1 unless the partition was trimmed)."""
+    trimmed: int | None = None
+    """The partition's first offset when it was declared trimmed (older ones are gone)."""
 
     @property
     def ok(self) -> bool:
@@ -181,11 +185,21 @@ class ChainResult:
                 f"; {_count(self.head.seq, 'intact record')} before it" if self.head.seq else ""
             )
             return f"chain {self.chain}: {self.first_break}{intact}"
-        text = f"chain {self.chain}: {_count(self.records, 'record')}, intact"
+        gone = "" if self.trimmed is None else f" (offsets below {self.trimmed} are gone)"
+        text = f"chain {self.chain}: {_count(self.records, 'record')}"
+        if self.first_seq is None or self.trimmed is None:
+            text += f"{gone}, intact"
+        else:
+            text += f", intact from seq {self.first_seq}{gone}"
         if self.head.seq:
             text += f", head seq {self.head.seq} hash {_short(self.head.hash)}"
-        if self.stored_head is not None:
-            text += f", passes the stored head seq {self.stored_head.seq}"
+        stored = self.stored_head
+        if stored is not None:
+            unseen = stored.seq > 0 and (self.first_seq is None or stored.seq < self.first_seq)
+            if unseen:
+                text += f", the stored head seq {stored.seq} cannot be checked"
+            else:
+                text += f", passes the stored head seq {stored.seq}"
         if self.unchained:
             text += f", {_count(self.unchained, 'unchained record')} before it"
         return text
@@ -256,6 +270,8 @@ class _Chain:
     head: ChainHead
     head_prev: str = ""
     head_offset: int | None = None
+    trimmed: int | None = None
+    first_seq: int | None = None
     records: int = 0
     unchained: int = 0
     last_offset: int | None = None
@@ -285,20 +301,32 @@ class AuditVerifier:
     whole topic can be checked in constant memory; :meth:`report` ends the walk.
 
     ``heads`` are the chain heads the worker stored (they reveal deleted last records);
-    ``chains`` are chain numbers to report even if none of their records is fed."""
+    ``chains`` are chain numbers to report even if none of their records is fed;
+    ``trimmed`` maps a chain to its partition's first offset when retention removed the
+    older records: that chain is verified from its first chain record on, which is
+    taken as it links."""
 
     def __init__(
-        self, heads: Mapping[int, ChainHead] | None = None, chains: Iterable[int] = ()
+        self,
+        heads: Mapping[int, ChainHead] | None = None,
+        chains: Iterable[int] = (),
+        trimmed: Mapping[int, int] | None = None,
     ) -> None:
         self._heads = dict(heads or {})
+        self._trimmed = dict(trimmed or {})
         self._chains: dict[int, _Chain] = {}
-        for chain in (*chains, *self._heads):
+        for chain in (*chains, *self._heads, *self._trimmed):
             self._chain(chain)
 
     def _chain(self, partition: int) -> _Chain:
         found = self._chains.get(partition)
         if found is None:
-            found = _Chain(partition, self._heads.get(partition), genesis(partition))
+            found = _Chain(
+                partition,
+                self._heads.get(partition),
+                genesis(partition),
+                trimmed=self._trimmed.get(partition),
+            )
             self._chains[partition] = found
         return found
 
@@ -345,6 +373,8 @@ class AuditVerifier:
                 head=chain.head,
                 first_break=chain.broken,
                 stored_head=chain.stored,
+                first_seq=chain.first_seq,
+                trimmed=chain.trimmed,
             )
         return VerifyReport(results)
 
@@ -354,11 +384,13 @@ def verify(
     heads: Mapping[int, ChainHead] | None = None,
     *,
     chains: Iterable[int] = (),
+    trimmed: Mapping[int, int] | None = None,
 ) -> VerifyReport:
     """Verify the audit chains in ``records``: (partition, offset, value) in offset order
     per partition, as read from the ``audit`` topic. ``heads`` are the chain heads the
-    worker stored; ``chains`` are reported even when they have no records."""
-    verifier = AuditVerifier(heads, chains)
+    worker stored; ``chains`` are reported even when they have no records; ``trimmed``
+    as for :class:`AuditVerifier`."""
+    verifier = AuditVerifier(heads, chains, trimmed)
     for partition, offset, value in records:
         verifier.feed(partition, offset, value)
     return verifier.report()
@@ -466,6 +498,9 @@ def _check(chain: _Chain, record: _Record) -> None:
             f"{_short(record.content_hash)}, it says {_short(record.hash)})",
         )
         return
+    if chain.trimmed is not None and chain.head_offset is None:
+        # The records before this one are gone: it anchors the chain as it links.
+        chain.head = ChainHead(record.seq - 1, record.prev)
     head = chain.head
     expected = head.seq + 1
     if record.seq == expected and record.prev == head.hash:
@@ -503,6 +538,8 @@ def _check(chain: _Chain, record: _Record) -> None:
 
 
 def _accept(chain: _Chain, record: _Record) -> None:
+    if chain.first_seq is None:
+        chain.first_seq = record.seq
     chain.head_prev = record.prev
     chain.head = ChainHead(record.seq, record.hash)
     chain.head_offset = record.offset
@@ -614,6 +651,8 @@ def _resolve(chain: _Chain, following: _Record | str | None) -> None:
 def _check_stored(chain: _Chain, stored: ChainHead) -> None:
     if chain.head.seq >= stored.seq:
         return  # passed through the stored head (checked on the way), or the worker moved on
+    if chain.trimmed is not None and chain.head_offset is None:
+        return  # retention removed every record: nothing is left to hold against the head
     ends = (
         "the chain has no records"
         if chain.head_offset is None

@@ -180,9 +180,24 @@ def _found(partition: int, value: bytes, record: dict[str, Any]) -> _Found:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """How ``verify`` and ``export`` check the chains."""
+
+    use_heads: bool = False
+    """Check against the heads the worker stored (reveals a deleted tail)."""
+    heads_topic: str | None = None
+    """Where the heads are; default :func:`heads_topic`."""
+    trimmed_ok: bool = False
+    """Accept partitions whose oldest records are gone (retention): verify each from
+    its first record kept. Without it such a chain is broken at its first record."""
+
+
 async def _walk(
     settings: Settings,
+    check: AuditCheck,
     heads: dict[int, ChainHead] | None,
+    err: TextIO,
     customer_id: str | None = None,
 ) -> tuple[VerifyReport, list[_Found]]:
     """Verify every chain of the audit topic; with ``customer_id``, also collect that
@@ -197,7 +212,22 @@ async def _walk(
                 f"expected the audit topic {topic}, found no topic of that name; check "
                 "--bootstrap and --topic-prefix (`warroom topics` creates it)"
             )
-        verifier = AuditVerifier(heads, [tp.partition for tp in partitions])
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+        trimmed = {tp.partition: start for tp, start in starts.items() if start > 0}
+        for partition, start in sorted(trimmed.items()):
+            accepted = (
+                "verifying from the first record kept"
+                if check.trimmed_ok
+                else ("--trimmed-ok verifies from the first record kept")
+            )
+            print(
+                f"{topic} partition {partition} starts at offset {start}: the records "
+                f"before it were removed (retention or deletion); {accepted}",
+                file=err,
+            )
+        verifier = AuditVerifier(
+            heads, [tp.partition for tp in partitions], trimmed if check.trimmed_ok else None
+        )
         found: list[_Found] = []
         async for partition, offset, _, value in _read_to_end(consumer, partitions):
             verifier.feed(partition, offset, value)
@@ -214,16 +244,14 @@ async def _walk(
         await consumer.stop()
 
 
-async def _heads(
-    settings: Settings, wanted: bool, topic: str | None, err: TextIO
-) -> dict[int, ChainHead] | None:
-    if not wanted:
+async def _heads(settings: Settings, check: AuditCheck, err: TextIO) -> dict[int, ChainHead] | None:
+    if not check.use_heads:
         return None
-    heads = await read_heads(settings, topic)
+    heads = await read_heads(settings, check.heads_topic)
     if heads is None:
         print(
-            f"no heads topic {topic or heads_topic(settings)}: verifying without stored "
-            "heads (records deleted from the end of a chain cannot be seen)",
+            f"no heads topic {check.heads_topic or heads_topic(settings)}: verifying "
+            "without stored heads (records deleted from the end of a chain cannot be seen)",
             file=err,
         )
     return heads
@@ -231,15 +259,14 @@ async def _heads(
 
 async def verify_audit(
     settings: Settings,
-    use_heads: bool = False,
-    heads_topic_name: str | None = None,
+    check: AuditCheck = AuditCheck(),
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     """``warroom audit verify``: print each chain's result; the exit code."""
     try:
-        heads = await _heads(settings, use_heads, heads_topic_name, err)
-        report, _ = await _walk(settings, heads)
+        heads = await _heads(settings, check, err)
+        report, _ = await _walk(settings, check, heads, err)
     except (AuditUnreadable, KafkaError) as unreadable:
         print(f"warroom audit verify: {unreadable}", file=err)
         return UNUSABLE
@@ -251,15 +278,14 @@ async def export_customer(
     settings: Settings,
     customer_id: str,
     output: IO[bytes],
-    use_heads: bool = False,
-    heads_topic_name: str | None = None,
+    check: AuditCheck = AuditCheck(),
     err: TextIO = sys.stderr,
 ) -> int:
     """``warroom audit export``: the customer's audit records from every chain as JSON
     lines in (at, chain, seq) order, each as stored; the verification on ``err``."""
     try:
-        heads = await _heads(settings, use_heads, heads_topic_name, err)
-        report, found = await _walk(settings, heads, customer_id)
+        heads = await _heads(settings, check, err)
+        report, found = await _walk(settings, check, heads, err, customer_id)
     except (AuditUnreadable, KafkaError) as unreadable:
         print(f"warroom audit export: {unreadable}", file=err)
         return UNUSABLE
@@ -288,24 +314,23 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         return None
 
 
+def _check(args: argparse.Namespace) -> AuditCheck:
+    return AuditCheck(args.heads, args.heads_topic, args.trimmed_ok)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return UNUSABLE
-    return asyncio.run(verify_audit(settings, args.heads, args.heads_topic))
+    return asyncio.run(verify_audit(settings, _check(args)))
 
 
 def run_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return UNUSABLE
+    check = _check(args)
     if args.output is None:
-        return asyncio.run(
-            export_customer(
-                settings, args.customer, sys.stdout.buffer, args.heads, args.heads_topic
-            )
-        )
+        return asyncio.run(export_customer(settings, args.customer, sys.stdout.buffer, check))
     with args.output.open("wb") as output:
-        return asyncio.run(
-            export_customer(settings, args.customer, output, args.heads, args.heads_topic)
-        )
+        return asyncio.run(export_customer(settings, args.customer, output, check))

@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--heads-topic", default=None, help="default: APP_ID-audit-heads-changelog"
         )
+        command.add_argument(
+            "--trimmed-ok", action="store_true", help="verify partitions retention trimmed"
+        )
 
     demo = commands.add_parser("demo", help="post the built-in demo conversation")
     demo.add_argument("--url", default="http://127.0.0.1:8080")

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from engine import ChainHead, append, genesis
 from schemas.topics import AUDIT
-from streams.audit_cli import BROKEN, INTACT, UNUSABLE, export_customer, heads_topic, verify_audit
+from streams.audit_cli import (
+    BROKEN,
+    INTACT,
+    UNUSABLE,
+    AuditCheck,
+    export_customer,
+    heads_topic,
+    verify_audit,
+)
 from streams.settings import Settings
 
 CHAINS = 3
@@ -115,7 +126,9 @@ async def test_verify_names_tampering_and_export_merges_a_customers_trail(
     await publish_heads(settings, heads)
 
     out, err = io.StringIO(), io.StringIO()
-    assert await verify_audit(settings, True, out=out, err=err) == INTACT, out.getvalue()
+    with_heads = AuditCheck(use_heads=True)
+    their_heads = AuditCheck(use_heads=True, heads_topic=heads_topic(settings))
+    assert await verify_audit(settings, with_heads, out, err) == INTACT, out.getvalue()
     text = out.getvalue()
     for chain, head in heads.items():
         assert (
@@ -133,7 +146,7 @@ async def test_verify_names_tampering_and_export_merges_a_customers_trail(
     del copy[0][-2:]
     await publish_plain(tampered_settings, copy)
     out = io.StringIO()
-    code = await verify_audit(tampered_settings, True, heads_topic(settings), out, err)
+    code = await verify_audit(tampered_settings, their_heads, out, err)
     text = out.getvalue()
     assert code == BROKEN, text
     assert "chain 1: BROKEN at offset 4 (seq 5): hash mismatch: the record was edited" in text
@@ -142,7 +155,7 @@ async def test_verify_names_tampering_and_export_merges_a_customers_trail(
     assert "3 of 3 chains broken" in text
 
     out = io.StringIO()
-    assert await verify_audit(tampered_settings, False, out=out, err=err) == BROKEN
+    assert await verify_audit(tampered_settings, out=out, err=err) == BROKEN
     assert "chain 0: 10 records, intact" in out.getvalue(), "without heads a cut tail is unseen"
 
     exported, err = io.BytesIO(), io.StringIO()
@@ -177,3 +190,58 @@ async def test_an_empty_value_in_the_audit_topic_is_named(settings: Settings) ->
         out.getvalue()
     )
     assert "chain 1: 0 records, intact" in out.getvalue()
+
+
+async def test_a_partition_retention_trimmed_is_verified_only_when_declared(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await create(settings, settings.topic(AUDIT))
+    values, _ = chains()
+    await publish_plain(settings, {0: list(values[0][:6])})
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(settings.topic(AUDIT), 0): RecordsToDelete(3)})
+    finally:
+        await admin.close()
+
+    out, err = io.StringIO(), io.StringIO()
+    assert await verify_audit(settings, out=out, err=err) == BROKEN
+    assert "chain 0: BROKEN at offset 3 (seq 4): seq gap: expected seq 1" in out.getvalue()
+    assert "partition 0 starts at offset 3" in err.getvalue()
+    assert "--trimmed-ok verifies from the first record kept" in err.getvalue()
+
+    out = io.StringIO()
+    assert await verify_audit(settings, AuditCheck(trimmed_ok=True), out, err) == INTACT
+    assert "chain 0: 3 records, intact from seq 4 (offsets below 3 are gone)" in out.getvalue()
+
+    # The same through the command line, as an operator runs it.
+    options = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
+    options += ["--app-id", settings.app_id]
+    code, stdout, stderr = await warroom("audit", "verify", *options, "--heads", "--trimmed-ok")
+    assert code == INTACT, stderr
+    assert "chain 0: 3 records, intact from seq 4" in stdout
+    assert f"no heads topic {heads_topic(settings)}" in stderr
+    output = tmp_path / "c3.jsonl"
+    code, _, stderr = await warroom(
+        "audit", "export", *options, "--trimmed-ok", "--customer", "c3", "--output", str(output)
+    )
+    assert code == INTACT, stderr
+    assert output.read_bytes().splitlines() == [values[0][3]], "c3's record kept on chain 0"
+    code, _, stderr = await warroom("audit", "verify", "--bootstrap", settings.bootstrap_servers)
+    assert code == UNUSABLE
+    assert "expected the audit topic audit, found no topic of that name" in stderr
+
+
+async def warroom(*argv: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streams.cli",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

@@ -410,3 +410,39 @@ def test_any_chain_of_json_entries_verifies_and_any_single_deletion_is_found(
     found = report.chains[3].first_break
     assert found is not None
     assert found.seq == gone + 2 if gone < len(records) - 1 else found.seq == gone + 1
+
+
+# --- partitions whose oldest records retention removed ----------------------------------
+
+
+def test_a_trimmed_partition_breaks_at_its_first_record_unless_declared_trimmed() -> None:
+    records, head = build(0, 10)
+    kept = records[4:]
+    report = verify(kept)
+    assert only_break(report) == (BreakKind.DELETED, 4, 5)
+    assert "expected seq 1 at the start of the chain, found seq 5" in str(report)
+
+    trimmed = verify(kept, {0: head}, trimmed={0: 4})
+    assert trimmed.ok, str(trimmed)
+    result = trimmed.chains[0]
+    assert (result.records, result.head, result.first_seq) == (6, head, 5)
+    assert "chain 0: 6 records, intact from seq 5 (offsets below 4 are gone)" in str(trimmed)
+
+
+def test_a_declared_trimmed_partition_is_still_checked_from_its_first_record_on() -> None:
+    records, _ = build(0, 10)
+    kept = records[4:]
+    kept[0] = (0, 4, encode(body(kept[0][2]) | {"event": "forged"}))
+    assert only_break(verify(kept, trimmed={0: 4})) == (BreakKind.EDITED, 4, 5)
+    kept = records[4:]
+    del kept[3]
+    assert only_break(verify(renumber(kept), trimmed={0: 0})) == (BreakKind.DELETED, 3, 9)
+
+
+def test_a_partition_retention_emptied_passes_when_declared_trimmed() -> None:
+    _, head = build(0, 10)
+    assert only_break(verify([], {0: head})) == (BreakKind.TRUNCATED, None, 1)
+    gone = verify([], {0: head}, trimmed={0: 10})
+    assert gone.ok
+    assert "chain 0: 0 records (offsets below 10 are gone), intact" in str(gone)
+    assert "the stored head seq 10 cannot be checked" in str(gone)
