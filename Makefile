@@ -7,7 +7,7 @@ BROKER := $(PY) deploy/kafka/broker.py
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean bench-state
+.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean bench-state compliance-eval
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench-chat: venv kafka ## chat intake: 50 HTTP clients for 60 s, no 5xx, every a
 
 bench-state: venv kafka ## state bytes per customer and restart recovery, memory vs RocksDB store (100k, 1M customers)
 	$(BROKER) run -- $(PY) bench/state_store.py $(BENCH_ARGS)
+
+compliance-eval: venv ## precision and recall of the compliance gate on the labelled set (tests/data/compliance)
+	$(PY) bench/compliance_eval.py --labelled tests/data/compliance/labelled.jsonl $(BENCH_ARGS)
 
 clean: ## remove the venv and caches (keeps downloaded broker jars)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
