@@ -19,10 +19,14 @@ customer). A poll's offsets are committed only after every one of its commands w
 answered and its feedback written.
 
 Delivery is at least once, made effectively once in two layers. The sink remembers
-the commands the CRM accepted (a bounded recently-sent set) and, when it is given
-partitions at start or after a rebalance, refills that memory from the recent
-feedback of those partitions: a command whose feedback is on the topic is not
-posted again even though its offset was never committed. What remains is the
+the commands the CRM accepted (a bounded recently-sent set); it fills that memory
+from the recent feedback of every partition when it starts (before it serves the
+callback, so a report that names only an intervention id is understood right after a
+restart) and again from the partitions it is given at each rebalance: a command
+whose feedback is on the topic is not posted again even though its offset was never
+committed. The callback needs ``customer_id`` and ``rule_id`` only for interventions
+this memory does not hold (older ones, or ones another replica sent since this one
+started). What remains is the
 window between the CRM's 2xx and the feedback record reaching Kafka (a crash there,
 or Kafka refusing the feedback): the command is posted again, with the same
 ``Idempotency-Key``, and the CRM answers it from its record of that key instead of
@@ -269,10 +273,11 @@ class FeedbackHistory:
         self._sent = sent
         self._per_partition = per_partition
 
-    async def warm(self, partitions: Iterable[int]) -> int:
-        """Read the last ``per_partition`` records of each partition; how many were read."""
-        numbers = sorted(set(partitions))
-        if not numbers:
+    async def warm(self, partitions: Iterable[int] | None = None) -> int:
+        """Read the last ``per_partition`` records of each partition (all of the topic's
+        when None); how many were read."""
+        numbers = None if partitions is None else sorted(set(partitions))
+        if numbers == []:
             return 0
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap_servers,
@@ -286,7 +291,11 @@ class FeedbackHistory:
             if existing is None:
                 await consumer._client.force_metadata_update()
                 existing = consumer.partitions_for_topic(self._topic) or set()
-            wanted = [TopicPartition(self._topic, n) for n in numbers if n in existing]
+            wanted = [
+                TopicPartition(self._topic, n)
+                for n in sorted(existing)
+                if numbers is None or n in numbers
+            ]
             if not wanted:
                 return 0
             consumer.assign(wanted)
@@ -803,6 +812,10 @@ async def run_sink(
     )
     dead_letters = KafkaDeadLetterSink(settings.bootstrap_servers, settings.dlq_topic)
     runner: web.AppRunner | None = None
+    # Before the callback is served: a CRM that reports right after a restart names
+    # interventions sent before it.
+    read = await history.warm()
+    log.info("recently-sent memory filled from %d feedback record(s)", read)
     async with contextlib.AsyncExitStack() as stack:
         await feedback.start()
         stack.push_async_callback(feedback.stop)
