@@ -4,6 +4,7 @@ WarroomError
 └── EngineError
     ├── InvalidBundle         a bundle cannot be compiled as written (engine.bundle)
     ├── EvaluationError       a rule or journey raised while a touchpoint was evaluated
+    ├── InvalidAuditEntry     an entry cannot be appended to an audit chain (engine.audit)
     └── StateFormatError      a stored customer state cannot be read (engine.memories)
 """
 
