@@ -92,8 +92,8 @@ DEFAULT_PERSONAL_DOMAINS = (
 
 DEFAULT_TICKET_PATTERNS = (
     r"\[#(\d{3,12})\]",
-    r"(?i)\bticket\s*(?:no\.?|number|#)?\s*[:：]?\s*#?(\d{3,12})\b",  # noqa: RUF001
-    r"(?:工单|工單)(?:号|號|编号)?\s*[:：#]?\s*(\d{3,12})",  # noqa: RUF001
+    r"(?i)\bticket\s*(?:no\.?|number|#)?\s*[:：]?\s*#?(\d{3,12})\b",
+    r"(?:工单|工單)(?:号|號|编号)?\s*[:：#]?\s*(\d{3,12})",
 )
 DEFAULT_QUOTE_PATTERNS = (r"\b(Q-\d{4}-\d{3,6})\b",)
 
@@ -190,7 +190,7 @@ class EmailSettings(BaseModel):
         words = sorted((*self.reply_prefixes, *self.forward_prefixes), key=len, reverse=True)
         alternatives = "|".join(re.escape(w) for w in words)
         self._prefix = re.compile(
-            rf"^\s*({alternatives})\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:：]\s*",  # noqa: RUF001
+            rf"^\s*({alternatives})\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:：]\s*",
             re.IGNORECASE,
         )
         self._tag = re.compile(r"^\s*[\[【]([^\]】]{1,40})[\]】]\s*")
@@ -675,7 +675,7 @@ def _filename(part: Message, ratio: float) -> str | None:
 _QUOTE_HEAD = re.compile(
     r"^(?:-{2,}\s*(?:Original Message|原始邮件|原始郵件)\s*-{2,}"
     r"|On .{1,200} wrote:"
-    r"|在 .{1,200}(?:写道|寫道)[:：]"  # noqa: RUF001
+    r"|在 .{1,200}(?:写道|寫道)[:：]"
     r"|From: .+ Sent: .+)\s*$",
     re.IGNORECASE,
 )

@@ -1,10 +1,12 @@
-# ruff: noqa: RUF001
 """The email connector on real message files: charsets, subjects, threads, direction,
 attachments, mbox splitting, dead letters and stable event ids."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +31,20 @@ from connectors.email import (
     to_touchpoints,
 )
 from connectors.email_service import EmailPublisher, Positioned, publish_files, read_file
-from connectors.publisher import MemoryTouchpointSink, UnpublishableTouchpoints
+from connectors.imap import (
+    Cursor,
+    Fetched,
+    ImapSettings,
+    ImapState,
+    _meta,
+    encode_mailbox_name,
+    read_new,
+)
+from connectors.publisher import (
+    MemoryTouchpointSink,
+    PublishUnavailable,
+    UnpublishableTouchpoints,
+)
 from connectors.rejects import MemoryDeadLetterSink
 from schemas.models import Direction, TouchpointEvent
 
@@ -525,3 +540,203 @@ def test_an_eml_file_larger_than_the_limit_is_one_too_large_message(tmp_path: Pa
     assert [(r.reason, r.detail) for r in converted.rejections] == [
         (Reason.TOO_LARGE, f"expected at most 2048 bytes, found {path.stat().st_size}")
     ]
+
+
+# ------------------------------------------------------------------------- IMAP
+
+
+class FakeMailboxes:
+    """An in-memory IMAP server: mailboxes of (UIDVALIDITY, {uid: message})."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, tuple[int, dict[int, bytes]]] = {}
+        self.connections = 0
+        self.closed = 0
+        self.fetches: list[list[int]] = []
+
+    def append(self, mailbox: str, data: bytes) -> int:
+        _, messages = self.boxes.setdefault(mailbox, (1000 + len(self.boxes), {}))
+        uid = max(messages, default=0) + 1
+        messages[uid] = data
+        return uid
+
+    def recreate(self, mailbox: str) -> None:
+        validity, messages = self.boxes[mailbox]
+        self.boxes[mailbox] = (validity + 1, dict(enumerate(messages.values(), start=1)))
+
+    def connect(self) -> FakeClient:
+        self.connections += 1
+        return FakeClient(self)
+
+
+class FakeClient:
+    def __init__(self, server: FakeMailboxes) -> None:
+        self.server = server
+        self.selected = ""
+
+    def select(self, mailbox: str) -> int:
+        self.selected = mailbox
+        self.server.boxes.setdefault(mailbox, (2000, {}))
+        return self.server.boxes[mailbox][0]
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        return sorted(u for u in self.server.boxes[self.selected][1] if u > last_uid)
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> list[Fetched]:
+        self.server.fetches.append(list(uids))
+        messages = self.server.boxes[self.selected][1]
+        return [
+            Fetched(
+                u,
+                messages[u][:max_bytes],
+                RECEIVED,
+                len(messages[u]),
+                len(messages[u]) <= max_bytes,
+            )
+            for u in uids
+            if u in messages
+        ]
+
+    def close(self) -> None:
+        self.server.closed += 1
+
+
+def imap_settings(tmp_path: Path, **changes: object) -> ImapSettings:
+    fields: dict[str, object] = {
+        "host": "imap.example",
+        "username": "sales",
+        "password": "secret",
+        "mailboxes": ("INBOX", "已发送"),
+        "state_file": tmp_path / "imap-state.json",
+        "fetch_batch": 2,
+    }
+    fields.update(changes)
+    return ImapSettings(**fields)  # type: ignore[arg-type]
+
+
+def thread_messages() -> list[bytes]:
+    return [item.data for item in mbox_items(raw("thread.mbox"))]
+
+
+async def imap_run(
+    settings: ImapSettings, server: FakeMailboxes, stop: asyncio.Event | None = None
+) -> tuple[list[str], MemoryDeadLetterSink, Counter[str]]:
+    sink, letters = MemoryTouchpointSink(), MemoryDeadLetterSink()
+    publisher = EmailPublisher(SETTINGS, sink, letters, clock=lambda: RECEIVED)
+    state = ImapState.load(settings.state_file)
+    counts = await read_new(settings, server.connect, publisher, state, stop)
+    return [e.event_id for batch in sink.published for e in batch], letters, counts
+
+
+async def test_imap_resumes_after_the_last_published_uid_per_mailbox(tmp_path: Path) -> None:
+    server = FakeMailboxes()
+    first, second, third, fourth, fifth = thread_messages()
+    for data in (first, second, third):
+        server.append("INBOX", data)
+    server.append("已发送", fifth)
+    settings = imap_settings(tmp_path)
+    ids, _, _ = await imap_run(settings, server)
+    assert len(ids) == 4 and server.fetches == [[1, 2], [3], [1]]
+    saved = json.loads(settings.state_file.read_text())
+    assert saved["mailboxes"] == {
+        "sales@imap.example:993/INBOX": {"uidvalidity": 1000, "last_uid": 3},
+        "sales@imap.example:993/已发送": {"uidvalidity": 1001, "last_uid": 1},
+    }
+    again, _, counts = await imap_run(settings, server)
+    assert again == [] and counts["read"] == 0  # nothing new: nothing repeated
+    server.append("INBOX", fourth)  # the sender-less message: a dead letter, not a gap
+    server.append("INBOX", first.replace(b"<t1@", b"<t9@"))
+    more, letters, counts = await imap_run(settings, server)
+    assert len(more) == 1 and counts["missing_sender"] == 1
+    [letter] = letters.letters
+    assert (letter.source_topic, letter.offset) == ("imap:imap.example/INBOX", 4)
+    assert letter.detail.startswith("uid 4: From: expected a mail address")
+    assert server.connections == server.closed == 3
+
+
+async def test_a_new_uidvalidity_reads_the_mailbox_again_with_the_same_event_ids(
+    tmp_path: Path,
+) -> None:
+    server = FakeMailboxes()
+    for data in thread_messages()[:3]:
+        server.append("INBOX", data)
+    settings = imap_settings(tmp_path, mailboxes=("INBOX",))
+    first, _, _ = await imap_run(settings, server)
+    server.recreate("INBOX")
+    again, _, counts = await imap_run(settings, server)
+    assert again == first and counts["uidvalidity_changed"] == 1
+    state = ImapState.load(settings.state_file)
+    assert state.cursors["sales@imap.example:993/INBOX"] == Cursor(1001, 3)
+
+
+async def test_a_stop_ends_reading_after_a_saved_batch_and_the_rest_follows_later(
+    tmp_path: Path,
+) -> None:
+    server = FakeMailboxes()
+    for data in thread_messages():
+        server.append("INBOX", data)
+    settings = imap_settings(tmp_path, mailboxes=("INBOX",))
+    stop = asyncio.Event()
+    stop.set()
+    first, _, _ = await imap_run(settings, server, stop)
+    assert ImapState.load(settings.state_file).cursors[settings.key("INBOX")].last_uid == 2
+    rest, _, _ = await imap_run(settings, server)
+    assert len(first) == 2 and len(rest) == 2 and not set(first) & set(rest)
+
+
+async def test_a_failed_publish_leaves_the_state_where_it_was(tmp_path: Path) -> None:
+    class Unavailable(MemoryTouchpointSink):
+        async def publish(self, events: Sequence[TouchpointEvent]) -> None:
+            raise PublishUnavailable("not published: broker down; retry")
+
+    server = FakeMailboxes()
+    for data in thread_messages()[:3]:
+        server.append("INBOX", data)
+    settings = imap_settings(tmp_path, mailboxes=("INBOX",), fetch_batch=10)
+    publisher = EmailPublisher(SETTINGS, Unavailable(), MemoryDeadLetterSink())
+    with pytest.raises(PublishUnavailable):
+        await read_new(settings, server.connect, publisher, ImapState(settings.state_file))
+    assert not settings.state_file.exists() and server.closed == 1
+
+
+async def test_a_message_over_the_size_limit_is_fetched_as_its_head_and_rejected(
+    tmp_path: Path,
+) -> None:
+    server = FakeMailboxes()
+    server.append("INBOX", raw("multipart_attachments.eml"))
+    sink, letters = MemoryTouchpointSink(), MemoryDeadLetterSink()
+    publisher = EmailPublisher(EmailSettings(max_message_bytes=1024), sink, letters)
+    settings = imap_settings(tmp_path, mailboxes=("INBOX",))
+    await read_new(settings, server.connect, publisher, ImapState(settings.state_file))
+    [letter] = letters.letters
+    assert letter.reason == "too_large" and len(letter.raw_value) == 1024
+    assert (
+        letter.detail
+        == f"uid 1: expected at most 1024 bytes, found {len(raw('multipart_attachments.eml'))}"
+    )
+
+
+def test_a_damaged_state_file_is_refused_saying_what_was_expected(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "mailboxes": {"k": {"uidvalidity": "x"}}}')
+    with pytest.raises(ValueError, match="expected an IMAP state file"):
+        ImapState.load(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "encoded"),
+    [
+        ("INBOX", '"INBOX"'),
+        ("已发送", '"&XfJT0ZAB-"'),
+        ("Entwürfe", '"Entw&APw-rfe"'),
+        ('A&B "x"', '"A&-B \\"x\\""'),
+        ("~peter/mail/台北/日本語", '"~peter/mail/&U,BTFw-/&ZeVnLIqe-"'),
+    ],
+)
+def test_mailbox_names_are_modified_utf7_and_quoted(name: str, encoded: str) -> None:
+    assert encode_mailbox_name(name) == encoded
+
+
+def test_fetch_metadata_is_read_from_the_server_answer() -> None:
+    line = b'12 (UID 4711 RFC822.SIZE 2048 INTERNALDATE "02-Dec-2026 13:09:51 +0800")'
+    assert _meta(line) == (4711, 2048, datetime(2026, 12, 2, 5, 9, 51, tzinfo=UTC))
