@@ -842,3 +842,28 @@ async def follow(
         await consumer.stop()
         await dead_letters.stop()
         await sink.stop()
+
+
+async def serve(settings: ChangeReaderSettings, mapping: CrmMapping) -> ReaderStats:
+    """:func:`follow` until SIGINT or SIGTERM, then finish the poll in hand and report."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    print(
+        f"crm changes: reading {', '.join(settings.topics)} as group {settings.group_id}",
+        flush=True,
+    )
+    stats = await follow(settings, mapping, stop)
+    print(
+        f"crm changes: {stats.records} record(s), {stats.touchpoints} touchpoint(s), "
+        f"skipped {dict(stats.skipped)}, dead letters {dict(stats.dead_letters)}",
+        flush=True,
+    )
+    return stats
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)

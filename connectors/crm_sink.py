@@ -855,3 +855,28 @@ async def run_sink(
             on_ready()
         await sink.run(stop)
     return sink.stats
+
+
+async def serve(settings: CrmSinkSettings, callback: tuple[str, int] | None) -> SinkStats:
+    """:func:`run_sink` until SIGINT or SIGTERM, then finish the poll in hand and report."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    where = ""
+    if callback is not None:
+        where = f"; feedback callback on http://{callback[0]}:{callback[1]}/v1/crm/feedback"
+    print(
+        f"crm sink: {settings.interventions_topic} -> {settings.webhook_url} as group "
+        f"{settings.group_id}{where}",
+        flush=True,
+    )
+    stats = await run_sink(settings, stop, callback)
+    print(
+        f"crm sink: delivered {dict(stats.delivered)}, not posted again "
+        f"{stats.already_sent}, dead letters {dict(stats.dead_letters)}",
+        flush=True,
+    )
+    return stats

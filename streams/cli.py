@@ -60,6 +60,24 @@ def _parser() -> argparse.ArgumentParser:
         )
     send.set_defaults(run=_chat_send)
 
+    crm = commands.add_parser("crm", help="CRM changes in (Debezium), interventions out (webhook)")
+    crm_commands = crm.add_subparsers(metavar="ACTION", required=True)
+    changes = crm_commands.add_parser("changes", help="read Debezium topics into touchpoints")
+    changes.add_argument("--mapping", type=Path, required=True, help="YAML: tables and columns")
+    changes.add_argument("--topic", dest="topics", action="append", required=True)
+    changes.add_argument("--group", default=None, help="default: APP_ID-crm-changes")
+    changes.add_argument("--instance-id", default=None)
+    changes.set_defaults(run=_crm_changes)
+    crm_sink = crm_commands.add_parser("sink", help="post interventions to a CRM webhook")
+    crm_sink.add_argument("--url", required=True, help="the CRM's webhook")
+    crm_sink.add_argument("--group", default=None, help="default: APP_ID-crm-sink")
+    crm_sink.add_argument("--callback", default="127.0.0.1:8081", help="HOST:PORT, '' for none")
+    crm_sink.add_argument("--token-file", type=Path, default=None, help="bearer token for the CRM")
+    crm_sink.add_argument("--callback-token-file", type=Path, default=None)
+    crm_sink.add_argument("--max-in-flight", type=int, default=8)
+    crm_sink.add_argument("--max-attempts", type=int, default=None, help="default: no limit")
+    crm_sink.set_defaults(run=_crm_sink)
+
     rules = commands.add_parser("rules", help="check and publish rule bundles")
     rules_commands = rules.add_subparsers(metavar="ACTION", required=True)
     validate = rules_commands.add_parser("validate", help="compile bundles, report every problem")
@@ -189,6 +207,52 @@ def _chat_send(args: argparse.Namespace) -> int:
         return 2
     count = asyncio.run(publish_file(_intake_settings(args, "chat-file"), messages))
     print(f"published {count} touchpoint(s)")
+    return 0
+
+
+def _crm_changes(args: argparse.Namespace) -> int:
+    from connectors.crm_changes import ChangeReaderSettings, InvalidMapping, read_mapping, serve
+    from schemas.topics import DLQ
+
+    try:
+        mapping = read_mapping(args.mapping)
+    except InvalidMapping as invalid:
+        print("\n".join(invalid.problems), file=sys.stderr)
+        return 2
+    settings = Settings()
+    reader = ChangeReaderSettings(
+        intake=_intake_settings(args, "crm-changes"),
+        topics=tuple(args.topics),
+        group_id=args.group or f"{settings.app_id}-crm-changes",
+        dlq_topic=settings.topic(DLQ),
+    )
+    asyncio.run(serve(reader, mapping))
+    return 0
+
+
+def _crm_sink(args: argparse.Namespace) -> int:
+    from connectors.crm_sink import CrmSinkSettings, serve
+    from schemas.topics import DLQ, FEEDBACK, INTERVENTIONS
+
+    def token(path: Path | None) -> str | None:
+        return None if path is None else path.read_text(encoding="utf-8").strip()
+
+    settings = Settings()
+    host, _, port = args.callback.rpartition(":")
+    sink = CrmSinkSettings(
+        bootstrap_servers=settings.bootstrap_servers,
+        interventions_topic=settings.topic(INTERVENTIONS),
+        feedback_topic=settings.topic(FEEDBACK),
+        dlq_topic=settings.topic(DLQ),
+        partitions=settings.partitions,
+        group_id=args.group or f"{settings.app_id}-crm-sink",
+        webhook_url=args.url,
+        webhook_token=token(args.token_file),
+        callback_token=token(args.callback_token_file),
+        max_in_flight=args.max_in_flight,
+        max_attempts=args.max_attempts,
+    )
+    asyncio.run(serve(sink, (host, int(port)) if args.callback else None))
     return 0
 
 
