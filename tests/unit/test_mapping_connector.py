@@ -5,11 +5,13 @@ service-opportunity rule pack fed by them."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from connectors.mapping import (
     MISSING,
@@ -20,6 +22,9 @@ from connectors.mapping import (
     load_mapping,
     parse_path,
 )
+from connectors.mapping_service import TopicFollower
+from connectors.publisher import MemoryTouchpointSink, PublishUnavailable
+from connectors.rejects import MemoryDeadLetterSink
 from engine.bundle import load_bundle
 from engine.reducer import apply
 from engine.state import CustomerState
@@ -618,3 +623,129 @@ def test_spare_part_spend_over_90_days_becomes_a_replacement_task() -> None:
     [task] = run_pack(events)
     assert task.rule_id == "service.spare-parts-spend"
     assert task.customer_id == "acct-huadong-cold" and task.rep_id == "rep-li"
+
+
+# --- following a Kafka topic (with in-memory twins) ----------------------------------------
+
+
+@dataclass
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeConsumer:
+    """Partitions of records; getmany hands out what is past each position."""
+
+    def __init__(self, partitions: dict[int, list[bytes | None]], topic: str = "alarms") -> None:
+        self.records = {
+            TopicPartition(topic, p): [
+                FakeRecord(topic, p, offset, f"k{offset}".encode(), value)
+                for offset, value in enumerate(values)
+            ]
+            for p, values in partitions.items()
+        }
+        self.position = dict.fromkeys(self.records, 0)
+        self.committed: dict[TopicPartition, int] = {}
+
+    async def getmany(self, *partitions: Any, timeout_ms: int = 0, max_records: Any = None):
+        batch = {}
+        for tp, records in self.records.items():
+            part = records[self.position[tp] : self.position[tp] + (max_records or 10**6)]
+            if part:
+                batch[tp] = part
+                self.position[tp] += len(part)
+        return batch
+
+    async def commit(self, offsets: Any = None) -> None:
+        self.committed.update(offsets)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.position[partition] = offset
+
+
+class FailingOnceSink(MemoryTouchpointSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def publish(self, events: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise PublishUnavailable("not published: broker away; retry")
+        await super().publish(events)
+
+
+def follower(consumer: FakeConsumer, sink: MemoryTouchpointSink) -> tuple[Any, Any]:
+    letters = MemoryDeadLetterSink()
+    follow = TopicFollower(
+        shipped("equipment-alarm"), consumer, sink, letters, clock=lambda: RECEIVED
+    )
+    return follow, letters
+
+
+async def test_a_topic_batch_publishes_dead_letters_with_positions_then_commits() -> None:
+    lines: list[bytes | None] = list(jsonl("equipment-alarms.jsonl"))
+    consumer = FakeConsumer({0: lines[:4], 3: [*lines[4:], None]})
+    sink = MemoryTouchpointSink()
+    follow, letters = follower(consumer, sink)
+    assert await follow.step() == 9
+    assert [e.event_id for batch in sink.published for e in batch] == [
+        "alarm:CH-3-0091:a-1001",
+        "alarm:CH-3-0091:a-1002",
+        "alarm:CH-3-0091:a-1003",
+        "alarm:GW-17:a-1004",
+    ]
+    assert [(d.source_topic, d.partition, d.offset, d.reason) for d in letters.letters] == [
+        ("alarms", 3, 2, "unmappable"),
+        ("alarms", 3, 3, "not_json"),
+    ]
+    assert letters.letters[0].detail == (
+        "mapping equipment-alarm: record 0: occurred_at: $.raisedAt: expected epoch_millis as "
+        "a number, found text of 9 character(s)"
+    )
+    assert letters.letters[0].raw_value == lines[6] and letters.letters[0].raw_key == b"k2"
+    assert consumer.committed == {TopicPartition("alarms", 0): 4, TopicPartition("alarms", 3): 5}
+    assert (follow.stats.touchpoints, follow.stats.skipped) == (4, 3)  # 2 filtered, 1 empty
+    assert await follow.step() == 0
+
+
+async def test_a_batch_kafka_did_not_take_is_read_again_and_committed_once_published() -> None:
+    lines = jsonl("equipment-alarms.jsonl")
+    consumer = FakeConsumer({0: lines[:2]})
+    sink = FailingOnceSink()
+    follow, _ = follower(consumer, sink)
+    follow._pause = 0.0
+    assert await follow.step() == 0
+    assert consumer.committed == {} and sink.published == []
+    assert await follow.step() == 2
+    assert consumer.committed == {TopicPartition("alarms", 0): 2}
+    assert [len(batch) for batch in sink.published] == [2]
+    assert follow.stats.retries == 1
+
+
+async def test_a_message_whose_touchpoint_cannot_encode_is_dead_lettered_alone() -> None:
+    good = jsonl("equipment-alarms.jsonl")[0]
+    huge = json.loads(good)
+    huge["alarmId"] = "a-huge"
+    huge["site"]["name"] = "x" * 1_000_000  # over Kafka's record limit once encoded
+    consumer = FakeConsumer({0: [good, json.dumps(huge).encode()]})
+    sink = MemoryTouchpointSink()
+    follow, letters = follower(consumer, sink)
+    assert await follow.step() == 2
+    assert [e.event_id for batch in sink.published for e in batch] == ["alarm:CH-3-0091:a-1001"]
+    [letter] = letters.letters
+    assert (letter.offset, letter.reason) == (1, "unpublishable")
+    assert consumer.committed == {TopicPartition("alarms", 0): 2}
+
+
+async def test_reading_the_topic_again_makes_the_same_event_ids() -> None:
+    lines = jsonl("equipment-alarms.jsonl")
+    first, again = MemoryTouchpointSink(), MemoryTouchpointSink()
+    await follower(FakeConsumer({0: lines}), first)[0].step()
+    await follower(FakeConsumer({0: lines}), again)[0].step()
+    ids = [[e.event_id for e in batch] for batch in first.published]
+    assert ids == [[e.event_id for e in batch] for batch in again.published] and ids[0]

@@ -1,0 +1,318 @@
+"""Running the mapping connector against Kafka: following a topic, serving webhooks.
+
+``follow`` reads an existing Kafka topic of JSON messages in a consumer group, maps each
+message with a mapping, publishes the touchpoints (one transaction per batch), sends
+every message that does not map to the ``dlq`` topic with its topic, partition and
+offset, and only then commits the batch's offsets. A batch whose touchpoints or dead
+letters Kafka did not take is read again from its first offset after a pause, so
+nothing is skipped; what was published before a failure is published again with the
+same event ids, which the worker drops as repeats. One batch (at most
+``max_records`` messages) is held in memory at a time; stopping finishes the batch in
+hand, commits it, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.models import DeadLetter, TouchpointEvent
+
+from .mapping import MappedBody, Mapping, RecordRejected, describe, load_mapping
+from .publisher import (
+    KafkaTouchpointSink,
+    PublishError,
+    PublishUnavailable,
+    TouchpointSink,
+    UnpublishableTouchpoints,
+)
+from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
+from .settings import IntakeSettings
+
+log = logging.getLogger(__name__)
+
+PUBLISH_CHUNK = 5_000
+"""Touchpoints per publish call (one transaction each)."""
+RETRY_PAUSE_SECONDS = 1.0
+MAX_RETRY_PAUSE_SECONDS = 30.0
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reason:
+    NOT_JSON = "not_json"
+    UNMAPPABLE = "unmappable"
+    UNPUBLISHABLE = "unpublishable"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowSettings:
+    """Plain values :func:`follow` needs, handed over by whoever starts it."""
+
+    intake: IntakeSettings
+    topic: str
+    """The existing topic of JSON messages to read."""
+    group_id: str
+    dlq_topic: str
+    max_records: int = 500
+    from_beginning: bool = True
+    """Where a group with no committed offsets starts."""
+
+
+@dataclass
+class FollowStats:
+    messages: int = 0
+    touchpoints: int = 0
+    skipped: int = 0
+    """Records the mapping's filter left out, and empty messages (tombstones)."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    retries: int = 0
+
+
+class Consumer(Protocol):
+    """The part of AIOKafkaConsumer the follower uses."""
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]: ...
+
+    async def commit(self, offsets: Any = None) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+
+class TopicFollower:
+    """Maps batches of a topic into touchpoints and dead letters, then commits."""
+
+    def __init__(
+        self,
+        mapping: Mapping,
+        consumer: Consumer,
+        sink: TouchpointSink,
+        dead_letters: DeadLetterSink,
+        max_records: int = 500,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.mapping = mapping
+        self.stats = FollowStats()
+        self._consumer = consumer
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._max_records = max_records
+        self._clock = clock
+        self._pause = RETRY_PAUSE_SECONDS
+        self._refused: set[str] = set()
+
+    async def step(self, timeout_ms: int = 1000) -> int:
+        """Read, map, publish, dead-letter and commit one batch; the messages handled
+        (0 when none arrived, or when the batch must be read again)."""
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
+        records = [record for part in batch.values() for record in part]
+        if not records:
+            return 0
+        try:
+            await self._handle(records)
+        except PublishError as exc:
+            self.stats.retries += 1
+            log.warning(
+                "batch of %d message(s) not taken (%s); reading it again", len(records), exc
+            )
+            for tp, part in batch.items():
+                self._consumer.seek(tp, part[0].offset)
+            await asyncio.sleep(self._pause)
+            self._pause = min(2 * self._pause, MAX_RETRY_PAUSE_SECONDS)
+            return 0
+        await self._consumer.commit({tp: part[-1].offset + 1 for tp, part in batch.items()})
+        self._pause = RETRY_PAUSE_SECONDS
+        self.stats.batches += 1
+        self.stats.messages += len(records)
+        return len(records)
+
+    async def _handle(self, records: list[Any]) -> None:
+        received_at = self._clock()
+        self._refused.clear()
+        owners: dict[str, Any] = {}
+        events: list[TouchpointEvent] = []
+        letters: list[DeadLetter] = []
+        skipped = 0
+        for record in records:
+            outcome = self._map(record, received_at)
+            if isinstance(outcome, MappedBody):
+                events.extend(outcome.events)
+                owners.update((event.event_id, record) for event in outcome.events)
+                skipped += outcome.skipped
+            elif outcome is not None:
+                letters.append(outcome)
+            else:
+                skipped += 1
+        for start in range(0, len(events), PUBLISH_CHUNK):
+            letters += await self._publish(events[start : start + PUBLISH_CHUNK], owners)
+        for letter in letters:
+            try:
+                await self._dead_letters.send(letter)
+            except Exception as exc:  # Kafka did not take it: read the batch again
+                raise PublishUnavailable(f"dead letter not sent: {exc!r}") from exc
+        self.stats.touchpoints += len(events) - len(self._refused)
+        self.stats.skipped += skipped
+        for letter in letters:
+            self.stats.dead_letters[letter.reason] += 1
+
+    async def _publish(
+        self, events: list[TouchpointEvent], owners: dict[str, Any]
+    ) -> list[DeadLetter]:
+        """Publish; a message whose touchpoints can never be published becomes a dead
+        letter and the others are published without it."""
+        letters: list[DeadLetter] = []
+        while events:
+            try:
+                await self._sink.publish(events)
+                return letters
+            except UnpublishableTouchpoints as exc:
+                culprits = {
+                    id(owners[p["event_id"]]) for p in exc.problems if p["event_id"] in owners
+                }
+                if not culprits:
+                    raise
+                bad = {
+                    id(owners[e.event_id]): owners[e.event_id]
+                    for e in events
+                    if id(owners[e.event_id]) in culprits
+                }
+                for record in bad.values():
+                    detail = "; ".join(p["message"] for p in exc.problems)
+                    letters.append(
+                        self._letter(record, Reason.UNPUBLISHABLE, f"does not encode: {detail}")
+                    )
+                dropped = [e for e in events if id(owners[e.event_id]) in culprits]
+                self._refused.update(e.event_id for e in dropped)
+                events = [e for e in events if id(owners[e.event_id]) not in culprits]
+        return letters
+
+    def _map(self, record: Any, received_at: datetime) -> MappedBody | DeadLetter | None:
+        """A MappedBody, a dead letter, or None for an empty message."""
+        if record.value is None:
+            return None
+        try:
+            payload = orjson.loads(record.value)
+        except orjson.JSONDecodeError as exc:
+            return self._letter(record, Reason.NOT_JSON, f"expected a JSON value, found: {exc}")
+        try:
+            return self.mapping.map_body(payload, received_at)
+        except RecordRejected as rejected:
+            detail = "; ".join(describe(p) for p in rejected.problems)
+            return self._letter(record, Reason.UNMAPPABLE, f"mapping {self.mapping.name}: {detail}")
+
+    def _letter(self, record: Any, reason: str, detail: str) -> DeadLetter:
+        # values may carry personal data: the log names the position and reason only
+        log.info(
+            "dead letter %s at %s[%d]@%d", reason, record.topic, record.partition, record.offset
+        )
+        return dead_letter(
+            record.topic,
+            record.offset,
+            reason,
+            detail,
+            record.value or b"",
+            self._clock(),
+            partition=record.partition,
+            key=record.key,
+        )
+
+
+async def follow(settings: FollowSettings, mapping: Mapping, stop: asyncio.Event) -> FollowStats:
+    """Follow the topic until ``stop`` is set; the batch in hand is finished first."""
+    consumer = AIOKafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.intake.bootstrap_servers,
+        group_id=settings.group_id,
+        client_id=settings.intake.instance_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest" if settings.from_beginning else "latest",
+    )
+    sink = KafkaTouchpointSink(settings.intake)
+    dead_letters = KafkaDeadLetterSink(settings.intake.bootstrap_servers, settings.dlq_topic)
+    await sink.start()
+    await dead_letters.start()
+    await consumer.start()
+    follower = TopicFollower(mapping, consumer, sink, dead_letters, settings.max_records)
+    try:
+        while not stop.is_set():
+            await follower.step(timeout_ms=500)
+    finally:
+        await consumer.stop()
+        await dead_letters.stop()
+        await sink.stop()
+    return follower.stats
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, so a running batch finishes before exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(number, stop.set)
+    return stop
+
+
+async def serve_http(
+    settings: IntakeSettings,
+    make_app: Callable[[TouchpointSink], web.Application],
+    host: str,
+    port: int,
+    banner: str,
+) -> None:
+    """Serve an intake app publishing through a Kafka sink until SIGINT or SIGTERM."""
+    stop = stop_on_signals()
+    sink = KafkaTouchpointSink(settings)
+    await sink.start()
+    runner = web.AppRunner(make_app(sink))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    producer = sink.readiness().transactional_id
+    print(f"{banner} on http://{host}:{port} (producer {producer})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await sink.stop()
+
+
+def load_mapping_file(path: str) -> Mapping:
+    """A mapping from a file; InvalidMapping names every problem with its line."""
+    return load_mapping(Path(path).read_text(encoding="utf-8"), path)
+
+
+def source_secret_variable(name: str) -> str:
+    """The environment variable holding a webhook source's secret."""
+    return "WARROOM_WEBHOOK_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def parse_sources(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``NAME=MAPPING.yaml`` pairs, or ValueError saying what was expected."""
+    pairs = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--source: expected NAME=MAPPING.yaml, found {spec!r}")
+        pairs.append((name, path))
+    return pairs
