@@ -5,6 +5,7 @@ service-opportunity rule pack fed by them."""
 from __future__ import annotations
 
 import json
+from collections import abc
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -640,7 +641,9 @@ class FakeRecord:
 class FakeConsumer:
     """Partitions of records; getmany hands out what is past each position."""
 
-    def __init__(self, partitions: dict[int, list[bytes | None]], topic: str = "alarms") -> None:
+    def __init__(
+        self, partitions: abc.Mapping[int, abc.Sequence[bytes | None]], topic: str = "alarms"
+    ) -> None:
         self.records = {
             TopicPartition(topic, p): [
                 FakeRecord(topic, p, offset, f"k{offset}".encode(), value)
