@@ -1,7 +1,5 @@
 """The meetings connector on real transcript files: WebVTT, SRT and JSON utterances."""
 
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 from datetime import UTC, datetime
