@@ -200,6 +200,8 @@ class ChainResult:
                 text += f", the stored head seq {stored.seq} cannot be checked"
             else:
                 text += f", passes the stored head seq {stored.seq}"
+                if self.head.seq > stored.seq:
+                    text += f" and goes {_count(self.head.seq - stored.seq, 'record')} past it"
         if self.unchained:
             text += f", {_count(self.unchained, 'unchained record')} before it"
         return text
@@ -568,6 +570,11 @@ def _resolve(chain: _Chain, following: _Record | str | None) -> None:
         else None
     )
     head = chain.head
+    # At the end of the input the stored head stands in for the record that would follow.
+    stored_is_suspect = following is None and chain.stored == ChainHead(suspect.seq, suspect.hash)
+    continues_from_suspect = stored_is_suspect or (
+        usable is not None and usable.seq == suspect.seq + 1 and usable.prev == suspect.hash
+    )
     if chain.pending is _Pending.GAP:
         missing = head.seq + 1
         if usable is not None and usable.seq == missing and usable.prev == head.hash:
@@ -590,15 +597,19 @@ def _resolve(chain: _Chain, following: _Record | str | None) -> None:
                 f"{_records(count, missing, suspect.seq - 1)} deleted",
             )
         return  # a gap waits for the missing record until the end of the partition
+    later = "the stored head is" if stored_is_suspect else "the next record links to"
+    proof = (
+        "the stored head is that record" if stored_is_suspect else "the record after it links to it"
+    )
     if chain.pending is _Pending.LINK:
-        if usable is not None and usable.seq == suspect.seq + 1 and usable.prev == suspect.hash:
+        if continues_from_suspect:
             if chain.head_offset is None:
                 chain.fail(
                     suspect.offset,
                     suspect.seq,
                     BreakKind.EDITED,
-                    "does not link to the chain's genesis hash, yet the next record links "
-                    "to it: the record was edited and its hash recomputed",
+                    f"does not link to the chain's genesis hash, yet {later} it: the "
+                    "record was edited and its hash recomputed",
                 )
             else:
                 chain.disown_head()
@@ -607,8 +618,9 @@ def _resolve(chain: _Chain, following: _Record | str | None) -> None:
                     head.seq,
                     BreakKind.EDITED,
                     f"the record was edited and its hash recomputed: the next record, "
-                    f"offset {suspect.offset} (seq {suspect.seq}) links to "
-                    f"{_short(suspect.prev)}, not to this record's {_short(head.hash)}",
+                    f"offset {suspect.offset} (seq {suspect.seq}), links to "
+                    f"{_short(suspect.prev)}, not to this record's {_short(head.hash)}, "
+                    f"and {proof}",
                 )
         elif usable is not None and usable.seq == suspect.seq and usable.prev == head.hash:
             chain.fail(
@@ -629,7 +641,7 @@ def _resolve(chain: _Chain, following: _Record | str | None) -> None:
             )
         return
     # _Pending.REPEAT: the suspect has the seq and prev of the head record.
-    if usable is not None and usable.seq == suspect.seq + 1 and usable.prev == suspect.hash:
+    if continues_from_suspect:
         chain.disown_head()
         chain.fail(
             chain.head_offset,

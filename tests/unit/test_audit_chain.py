@@ -169,7 +169,9 @@ def test_a_chain_with_no_records_is_listed_when_asked_for() -> None:
 def test_a_head_the_worker_stored_before_more_records_were_appended_passes() -> None:
     records, _ = build(0, 6)
     stored = ChainHead(4, body(records[3][2])["hash"])
-    assert verify(records, {0: stored}).ok
+    report = verify(records, {0: stored})
+    assert report.ok
+    assert "passes the stored head seq 4 and goes 2 records past it" in str(report)
 
 
 def test_thousands_separators_in_the_summary() -> None:
@@ -195,7 +197,7 @@ def test_an_edited_record_whose_hash_was_recomputed_is_named() -> None:
     records[4] = (0, 4, rehash(body(records[4][2]) | {"customer_id": "someone-else"}))
     report = verify(records)
     assert only_break(report) == (BreakKind.EDITED, 4, 5)
-    assert "offset 5 (seq 6) links to" in str(report)
+    assert "offset 5 (seq 6), links to" in str(report)
     assert report.chains[0].head == ChainHead(4, body(records[3][2])["hash"])
     assert "4 intact records before it" in str(report)
 
@@ -446,3 +448,49 @@ def test_a_partition_retention_emptied_passes_when_declared_trimmed() -> None:
     assert gone.ok
     assert "chain 0: 0 records (offsets below 10 are gone), intact" in str(gone)
     assert "the stored head seq 10 cannot be checked" in str(gone)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=3, max_value=30),
+    st.sampled_from(["edit", "edit_rehashed", "swap", "delete", "copy_back"]),
+    st.data(),
+)
+def test_tampering_anywhere_in_a_chain_is_named_at_its_place(
+    length: int, tampering: str, data: st.DataObject
+) -> None:
+    """With the stored head, every tampering is named at the record it touched, the last
+    one included."""
+    records, head = build(0, length)
+    values = [v for _, _, v in records]
+    last = length - 1
+    highest = last - 1 if tampering == "swap" else last
+    at = data.draw(st.integers(min_value=0, max_value=highest), label="position")
+    expected: tuple[BreakKind, int | None, int | None]
+    if tampering == "edit":
+        values[at] = encode(body(values[at]) | {"customer_id": "forged"})
+        expected = (BreakKind.EDITED, at, at + 1)
+    elif tampering == "edit_rehashed":
+        values[at] = rehash(body(values[at]) | {"customer_id": "forged"})
+        kind = BreakKind.REWRITTEN if at == last else BreakKind.EDITED
+        expected = (kind, at, at + 1)
+    elif tampering == "swap":
+        values[at], values[at + 1] = values[at + 1], values[at]
+        expected = (BreakKind.REORDERED, at, at + 2)
+    elif tampering == "delete":
+        del values[at]
+        expected = (
+            (BreakKind.TRUNCATED, None, length)
+            if at == last
+            else (
+                BreakKind.DELETED,
+                at,
+                at + 2,
+            )
+        )
+    else:
+        source = data.draw(st.integers(min_value=0, max_value=at), label="copied")
+        values.insert(at + 1, values[source])
+        expected = (BreakKind.INSERTED, at + 1, source + 1)
+    report = verify([(0, n, v) for n, v in enumerate(values)], {0: head})
+    assert only_break(report) == expected, str(report)
