@@ -132,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
             "--trimmed-ok", action="store_true", help="verify partitions retention trimmed"
         )
 
+    from connectors.commands import add_file_connector_commands
+
+    add_file_connector_commands(commands, _file_connector_sinks)
+
     demo = commands.add_parser("demo", help="post the built-in demo conversation")
     demo.add_argument("--url", default="http://127.0.0.1:8080")
     demo.set_defaults(run=_demo)
@@ -181,6 +185,12 @@ def _intake_settings(args: argparse.Namespace, role: str) -> IntakeSettings:
         partitions=settings.partitions,
         instance_id=instance,
     )
+
+
+def _file_connector_sinks(args: argparse.Namespace, role: str) -> tuple[IntakeSettings, str]:
+    from schemas.topics import DLQ
+
+    return _intake_settings(args, role), Settings().topic(DLQ)
 
 
 def _chat_serve(args: argparse.Namespace) -> int:
