@@ -37,6 +37,7 @@ CHAIN_FORMAT = "warroom-audit-chain/1"
 RESERVED_KEYS = frozenset({"chain", "seq", "prev", "at", "hash"})
 """Keys :func:`append` writes itself; an entry may not bring them."""
 _HASH_LENGTH = 64
+_HEX = frozenset("0123456789abcdef")
 _SHOWN = 12
 """Hex digits of a hash shown to people."""
 
@@ -416,7 +417,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("seq", "a positive integer"),
     ("prev", "a hex SHA-256 hash"),
     ("hash", "a hex SHA-256 hash"),
-    ("at", "an ISO 8601 time"),
+    ("at", "an ISO 8601 time with a time zone"),
     ("event", "a non-empty string"),
 )
 
@@ -426,11 +427,12 @@ def _field_ok(name: str, value: Any) -> bool:
         low = 0 if name == "chain" else 1
         return isinstance(value, int) and not isinstance(value, bool) and value >= low
     if name in ("prev", "hash"):
-        return (
-            isinstance(value, str)
-            and len(value) == _HASH_LENGTH
-            and all(c in "0123456789abcdef" for c in value)
-        )
+        return isinstance(value, str) and len(value) == _HASH_LENGTH and _HEX.issuperset(value)
+    if name == "at":
+        try:
+            return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+        except ValueError:
+            return False
     return isinstance(value, str) and bool(value)
 
 

@@ -333,6 +333,25 @@ def test_a_chain_record_with_a_missing_or_mistyped_field_is_malformed() -> None:
     assert "field 'seq': expected a positive integer, found 'two'" in str(report)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("at", "yesterday", "field 'at': expected an ISO 8601 time with a time zone"),
+        ("at", "2026-03-01T09:00:00", "field 'at': expected an ISO 8601 time with a time zone"),
+        ("prev", "A" * 64, "field 'prev': expected a hex SHA-256 hash, found 'AAAA"),
+        ("hash", "12ab", "field 'hash': expected a hex SHA-256 hash, found '12ab'"),
+        ("chain", True, "field 'chain': expected a chain number of 0 or more, found True"),
+    ],
+)
+def test_each_chain_field_is_checked_by_type(field: str, value: Any, expected: str) -> None:
+    records, _ = build(0, 4)
+    changed = body(records[2][2]) | {field: value}
+    records[2] = (0, 2, encode(changed) if field == "hash" else rehash(changed))
+    report = verify(records)
+    assert only_break(report) == (BreakKind.MALFORMED, 2, 3)
+    assert expected in str(report)
+
+
 def test_only_the_first_break_of_each_chain_is_named_and_other_chains_stay_intact() -> None:
     zero, _ = build(0, 8)
     one, _ = build(1, 8)
