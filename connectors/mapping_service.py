@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections import Counter
+import sys
+from collections import Counter, abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.models import DeadLetter, TouchpointEvent
 
-from .mapping import MappedBody, Mapping, RecordRejected, describe, load_mapping
+from .mapping import InvalidMapping, MappedBody, Mapping, RecordRejected, describe, load_mapping
 from .publisher import (
     KafkaTouchpointSink,
     PublishError,
@@ -316,3 +317,143 @@ def parse_sources(specs: Sequence[str]) -> list[tuple[str, str]]:
             raise ValueError(f"--source: expected NAME=MAPPING.yaml, found {spec!r}")
         pairs.append((name, path))
     return pairs
+
+
+# --- command-line entry points (``warroom mapping``, ``warroom webhook``) ---------------
+
+
+def check_files(paths: Sequence[str]) -> int:
+    """``warroom mapping check``: 0 when every mapping loads, else 2 with every problem."""
+    failed = 0
+    for path in paths:
+        try:
+            mapping = load_mapping_file(path)
+        except InvalidMapping as invalid:
+            failed += 1
+            for problem in invalid.problems:
+                print(problem, file=sys.stderr)
+            continue
+        except OSError as exc:
+            failed += 1
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            continue
+        print(f"{path}: mapping {mapping.name} v{mapping.version}: ok")
+    return 2 if failed else 0
+
+
+def dry_run(mapping_path: str, input_path: str, now: datetime | None = None) -> int:
+    """``warroom mapping map``: the touchpoints a JSON or JSON Lines file maps to, one JSON
+    object a line on stdout; every problem on stderr with its line and record."""
+    try:
+        mapping = load_mapping_file(mapping_path)
+    except InvalidMapping as invalid:
+        for problem in invalid.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    text = Path(input_path).read_bytes()
+    try:
+        documents = [(0, orjson.loads(text))]
+    except orjson.JSONDecodeError:
+        documents = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                documents.append((number, orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                print(
+                    f"{input_path}:{number}: (record): expected JSON, found: {exc}", file=sys.stderr
+                )
+                documents.append((number, None))
+    problems = skipped = mapped = 0
+    for number, document in documents:
+        if document is None:
+            problems += 1
+            continue
+        try:
+            result = mapping.map_body(document, now or utc_now())
+        except RecordRejected as rejected:
+            where = f"{input_path}:{number}" if number else input_path
+            for item in rejected.problems:
+                print(f"{where}: {describe(item)}", file=sys.stderr)
+            problems += 1
+            continue
+        skipped += result.skipped
+        for event in result.events:
+            mapped += 1
+            print(event.model_dump_json())
+    print(f"{mapped} touchpoint(s), {skipped} left out by the filter, {problems} refused",
+          file=sys.stderr)  # fmt: skip
+    return 2 if problems else 0
+
+
+def run_follow(settings: FollowSettings, mapping_path: str) -> int:
+    """``warroom mapping follow``: follow the topic until SIGINT or SIGTERM."""
+    try:
+        mapping = load_mapping_file(mapping_path)
+    except InvalidMapping as invalid:
+        for problem in invalid.problems:
+            print(problem, file=sys.stderr)
+        return 2
+
+    async def main() -> FollowStats:
+        print(
+            f"following {settings.topic} with mapping {mapping.name} v{mapping.version} "
+            f"(group {settings.group_id})",
+            flush=True,
+        )
+        return await follow(settings, mapping, stop_on_signals())
+
+    stats = asyncio.run(main())
+    print(
+        f"{stats.messages} message(s): {stats.touchpoints} touchpoint(s), {stats.skipped} "
+        f"left out, dead letters {dict(stats.dead_letters)}"
+    )
+    return 0
+
+
+def run_webhooks(
+    settings: IntakeSettings,
+    specs: Sequence[str],
+    host: str,
+    port: int,
+    environ: abc.Mapping[str, str],
+) -> int:
+    """``warroom webhook serve``: each ``NAME=MAPPING.yaml`` source with its secret from
+    ``WARROOM_WEBHOOK_SECRET_<NAME>``."""
+    from pydantic import SecretStr
+
+    from .webhook import WebhookSource, create_webhook_app
+
+    sources = []
+    try:
+        for name, path in parse_sources(specs):
+            variable = source_secret_variable(name)
+            secret = environ.get(variable, "")
+            if not secret:
+                raise ValueError(f"source {name}: expected its secret in {variable}, found none")
+            sources.append(WebhookSource(name, SecretStr(secret), load_mapping_file(path)))
+    except InvalidMapping as invalid:
+        for problem in invalid.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"warroom webhook serve: {exc}", file=sys.stderr)
+        return 2
+    if not sources:
+        print(
+            "warroom webhook serve: expected at least one --source NAME=MAPPING.yaml",
+            file=sys.stderr,
+        )
+        return 2
+    names = ", ".join(f"/v1/webhooks/{s.name}" for s in sources)
+    asyncio.run(
+        serve_http(
+            settings,
+            lambda sink: create_webhook_app(sources, sink),
+            host,
+            port,
+            f"webhooks {names} listening",
+        )
+    )
+    return 0

@@ -33,6 +33,7 @@ Kafka did not take it now.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -40,9 +41,10 @@ import hmac
 import logging
 import os
 import struct
+import sys
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +56,9 @@ from pydantic import SecretStr, ValidationError
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .mapping_service import serve_http
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
+from .settings import IntakeSettings
 
 log = logging.getLogger(__name__)
 
@@ -530,3 +534,45 @@ def _error(refused: WeComRefused, status: int | None = None) -> web.Response:
         status=status or refused.status,
         dumps=lambda obj: orjson.dumps(obj).decode(),
     )
+
+
+TOKEN_VARIABLE = "WARROOM_WECOM_TOKEN"
+AES_KEY_VARIABLE = "WARROOM_WECOM_AES_KEY"
+CORP_ID_VARIABLE = "WARROOM_WECOM_CORP_ID"
+
+
+def callback_from_environment(environ: Mapping[str, str]) -> WeComCallback:
+    """The callback settings from WARROOM_WECOM_TOKEN, WARROOM_WECOM_AES_KEY (the
+    43-character EncodingAESKey) and WARROOM_WECOM_CORP_ID; ValueError naming what is
+    missing or wrong (never its value)."""
+    missing = [
+        name
+        for name in (TOKEN_VARIABLE, AES_KEY_VARIABLE, CORP_ID_VARIABLE)
+        if not environ.get(name)
+    ]
+    if missing:
+        raise ValueError(f"expected {', '.join(missing)} in the environment, found none")
+    return WeComCallback(
+        SecretStr(environ[TOKEN_VARIABLE]),
+        SecretStr(environ[AES_KEY_VARIABLE]),
+        environ[CORP_ID_VARIABLE],
+    )
+
+
+def run_callback(settings: IntakeSettings, host: str, port: int, environ: Mapping[str, str]) -> int:
+    """``warroom wecom serve``: the callback URL until SIGINT or SIGTERM."""
+    try:
+        callback = callback_from_environment(environ)
+    except ValueError as exc:
+        print(f"warroom wecom serve: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        serve_http(
+            settings,
+            lambda sink: create_wecom_app(callback, sink),
+            host,
+            port,
+            f"wecom callback /v1/wecom/callback of corp {callback.corp_id} listening",
+        )
+    )
+    return 0
