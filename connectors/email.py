@@ -469,6 +469,8 @@ class ParsedEmail:
     body: str
     attachments: tuple[Attachment, ...]
     charset_notes: tuple[str, ...] = ()
+    date_fallback: bool = False
+    """The Date header was missing or unreadable; the source's own date stands in."""
 
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,998})>")
@@ -525,7 +527,7 @@ def parse_email(
         for address in _addresses(header(name)):
             if address not in recipients:
                 recipients.append(address)
-    sent_at = _date(headers.get("date"), fallback_date)
+    sent_at, date_fallback = _date(headers.get("date"), fallback_date)
     own = _ids(headers.get("message-id", ""))
     message_id = own[0] if own else f"raw-{hashlib.sha256(raw).hexdigest()[:32]}"
     replied = _ids(headers.get("in-reply-to", ""))
@@ -546,6 +548,7 @@ def parse_email(
         body=body,
         attachments=tuple(attachments),
         charset_notes=tuple(notes),
+        date_fallback=date_fallback,
     )
 
 
@@ -584,7 +587,7 @@ def _ids(value: str) -> list[str]:
     return found
 
 
-def _date(value: str | None, fallback: datetime | None) -> datetime:
+def _date(value: str | None, fallback: datetime | None) -> tuple[datetime, bool]:
     if value is not None:
         text = " ".join(value.split())
         try:
@@ -592,7 +595,8 @@ def _date(value: str | None, fallback: datetime | None) -> datetime:
         except (TypeError, ValueError, IndexError):
             parsed = None
         if parsed is not None:
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            aware = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+            return aware.astimezone(UTC), False
         if fallback is None:
             raise RejectedEmail(
                 Reason.BAD_DATE,
@@ -601,7 +605,7 @@ def _date(value: str | None, fallback: datetime | None) -> datetime:
             )
     if fallback is None:
         raise RejectedEmail(Reason.BAD_DATE, "Date: expected an RFC 5322 date, found no header")
-    return fallback.astimezone(UTC)
+    return fallback.astimezone(UTC), True
 
 
 def _content(
@@ -859,6 +863,8 @@ def to_touchpoints(
     latency = threads.latency_of(parsed)
     if latency is not None:
         attributes["reply_latency_seconds"] = latency
+    if parsed.date_fallback:
+        attributes["date_fallback"] = True
     if parsed.charset_notes:
         attributes["charset_fallback"] = "; ".join(parsed.charset_notes)[:500]
     text = parsed.subject

@@ -9,15 +9,26 @@ publishes the same event ids again, which the worker drops as repeats.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import functools
 import logging
+import os
+import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
 
 from .email import (
     Converted,
+    CustomerBy,
     EmailSettings,
     RawEmail,
     Reason,
@@ -27,12 +38,22 @@ from .email import (
     looks_like_mbox,
     split_mbox,
 )
-from .publisher import TouchpointSink, UnpublishableTouchpoints
-from .rejects import DeadLetterSink, dead_letter
+from .publisher import (
+    KafkaTouchpointSink,
+    PublishUnavailable,
+    TouchpointSink,
+    UnpublishableTouchpoints,
+)
+from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
+from .settings import IntakeSettings
+
+if TYPE_CHECKING:
+    from .imap import ImapSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 200
+PASSWORD_ENV = "WARROOM_IMAP_PASSWORD"
 Clock = Callable[[], datetime]
 
 
@@ -157,3 +178,151 @@ async def publish_files(
         for batch in batches(read_file(path, publisher.settings), batch_size):
             await publisher.publish(batch)
     return publisher.counts
+
+
+# ---------------------------------------------------------------------------- command line
+
+Outputs = Callable[[argparse.Namespace], tuple[IntakeSettings, str]]
+"""Where touchpoints go (intake settings) and the full name of the dead-letter topic."""
+
+
+def add_email_commands(email: argparse.ArgumentParser, outputs: Outputs) -> None:
+    """``warroom email read FILE...`` and ``warroom email imap``."""
+    actions = email.add_subparsers(metavar="ACTION", required=True)
+    read = actions.add_parser("read", help="publish the messages of .eml and mbox files")
+    read.add_argument("files", type=Path, nargs="+")
+    read.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    imap = actions.add_parser(
+        "imap",
+        help="publish new mail of IMAP mailboxes (password from WARROOM_IMAP_PASSWORD)",
+    )
+    imap.add_argument("--host", required=True)
+    imap.add_argument("--port", type=int, default=None, help="default 993, or 143 without tls")
+    imap.add_argument("--user", required=True)
+    imap.add_argument("--security", choices=["tls", "starttls", "plain"], default="tls")
+    imap.add_argument("--mailbox", action="append", help="repeatable; default INBOX")
+    imap.add_argument("--state", type=Path, default=Path(".cache/email-imap-state.json"))
+    imap.add_argument("--fetch-batch", type=int, default=100)
+    imap.add_argument(
+        "--follow", action="store_true", help="keep polling until stopped (SIGINT/SIGTERM)"
+    )
+    imap.add_argument("--poll-seconds", type=float, default=60.0)
+    for command in (read, imap):
+        command.add_argument("--config", type=Path, help="YAML file of email settings")
+        command.add_argument(
+            "--company-domain", action="append", help="repeatable; overrides the config"
+        )
+        command.add_argument("--customer-by", choices=[c.value for c in CustomerBy])
+        command.add_argument("--instance-id", default=None)
+        command.set_defaults(run=functools.partial(_run, outputs=outputs))
+    read.set_defaults(email_action="read")
+    imap.set_defaults(email_action="imap")
+
+
+def load_settings(
+    path: Path | None, company_domains: Sequence[str] | None = None, customer_by: str | None = None
+) -> EmailSettings:
+    """Email settings from a YAML mapping (fields of :class:`EmailSettings`) and overrides;
+    raises ValueError naming the file and each field that is wrong."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"{path}: expected a readable settings file, found: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: expected YAML, found: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(
+                f"{path}: expected a mapping of settings, found {type(loaded).__name__}"
+            )
+        values.update(loaded or {})
+    if company_domains:
+        values["company_domains"] = tuple(company_domains)
+    if customer_by:
+        values["customer_by"] = customer_by
+    try:
+        return EmailSettings.model_validate(values)
+    except ValidationError as exc:
+        where = str(path) if path is not None else "email settings"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ValueError(f"{where}: {problems}") from None
+
+
+def _run(args: argparse.Namespace, outputs: Outputs) -> int:
+    try:
+        settings = load_settings(args.config, args.company_domain, args.customer_by)
+        imap = _imap_settings(args) if args.email_action == "imap" else None
+    except ValueError as exc:
+        print(f"warroom email: {exc}", file=sys.stderr)
+        return 2
+    intake, dlq_topic = outputs(args)
+    try:
+        counts = asyncio.run(_publish(args, settings, imap, intake, dlq_topic))
+    except PublishUnavailable as exc:
+        print(f"warroom email: stopped, Kafka did not take a batch: {exc}", file=sys.stderr)
+        return 3
+    summary = ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+    print(f"email: {summary or 'nothing new'}")
+    return 0
+
+
+def _imap_settings(args: argparse.Namespace) -> ImapSettings:
+    from .imap import ImapSettings
+
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise ValueError(f"{PASSWORD_ENV}: expected the IMAP password, found it unset")
+    port = args.port or (993 if args.security == "tls" else 143)
+    return ImapSettings(
+        host=args.host,
+        port=port,
+        username=args.user,
+        password=password,
+        security=args.security,
+        mailboxes=tuple(args.mailbox or ("INBOX",)),
+        state_file=args.state,
+        fetch_batch=args.fetch_batch,
+        poll_seconds=args.poll_seconds,
+    )
+
+
+async def _publish(
+    args: argparse.Namespace,
+    settings: EmailSettings,
+    imap: ImapSettings | None,
+    intake: IntakeSettings,
+    dlq_topic: str,
+) -> Counter[str]:
+    from .imap import ImaplibMailbox, ImapState, follow, read_new
+
+    sink = KafkaTouchpointSink(intake)
+    letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic)
+    await sink.start()
+    await letters.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)  # the batch in hand is finished first
+    try:
+        publisher = EmailPublisher(settings, sink, letters)
+        if imap is None:
+            for path in args.files:
+                for batch in batches(read_file(path, settings), args.batch_size):
+                    await publisher.publish(batch)
+                    if stop.is_set():
+                        return publisher.counts
+            return publisher.counts
+        state = ImapState.load(imap.state_file)
+        connect = functools.partial(ImaplibMailbox, imap)
+        if args.follow:
+            return await follow(imap, connect, publisher, state, stop)
+        return await read_new(imap, connect, publisher, state, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await letters.stop()
+        await sink.stop()

@@ -30,7 +30,13 @@ from connectors.email import (
     split_mbox,
     to_touchpoints,
 )
-from connectors.email_service import EmailPublisher, Positioned, publish_files, read_file
+from connectors.email_service import (
+    EmailPublisher,
+    Positioned,
+    load_settings,
+    publish_files,
+    read_file,
+)
 from connectors.imap import (
     Cursor,
     Fetched,
@@ -336,6 +342,34 @@ def test_a_date_nobody_can_read_is_rejected_naming_the_header() -> None:
     assert "found 'yesterday afternoon'" in error.detail
 
 
+def test_an_unreadable_date_takes_the_source_date_when_there_is_one() -> None:
+    imap_date = datetime(2025, 7, 14, 8, 0, tzinfo=UTC)
+    converted = convert(
+        [RawEmail(7, raw("bad_date.eml"), imap_date)], SETTINGS, ThreadMemory(9), RECEIVED
+    )
+    [event] = converted.events
+    assert (event.occurred_at, event.attributes["date_fallback"]) == (imap_date, True)
+
+
+def test_a_settings_file_that_is_missing_or_wrong_is_refused_naming_file_and_field(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="expected a readable settings file"):
+        load_settings(tmp_path / "missing.yaml")
+    path = tmp_path / "email.yaml"
+    path.write_text("company_domains: [warroom-demo.com, 'bad domain']\nbody_max_chars: -1\n")
+    with pytest.raises(ValueError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: company_domains: ")
+    assert "found 'bad domain'" in message and "body_max_chars: " in message
+    path.write_text("ticket_patterns: ['INC(\\d+)']\ncustomer_by: address\n")
+    loaded = load_settings(path, company_domains=["example.org"])
+    assert loaded.company_domains == ("example.org",)
+    assert loaded.customer_by is CustomerBy.ADDRESS
+    assert parse_subject("INC0042 down", loaded).ticket == "0042"
+
+
 def test_a_message_larger_than_the_limit_is_rejected_before_parsing() -> None:
     settings = EmailSettings(max_message_bytes=1024)
     with pytest.raises(RejectedEmail) as caught:
@@ -384,6 +418,7 @@ def test_an_mbox_thread_gets_its_root_latencies_and_the_sender_less_message_a_re
     assert {e.attributes["ticket"] for e in events} == {"12345"}
     # message 3 has no Date header: the mbox separator line's date stands in
     assert events[2].occurred_at == datetime(2025, 7, 14, 4, 0, tzinfo=UTC)
+    assert [e.attributes.get("date_fallback") for e in events] == [None, None, True, None]
     # mboxrd: ">From" lost one ">"; "From the meeting" after text did not start a message
     assert events[0].text is not None and "\nFrom our side the price" in events[0].text
     assert events[3].text is not None and events[3].text.endswith("seats stay at 40.")
