@@ -19,7 +19,7 @@ from typing import IO, Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
 from engine import AuditVerifier, ChainHead, VerifyReport
@@ -59,8 +59,8 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition] | 
     cluster (a consumer knows only the topics it has metadata for) and waits a little
     for the leaders of a topic created a moment ago."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         # Listing every topic never creates one; describing a missing one might.
         if topic not in await admin.list_topics():
             return None
@@ -108,8 +108,8 @@ async def read_heads(settings: Settings, topic: str | None = None) -> dict[int, 
     None when that topic does not exist."""
     name = topic or heads_topic(settings)
     consumer = _consumer(settings)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = await _partitions(settings, name)
         if partitions is None:
             return None
@@ -204,8 +204,8 @@ async def _walk(
     customer's records."""
     topic = settings.topic(AUDIT)
     consumer = _consumer(settings)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = await _partitions(settings, topic)
         if partitions is None:
             raise AuditUnreadable(
@@ -257,6 +257,12 @@ async def _heads(settings: Settings, check: AuditCheck, err: TextIO) -> dict[int
     return heads
 
 
+def _problem(settings: Settings, error: Exception) -> str:
+    if isinstance(error, KafkaConnectionError):
+        return f"expected a Kafka broker at {settings.bootstrap_servers}, found none: {error}"
+    return str(error)
+
+
 async def verify_audit(
     settings: Settings,
     check: AuditCheck = AuditCheck(),
@@ -268,7 +274,7 @@ async def verify_audit(
         heads = await _heads(settings, check, err)
         report, _ = await _walk(settings, check, heads, err)
     except (AuditUnreadable, KafkaError) as unreadable:
-        print(f"warroom audit verify: {unreadable}", file=err)
+        print(f"warroom audit verify: {_problem(settings, unreadable)}", file=err)
         return UNUSABLE
     print(report, file=out)
     return INTACT if report.ok else BROKEN
@@ -287,7 +293,7 @@ async def export_customer(
         heads = await _heads(settings, check, err)
         report, found = await _walk(settings, check, heads, err, customer_id)
     except (AuditUnreadable, KafkaError) as unreadable:
-        print(f"warroom audit export: {unreadable}", file=err)
+        print(f"warroom audit export: {_problem(settings, unreadable)}", file=err)
         return UNUSABLE
     found.sort(key=lambda f: (f.at, f.chain, f.seq))
     output.writelines(f.value + b"\n" for f in found)

@@ -26,6 +26,8 @@ from streams.audit_cli import (
 )
 from streams.settings import Settings
 
+from .conftest import free_port
+
 CHAINS = 3
 PER_CHAIN = 12
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -245,3 +247,10 @@ async def warroom(*argv: str) -> tuple[int, str, str]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_an_unreachable_broker_is_a_usage_error(settings: Settings) -> None:
+    nowhere = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    err = io.StringIO()
+    assert await verify_audit(nowhere, out=io.StringIO(), err=err) == UNUSABLE
+    assert f"expected a Kafka broker at {nowhere.bootstrap_servers}, found none" in err.getvalue()
