@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     crm_sink.add_argument("--max-in-flight", type=int, default=8)
     crm_sink.add_argument("--max-attempts", type=int, default=None, help="default: no limit")
     crm_sink.set_defaults(run=_crm_sink)
+
+    _add_mapping_commands(commands)
 
     rules = commands.add_parser("rules", help="check and publish rule bundles")
     rules_commands = rules.add_subparsers(metavar="ACTION", required=True)
@@ -354,6 +357,71 @@ def _demo(args: argparse.Namespace) -> int:
     from connectors.demo import post_demo
 
     return asyncio.run(post_demo(args.url))
+
+
+def _add_mapping_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mapping = commands.add_parser("mapping", help="the no-code JSON mapping connector")
+    mapping_commands = mapping.add_subparsers(metavar="ACTION", required=True)
+    check = mapping_commands.add_parser("check", help="load mappings, report every problem")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(run=lambda a: _mapping("check_files", a.files))
+    dry = mapping_commands.add_parser("map", help="print the touchpoints a JSON file maps to")
+    dry.add_argument("--mapping", required=True)
+    dry.add_argument("input", help="a JSON or JSON Lines file")
+    dry.set_defaults(run=lambda a: _mapping("dry_run", a.mapping, a.input))
+    follow = mapping_commands.add_parser("follow", help="map a Kafka topic of JSON messages")
+    follow.add_argument("--mapping", required=True)
+    follow.add_argument("--topic", required=True, help="the topic's full name")
+    follow.add_argument("--group", default=None, help="default: APP_ID-mapping-<mapping file>")
+    follow.add_argument("--from-latest", action="store_true", help="a new group starts at the end")
+    webhook = commands.add_parser("webhook", help="signed JSON webhooks, mapped by YAML mappings")
+    serve_hooks = webhook.add_subparsers(metavar="ACTION", required=True).add_parser(
+        "serve", help="POST /v1/webhooks/NAME; secrets from WARROOM_WEBHOOK_SECRET_<NAME>"
+    )
+    serve_hooks.add_argument("--source", action="append", default=[], help="NAME=MAPPING.yaml")
+    wecom = commands.add_parser("wecom", help="the WeCom callback connector")
+    serve_wecom = wecom.add_subparsers(metavar="ACTION", required=True).add_parser(
+        "serve", help="the callback URL; WARROOM_WECOM_TOKEN, _AES_KEY and _CORP_ID"
+    )
+    for command, port in ((serve_hooks, 8081), (serve_wecom, 8082)):
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=port)
+    for command in (follow, serve_hooks, serve_wecom):
+        command.add_argument("--instance-id", default=None, help="names this replica's producers")
+    follow.set_defaults(run=_mapping_follow)
+    serve_hooks.set_defaults(run=_webhook_serve)
+    serve_wecom.set_defaults(run=_wecom_serve)
+
+
+def _mapping(function: str, *arguments: object) -> int:
+    import connectors.mapping_service
+
+    result: int = getattr(connectors.mapping_service, function)(*arguments)
+    return result
+
+
+def _mapping_follow(args: argparse.Namespace) -> int:
+    from connectors.mapping_service import FollowSettings, run_follow
+    from schemas.topics import DLQ
+
+    settings = Settings()
+    group = args.group or f"{settings.app_id}-mapping-{Path(args.mapping).stem}"
+    intake = _intake_settings(args, "mapping")
+    follow = FollowSettings(
+        intake, args.topic, group, settings.topic(DLQ), from_beginning=not args.from_latest
+    )
+    return run_follow(follow, args.mapping)
+
+
+def _webhook_serve(args: argparse.Namespace) -> int:
+    intake = _intake_settings(args, "webhook")
+    return _mapping("run_webhooks", intake, args.source, args.host, args.port, os.environ)
+
+
+def _wecom_serve(args: argparse.Namespace) -> int:
+    from connectors.wecom import run_callback
+
+    return run_callback(_intake_settings(args, "wecom"), args.host, args.port, os.environ)
 
 
 if __name__ == "__main__":
