@@ -250,7 +250,8 @@ _POSITION_FIELDS = (
     "scn",  # Oracle
     "ord",  # MongoDB
 )
-"""Fields of ``source`` that place a change in its database's log, by connector."""
+"""Fields of ``source`` that place a change in its database's log, by connector; with
+``source.ts_ms`` they identify the change."""
 
 
 def convert(value: bytes | None, mapping: CrmMapping, received_at: datetime) -> Changed | Rejected:
@@ -530,12 +531,13 @@ class _Change:
         )
 
     def _position(self) -> tuple[str, ...]:
-        found = tuple(
+        # source.ts_ms too: some positions are unique only within it (MongoDB's ord)
+        found = [
             f"{name}={self.source[name]}"
             for name in _POSITION_FIELDS
             if self.source.get(name) is not None
-        )
-        return found or (f"ts_ms={self.source.get('ts_ms')}",)
+        ]
+        return (*found, f"ts_ms={self.source.get('ts_ms')}")
 
     def _event_id(self, deal_id: str, kind: str, where: tuple[str, ...]) -> str:
         parts = (

@@ -868,9 +868,9 @@ async def serve(settings: CrmSinkSettings, callback: tuple[str, int] | None) -> 
     where = ""
     if callback is not None:
         where = f"; feedback callback on http://{callback[0]}:{callback[1]}/v1/crm/feedback"
+    url = settings.webhook_url.split("?", 1)[0]  # a query may carry a credential
     print(
-        f"crm sink: {settings.interventions_topic} -> {settings.webhook_url} as group "
-        f"{settings.group_id}{where}",
+        f"crm sink: {settings.interventions_topic} -> {url} as group {settings.group_id}{where}",
         flush=True,
     )
     stats = await run_sink(settings, stop, callback)
