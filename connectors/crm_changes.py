@@ -20,8 +20,9 @@ won or lost. A row change becomes:
   ``snapshot: emit``, ``stage_changed`` with ``snapshot: true`` (the deal's current
   stage, not a change; no won/lost since when it closed is not known).
 
-Deletes, tombstones, updates that change neither stage nor owner and rows of tables
-the mapping does not name make no touchpoint; they are counted. An update without
+Deletes, tombstones, truncates, logical decoding messages, updates that change neither
+stage nor owner and rows of tables the mapping does not name make no touchpoint; they
+are counted. An update without
 its ``before`` row (the table's REPLICA IDENTITY is not FULL) cannot be compared and
 is rejected. ``event_id`` is derived from the change's position in the database log
 (connector, table, deal, op, LSN or binlog position, kind), so reading the topic
@@ -214,6 +215,7 @@ class Skip(StrEnum):
     UNCHANGED = "unchanged"
     SNAPSHOT = "snapshot"
     UNMAPPED_TABLE = "unmapped_table"
+    NOT_A_ROW_CHANGE = "not_a_row_change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +239,9 @@ class _Invalid(Exception):
         super().__init__(detail)
 
 
-_OPS = {"c", "u", "d", "r"}
+_OPS = ("c", "u", "d", "r", "t", "m")
+_NOT_ROW_CHANGES = ("t", "m")
+"""Truncate and (Postgres) logical decoding message events: valid, but no row changed."""
 _POSITION_FIELDS = (
     "lsn",  # Postgres
     "sequence",
@@ -274,9 +278,12 @@ def _convert(value: bytes, mapping: CrmMapping, received_at: datetime) -> Change
     schema, payload = _unwrapped(document)
     op = payload.get("op")
     if op not in _OPS:
+        expected = ", ".join(_OPS)
         raise _Invalid(
-            Reason.NOT_A_CHANGE_EVENT, f"op: expected one of c, u, d, r, found {_shown(op)}"
+            Reason.NOT_A_CHANGE_EVENT, f"op: expected one of {expected}, found {_shown(op)}"
         )
+    if op in _NOT_ROW_CHANGES:
+        return Changed([], Skip.NOT_A_ROW_CHANGE)
     source = payload.get("source")
     if not isinstance(source, dict):
         raise _Invalid(

@@ -175,6 +175,15 @@ def test_a_delete_and_its_tombstone_make_no_touchpoint_and_no_dead_letter(
     assert changed(None, mapping) == Changed([], Skip.TOMBSTONE)
 
 
+def test_truncates_and_logical_decoding_messages_are_skipped(mapping: CrmMapping) -> None:
+    # Debezium's Postgres connector writes op "t" for TRUNCATE (before and after null)
+    # and op "m" for pg_logical_emit_message; neither is a row's change.
+    truncate = edited("pg-delete.json", op="t", before=None)
+    message = edited("pg-delete.json", op="m", before=None)
+    assert changed(truncate, mapping) == Changed([], Skip.NOT_A_ROW_CHANGE)
+    assert changed(message, mapping) == Changed([], Skip.NOT_A_ROW_CHANGE)
+
+
 def test_a_table_the_mapping_does_not_name_is_skipped(mapping: CrmMapping) -> None:
     value = edited("pg-update-stage.json", source__table="contacts")
     assert changed(value, mapping) == Changed([], Skip.UNMAPPED_TABLE)
@@ -275,8 +284,8 @@ def test_envelopes_that_are_not_change_events(mapping: CrmMapping) -> None:
     assert flattened.reason == "not_a_change_event"
     assert "ExtractNewRecordState" in flattened.detail
     assert rejected(sample("truncated.json"), mapping).reason == "not_json"
-    unknown_op = rejected(edited("pg-update-stage.json", op="t"), mapping)
-    assert unknown_op.detail == "op: expected one of c, u, d, r, found string 't'"
+    unknown_op = rejected(edited("pg-update-stage.json", op="x"), mapping)
+    assert unknown_op.detail == "op: expected one of c, u, d, r, t, m, found string 'x'"
     assert rejected(b"[1, 2]", mapping).reason == "not_a_change_event"
 
 
