@@ -68,6 +68,9 @@ STATUSES = ("accepted", "done", "dismissed", "expired")
 """What a CRM can say about an intervention; the worker's feedback counter knows these."""
 ANSWER_SHOWN = 300
 """A refused command's dead letter keeps this many characters of the CRM's answer."""
+ANSWER_READ_MAX = 65_536
+"""At most this many bytes of an answer are read; a longer one is cut (and its
+connection closed)."""
 MAX_REPORTS_PER_REQUEST = 1000
 MAX_CALLBACK_BYTES = 1024 * 1024
 RETRIED_STATUSES = frozenset({408, 409, 429})
@@ -430,7 +433,7 @@ class CrmWebhook:
                     allow_redirects=False,
                 ) as response:
                     code = response.status
-                    text = await response.text(errors="replace")
+                    text = await _answer(response)
                     if 200 <= code < 300:
                         return Delivered(_status_of(text), code, attempt)
                     if code not in RETRIED_STATUSES and code < 500:
@@ -456,6 +459,17 @@ class CrmWebhook:
                 delay,
             )
             await self._sleep(delay)
+
+
+async def _answer(response: aiohttp.ClientResponse) -> str:
+    """The start of the CRM's answer: at most ANSWER_READ_MAX bytes are read."""
+    body = b""
+    while len(body) < ANSWER_READ_MAX:
+        chunk = await response.content.read(ANSWER_READ_MAX - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body.decode("utf-8", errors="replace")
 
 
 def _status_of(text: str) -> Status:

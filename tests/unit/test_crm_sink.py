@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -169,6 +170,34 @@ async def test_the_status_the_crm_answers_is_the_feedback(crm: tuple[Crm, str]) 
         assert await hook.post(command(1)) == Delivered("done", 201, 1)
         fake.script = [(204, {}, b"")]
         assert await hook.post(command(2)) == Delivered("accepted", 204, 1)
+
+
+async def test_a_huge_answer_is_not_read_whole() -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        chunk = b'{"status": "done", "padding": "' + b"x" * 65_536
+        for _ in range(320):  # 20 MiB
+            try:
+                await response.write(chunk)
+            except ConnectionError:  # the sink stopped reading: fine
+                break
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", endless)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    tracemalloc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            outcome = await webhook(session, str(server.make_url("/")), []).post(command(1))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await server.close()
+    assert outcome == Delivered("accepted", 200, 1)  # not JSON once cut: counts as accepted
+    assert peak < 4 * 1024 * 1024, f"{peak} bytes held to read the answer"
 
 
 async def test_no_answer_at_all_gives_up_after_max_attempts() -> None:
