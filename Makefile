@@ -7,7 +7,7 @@ BROKER := $(PY) deploy/kafka/broker.py
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean bench-state compliance-eval
+.PHONY: help venv kafka run test test-unit chaos lint bench bench-chat clean bench-state compliance-eval bench-email
 
 help: ## show this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-state: venv kafka ## state bytes per customer and restart recovery, memory
 
 compliance-eval: venv ## precision and recall of the compliance gate on the labelled set (tests/data/compliance)
 	$(PY) bench/compliance_eval.py --labelled tests/data/compliance/labelled.jsonl $(BENCH_ARGS)
+
+bench-email: venv ## email connector: mbox split, parse + convert, Avro encode in messages/s (no broker)
+	$(PY) bench/connector_email.py $(BENCH_ARGS)
 
 clean: ## remove the venv and caches (keeps downloaded broker jars)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
