@@ -143,9 +143,11 @@ def _config(folder: Path, port: int, user: str, password: str) -> Path:
         login_user = _unprivileged(("dovenull", "nobody"))
         internal_user = _unprivileged(("dovecot", "nobody"))
         mail_user = pwd.getpwnam(internal_user)  # imap refuses to serve mail as uid 0
+        internal_group = grp.getgrgid(mail_user.pw_gid).gr_name
         folder.chmod(0o755)
     else:
         login_user = internal_user = me.pw_name
+        internal_group = group
         mail_user = me
     uid, gid = mail_user.pw_uid, mail_user.pw_gid
     (folder / "run").mkdir()
@@ -171,6 +173,7 @@ last_valid_uid = {uid}
 first_valid_gid = {gid}
 default_login_user = {login_user}
 default_internal_user = {internal_user}
+default_internal_group = {internal_group}
 mail_location = maildir:{folder / "mail"}/%u
 mail_privileged_group =
 passdb {{
