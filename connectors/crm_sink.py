@@ -16,7 +16,8 @@ Each answer a CRM gives (in the POST's response, or later through the callback
 ``POST /v1/crm/feedback``) is written to ``intervention-feedback`` as the JSON the
 worker's feedback counter reads (``rule_id``, ``status``, keyed and partitioned by
 customer). A poll's offsets are committed only after every one of its commands was
-answered and its feedback written.
+answered and its feedback written; when the group moves partitions away, the poll in
+hand is finished and committed first (within the shutdown grace period).
 
 Delivery is at least once, made effectively once in two layers. The sink remembers
 the commands the CRM accepted (a bounded recently-sent set); it fills that memory
@@ -538,6 +539,7 @@ class CrmSink:
         self._grace = shutdown_grace_seconds
         self._clock = clock
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._work: asyncio.Task[bool] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and deliver until ``stop`` is set; the poll in hand gets the grace period."""
@@ -545,7 +547,7 @@ class CrmSink:
             batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
             if not batch:
                 continue
-            work = asyncio.create_task(self.handle(batch))
+            work = self._work = asyncio.create_task(self.handle(batch))
             stopping = asyncio.create_task(stop.wait())
             try:
                 await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -563,6 +565,14 @@ class CrmSink:
                     await work
                 return
             work.result()
+
+    async def settle(self) -> None:
+        """Let the poll in hand finish and commit (within the grace period): called when
+        the group takes partitions away, so their next reader does not post the same
+        commands while this one still waits for the CRM."""
+        work = self._work
+        if work is not None and not work.done():
+            await asyncio.wait({work}, timeout=self._grace)
 
     async def handle(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> bool:
         """Deliver one poll, then commit its offsets; True when they were committed."""
@@ -786,12 +796,17 @@ def _problem(status: int, problems: list[dict[str, Any]]) -> web.Response:
 # --------------------------------------------------------------------------- running
 
 
-class _WarmOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions leave after the poll in hand is committed; partitions that arrive
+    bring their recent feedback into the recently-sent memory."""
+
     def __init__(self, history: FeedbackHistory) -> None:
         self._history = history
+        self.sink: CrmSink | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        if self.sink is not None:
+            await self.sink.settle()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         read = await self._history.warm(tp.partition for tp in assigned)
@@ -820,7 +835,8 @@ async def run_sink(
         isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
-    consumer.subscribe([settings.interventions_topic], listener=_WarmOnAssignment(history))
+    rebalances = _Rebalances(history)
+    consumer.subscribe([settings.interventions_topic], listener=rebalances)
     feedback = KafkaFeedbackSink(
         settings.bootstrap_servers, settings.feedback_topic, settings.partitions
     )
@@ -865,6 +881,7 @@ async def run_sink(
             settings.max_records,
             settings.shutdown_grace_seconds,
         )
+        rebalances.sink = sink
         if on_ready is not None:
             on_ready()
         await sink.run(stop)

@@ -409,6 +409,31 @@ async def test_stopping_abandons_an_unfinished_poll_without_committing() -> None
     assert consumer.commits == []
 
 
+async def test_partitions_are_given_up_only_after_the_poll_in_hand_is_committed() -> None:
+    poster = ScriptedPoster()
+    poster.gate.clear()
+    crm_sink, consumer, _, _ = sink(poster)
+    served = [poll(encode_intervention(command(1)))]
+
+    async def getmany(**_: Any) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(0)
+        return served.pop() if served else {}
+
+    consumer.getmany = getmany  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    running = asyncio.create_task(crm_sink.run(stop))
+    await poster.started.wait()
+    revoking = asyncio.create_task(crm_sink.settle())  # what a rebalance awaits
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not revoking.done() and consumer.commits == []
+    poster.gate.set()
+    await revoking
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 11}]
+    stop.set()
+    await running
+
+
 def test_the_recently_sent_memory_is_bounded() -> None:
     memory = RecentlySent(2)
     for n in range(3):
