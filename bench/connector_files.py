@@ -14,9 +14,10 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,7 +90,7 @@ def _ts(seconds: float) -> str:
     return f"{int(h):02d}:{int(m):02d}:{s:06.3f}"
 
 
-def best(runs: int, work: Callable[[], Awaitable[int]]) -> tuple[int, float]:
+def best(runs: int, work: Callable[[], Coroutine[Any, Any, int]]) -> tuple[int, float]:
     times = []
     count = 0
     for _ in range(runs):
@@ -124,7 +125,7 @@ def main() -> None:
         )
         return counts.published
 
-    def usage(path: Path) -> Callable[[], Awaitable[int]]:
+    def usage(path: Path) -> Callable[[], Coroutine[Any, Any, int]]:
         async def run() -> int:
             counts = await read_usage(
                 [path], MemoryTouchpointSink(), MemoryDeadLetterSink(), sentiment
