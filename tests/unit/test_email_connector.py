@@ -8,7 +8,8 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,9 @@ from connectors.publisher import (
     UnpublishableTouchpoints,
 )
 from connectors.rejects import MemoryDeadLetterSink
+from engine.bundle import load_bundle
+from engine.reducer import apply, apply_timer
+from engine.state import CustomerState
 from schemas.models import Direction, TouchpointEvent
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "connectors" / "email"
@@ -775,3 +779,70 @@ def test_mailbox_names_are_modified_utf7_and_quoted(name: str, encoded: str) -> 
 def test_fetch_metadata_is_read_from_the_server_answer() -> None:
     line = b'12 (UID 4711 RFC822.SIZE 2048 INTERNALDATE "02-Dec-2026 13:09:51 +0800")'
     assert _meta(line) == (4711, 2048, datetime(2026, 12, 2, 5, 9, 51, tzinfo=UTC))
+
+
+# ------------------------------------------------------------------------- the rule pack
+
+PACK = Path(__file__).resolve().parents[2] / "rules" / "examples" / "email-follow-up.yaml"
+
+
+def mail(number: int, sender: str, to: str, subject: str, sent: datetime) -> RawEmail:
+    data = (
+        f"Message-ID: <pack-{number}@example.com>\r\nDate: {format_datetime(sent)}\r\n"
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody\r\n"
+    ).encode()
+    return RawEmail(number, data)
+
+
+def run_pack(items: list[RawEmail], until: datetime) -> list[tuple[str, str]]:
+    """Rule ids and customers the email-follow-up pack fires for, touchpoint by touchpoint,
+    then at ``until`` (a deadline tick)."""
+    bundle = load_bundle(PACK.read_text(encoding="utf-8"), str(PACK))
+    converted = convert(items, SETTINGS, ThreadMemory(100), RECEIVED)
+    assert not converted.rejections
+    states: dict[str, CustomerState] = {}
+    fired: list[tuple[str, str]] = []
+    for event in sorted(converted.events, key=lambda e: e.occurred_at):
+        state, decisions = apply(states.get(event.customer_id), event, until, bundle.rules)
+        states[event.customer_id] = state
+        fired.extend((d.intervention.rule_id, event.customer_id) for d in decisions)
+    for customer, state in states.items():
+        _, decisions = apply_timer(state, until, until, bundle.rules)
+        fired.extend((d.intervention.rule_id, customer) for d in decisions)
+    return fired
+
+
+def test_the_email_pack_calls_about_an_unanswered_quote_but_not_an_answered_one() -> None:
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    rep = "ana.li@warroom-demo.com"
+    quotes = [
+        mail(1, rep, "li@acme.cn", "Quote Q-2026-0001", t0),
+        mail(2, rep, "bo@globex.com", "Quote Q-2026-0002", t0),
+        mail(3, "bo@globex.com", rep, "Re: Quote Q-2026-0002", t0 + timedelta(days=2)),
+        mail(4, rep, "ed@initech.com", "Lunch next week?", t0),  # no quote number
+    ]
+    assert run_pack(quotes, t0 + timedelta(days=4)) == [("email.quote-unanswered-3d", "acme.cn")]
+    assert run_pack(quotes, t0 + timedelta(days=2, hours=23)) == []
+
+
+def test_the_email_pack_alerts_on_the_third_ticket_mail_in_a_week() -> None:
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    rep = "ana.li@warroom-demo.com"
+    tickets = [
+        mail(n, "it@acme.cn", rep, f"Re: [#4711] export fails ({n})", t0 + timedelta(days=n))
+        for n in (1, 3, 5)
+    ]
+    # globex writes three times too, but over eight days: never three within a week
+    spread = [(7, 0), (8, 4), (9, 8)]
+    tickets += [
+        mail(n, "it@globex.com", rep, "[#9901] slow", t0 + timedelta(days=day)) for n, day in spread
+    ]
+    assert run_pack(tickets, t0 + timedelta(days=30)) == [("email.ticket-mail-repeated", "acme.cn")]
+    spread[2] = (9, 6)
+    closer = tickets[:3] + [
+        mail(n, "it@globex.com", rep, "[#9901] slow", t0 + timedelta(days=day)) for n, day in spread
+    ]
+    assert sorted(run_pack(closer, t0 + timedelta(days=30))) == [
+        ("email.ticket-mail-repeated", "acme.cn"),
+        ("email.ticket-mail-repeated", "globex.com"),
+    ]

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rules.md"
 EXAMPLES = ROOT / "rules" / "examples"
 PACKS = (
+    "email-follow-up.yaml",
     "new-lead-no-contact.yaml",
     "refill-due.yaml",
     "saas-trial-health.yaml",
