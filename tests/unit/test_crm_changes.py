@@ -492,3 +492,16 @@ async def test_the_log_never_shows_a_rows_values(
     assert changes.stats.dead_letters == {"invalid_value": 1}
     assert "li.wei" not in caplog.text
     assert "invalid_value" in caplog.text
+
+
+def test_the_command_refuses_a_bad_mapping_naming_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import main
+
+    bad = tmp_path / "crm.yaml"
+    bad.write_text("tables:\n  - table: deals\n    columns: {deal_id: id}\n", encoding="utf-8")
+    assert main(["crm", "changes", "--mapping", str(bad), "--topic", TOPIC]) == 2
+    problems = capsys.readouterr().err.splitlines()
+    assert f"{bad}:3: tables.0.columns.customer_id: Field required" in problems
+    assert f"{bad}:3: tables.0.columns.stage: Field required" in problems
