@@ -73,8 +73,13 @@ class KafkaDeadLetterSink:
         await self._producer.stop()
 
     async def send(self, letter: DeadLetter) -> None:
+        # the letter names its source partition; the source topic may have more than the dlq
+        partitions = len(await self._producer.partitions_for(self.topic))
         await self._producer.send_and_wait(
-            self.topic, encode_dead_letter(letter), key=letter.raw_key, partition=letter.partition
+            self.topic,
+            encode_dead_letter(letter),
+            key=letter.raw_key,
+            partition=letter.partition % partitions,
         )
 
 
