@@ -13,13 +13,15 @@ A last line without its newline is not read while the file may still grow. Rotat
 seen when the path names another inode: the old file is read to its end first (also
 after a restart, when the old inode is still in the same directory under another name,
 as ``logrotate`` leaves it), then the new file from its start. A file shorter than the
-stored offset was truncated and is read again from its start.
+stored offset, or whose first bytes are no longer those the position was taken on
+(``copytruncate`` and then written on past the offset), is read again from its start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 1024 * 1024
 """At most this much of a file is held in memory at once."""
+FINGERPRINT_BYTES = 1024
+"""The position remembers a hash of the file's first bytes (up to this many), so a file
+truncated and written again past the position (``copytruncate``), or a new file that
+got the old one's inode, is read from its start rather than from the middle."""
 MAX_CSV_RECORD_LINES = 50
 """A quoted CSV field may span lines, but a quote left open for this many lines is taken
 as a broken line of its own, so one stray quote cannot swallow the lines after it."""
@@ -63,6 +69,8 @@ class Position:
     """Bytes of the file already handled; always just after a line ending (or 0)."""
     line: int
     """Lines of the file already handled."""
+    fingerprint: str = ""
+    """SHA-256 of the file's first ``min(offset, FINGERPRINT_BYTES)`` bytes."""
 
 
 class PositionStore:
@@ -82,7 +90,11 @@ class PositionStore:
             ) from None
         try:
             return Position(
-                int(data["device"]), int(data["inode"]), int(data["offset"]), int(data["line"])
+                int(data["device"]),
+                int(data["inode"]),
+                int(data["offset"]),
+                int(data["line"]),
+                str(data.get("fingerprint", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
@@ -97,6 +109,7 @@ class PositionStore:
                 "inode": position.inode,
                 "offset": position.offset,
                 "line": position.line,
+                "fingerprint": position.fingerprint,
             }
         )
         temporary = self.path.with_name(self.path.name + ".tmp")
@@ -341,6 +354,9 @@ class FileFollower:
         if stored is not None and stat.st_size < stored.offset:
             log.warning("%s is shorter than the stored position: truncated, read again", self._name)
             stored = None
+        if stored is not None and _rewritten(current, stored):
+            log.warning("%s does not begin as it did: rewritten, read from its start", self._name)
+            stored = None
         self._use(current, self.path.name, stored or Position(stat.st_dev, stat.st_ino, 0, 0))
         return True
 
@@ -385,7 +401,11 @@ class FileFollower:
         ``final``: the file will not grow, a last line without newline is complete."""
         if self._file is None and not self._start():
             return False
-        assert self._position is not None
+        assert self._position is not None and self._file is not None
+        if _rewritten(self._file, self._position):  # copytruncate and written on past us
+            log.warning("%s rewritten: reading it from its start", self._name)
+            self._position = Position(self._position.device, self._position.inode, 0, 0)
+            self.header_record = None
         if self._header and self.header_record is None and not self._load_header():
             return self._rotate_if_needed(final)
         position = self._position
@@ -402,8 +422,15 @@ class FileFollower:
         if records:
             await self._handle(records, self._name)
             self.records_handled += len(records)
+        offset = position.offset + used
         self._position = Position(
-            position.device, position.inode, position.offset + used, position.line + lines
+            position.device,
+            position.inode,
+            offset,
+            position.line + lines,
+            position.fingerprint
+            if position.offset >= FINGERPRINT_BYTES
+            else _fingerprint(self._file, offset),
         )
         if self._store is not None:
             self._store.save(self._position, self.path)
@@ -449,8 +476,8 @@ class FileFollower:
             if self._store is not None:
                 self._store.save(self._position, self.path)
             return True
-        if stat.st_size < position.offset:
-            log.warning("%s truncated: reading it again from its start", self.path.name)
+        if stat.st_size < position.offset or _rewritten(self._file, position):
+            log.warning("%s truncated or rewritten: reading it from its start", self.path.name)
             self._position = Position(position.device, position.inode, 0, 0)
             self.header_record = None
             return True
@@ -480,6 +507,21 @@ class FileFollower:
                 pass
         finally:
             self.close()
+
+
+def _fingerprint(file: BinaryIO | None, offset: int) -> str:
+    """SHA-256 of the first ``min(offset, FINGERPRINT_BYTES)`` bytes of ``file``."""
+    length = min(offset, FINGERPRINT_BYTES)
+    head = os.pread(file.fileno(), length, 0) if file is not None and length else b""
+    return hashlib.sha256(head).hexdigest()
+
+
+def _rewritten(file: BinaryIO, position: Position) -> bool:
+    """The file no longer begins with the bytes the position was taken on (a position
+    stored without a fingerprint is trusted)."""
+    if position.offset == 0 or not position.fingerprint:
+        return False
+    return _fingerprint(file, position.offset) != position.fingerprint
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

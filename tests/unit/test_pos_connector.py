@@ -399,3 +399,39 @@ async def test_reading_a_whole_file_in_small_batches_never_cuts_a_line(tmp_path:
     await follow.read_to_end()
     assert letters.letters == []
     assert ids(sink) == [f"pos:S1/O-{n}/1" for n in range(1, 31)]
+
+
+async def test_a_file_truncated_and_refilled_past_the_position_is_read_from_its_start(
+    tmp_path: Path,
+) -> None:
+    path, state = tmp_path / "sales.csv", tmp_path / "sales.position"
+    path.write_text(HEADER + csv_line(1) + csv_line(2))
+    sink = MemoryTouchpointSink()
+    follow, _ = follower(path, state, sink, MemoryDeadLetterSink(), PosDefaults(), clock)
+    while await follow.step():
+        pass
+    follow.close()
+    with path.open("r+") as out:  # copytruncate, then the writer carries on: same inode
+        out.truncate(0)
+        out.write(HEADER + "".join(csv_line(n) for n in range(10, 16)))
+    follow, _ = follower(path, state, sink, MemoryDeadLetterSink(), PosDefaults(), clock)
+    while await follow.step():
+        pass
+    follow.close()
+    assert ids(sink)[2:] == [f"pos:S1/O-{n}/1" for n in range(10, 16)]
+
+
+async def test_a_running_follower_sees_a_refilled_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "sales.csv"
+    path.write_text(HEADER + csv_line(1) + csv_line(2))
+    sink = MemoryTouchpointSink()
+    follow, _ = follower(path, None, sink, MemoryDeadLetterSink(), PosDefaults(), clock)
+    while await follow.step():
+        pass
+    with path.open("r+") as out:
+        out.truncate(0)
+        out.write(HEADER + "".join(csv_line(n) for n in range(10, 16)))
+    while await follow.step():
+        pass
+    follow.close()
+    assert ids(sink)[2:] == [f"pos:S1/O-{n}/1" for n in range(10, 16)]
