@@ -15,11 +15,12 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 from schemas.models import Channel, Direction, InterventionKind, Priority, Severity
 
+from .compliance.policy import compile_policy
 from .conditions import (
     EPOCH,
     Absence,
@@ -61,7 +62,11 @@ from .limits import (
     TITLE_MAX,
 )
 from .rules import CompiledRule, RuleMode
+from .scoring.spec import ScoringSpec, compile_scoring
 from .state import CustomerState
+
+if TYPE_CHECKING:
+    from .compliance import CompiledPolicy
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -143,6 +148,10 @@ class RuleBundle:
     worker's clock when it decided. As with the customer cap, the strictest of the running
     bundles' rep caps applies to every bundle's interventions; it is applied after the
     customer cap, so an intervention it holds back has used up the customer's cap."""
+    scoring: ScoringSpec | None = None
+    """The scores of the bundle's ``scoring:`` section (docs/scoring.md)."""
+    policy: CompiledPolicy | None = None
+    """The compliance policy of the bundle's ``policy:`` section (docs/compliance.md)."""
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
@@ -433,6 +442,8 @@ class _Checker:
                     "managers",
                     "journeys",
                     "fields",
+                    "scoring",
+                    "policy",
                 ),
             )
         except _Refused:
@@ -448,9 +459,16 @@ class _Checker:
             self.attempt(lambda: self.read_managers(top))
         if "fields" in top:
             self.attempt(lambda: self.fields(top))
-        if "rules" not in top and "journeys" not in top:
+        if (
+            "scoring" not in top
+            and "rules" not in top
+            and "journeys" not in top
+            and "policy" not in top
+        ):
             self.problems.append(
-                BundleProblem(self.source, top.line, "rules", "expected rules, journeys or both")
+                BundleProblem(
+                    self.source, top.line, "rules", "expected rules, journeys or a policy"
+                )
             )
             return None
         rules_value = top.get("rules", _LocatedList())
@@ -511,6 +529,16 @@ class _Checker:
                                 f"{seen[rule_id]}; rename one",
                             )
                         )
+        policy = None
+        if "policy" in top:
+            policy = compile_policy(
+                self, top["policy"], top.lines["policy"], name or "", version or 1
+            )
+        scoring = (
+            compile_scoring(self, top["scoring"], top.lines["scoring"])
+            if "scoring" in top
+            else None
+        )
         if self.problems:
             return None
         return RuleBundle(
@@ -524,6 +552,8 @@ class _Checker:
             per_rep_per_day=caps[1],
             journeys=journeys or (),
             restricted_fields=dict(self.restricted),
+            scoring=scoring,
+            policy=policy,
         )
 
     def journeys(self, top: _Located, version: int) -> tuple[CompiledJourney, ...]:

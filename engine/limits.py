@@ -59,3 +59,33 @@ LATEST_EVENT_TIME = datetime(9989, 12, 31, tzinfo=UTC)
 DURATION_MAX, ``due_at`` stays within the calendar."""
 PURPOSES_MAX = 20
 """Consent purposes one intervention or one restricted field may name."""
+
+# --- compliance policies (the ``policy:`` section; docs/compliance.md, "Limits") ------
+
+POLICY_CATEGORIES_MAX = 100
+"""Categories in one policy."""
+POLICY_PHRASES_MAX = 20_000
+"""Phrases in one policy, counting every term, exception, negation word, required-content
+topic term and nearby term: all of them go into one automaton."""
+TERM_CHARS_MAX = 100
+"""Characters in one term or phrase."""
+POLICY_PATTERNS_MAX = 200
+"""Patterns (``near: patterns``) in one policy; each at most PATTERN_CHARS_MAX characters."""
+NEAR_WITHIN_MAX = 200
+"""``within`` of ``near`` and ``near_number``: characters either side of a term."""
+NEGATION_WINDOW_MAX = 10
+"""``negation`` ``window``: words between a negation word and the term."""
+REQUIRED_MAX = 20
+"""Required-content checks in one policy."""
+TOPICS_MAX = 50
+"""Topics in one required-content check."""
+TEMPLATES_MAX = 500
+"""Approved templates in one policy."""
+TEMPLATE_CHARS_MAX = 2_000
+"""Characters in one approved template."""
+OWN_DOMAINS_MAX = 200
+"""Entries of ``own_domains``."""
+TRAINING_RULES_MAX = 100
+"""Training rules in one policy."""
+TRAINING_DAYS_MAX = 365
+"""``within_days`` of a training rule."""

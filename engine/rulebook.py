@@ -19,8 +19,10 @@ from datetime import timedelta
 
 from .builtin import BUILTIN_NAME
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
+from .compliance import CompiledPolicy
 from .journeys import CompiledJourney
 from .rules import CompiledRule
+from .scoring.spec import ScoreSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,11 @@ class RuleBook:
         self.journeys: tuple[CompiledJourney, ...] = ()
         self.restricted_fields: dict[str, frozenset[str]] = {}
         """Attribute -> the consent purposes it may be used for, over all bundles."""
+        self.scores: dict[str, ScoreSpec] = {}
+        """Score name -> its spec, over the running bundles (the first bundle by name wins
+        a name two bundles declare)."""
+        self.policies: tuple[CompiledPolicy, ...] = ()
+        """The running bundles' compliance policies, in bundle-name order."""
         self._rebuild()
 
     @property
@@ -155,6 +162,17 @@ class RuleBook:
         self.journeys = tuple(
             journey for name in sorted(self._bundles) for journey in self._bundles[name].journeys
         )
+        self.policies = tuple(
+            policy
+            for name in sorted(self._bundles)
+            if (policy := self._bundles[name].policy) is not None
+        )
+        scores: dict[str, ScoreSpec] = {}
+        for name in sorted(self._bundles):
+            scoring = self._bundles[name].scoring
+            for score in scoring.scores if scoring is not None else ():
+                scores.setdefault(score.name, score)
+        self.scores = scores
         restricted: dict[str, frozenset[str]] = {}
         for bundle in self._bundles.values():
             for name, purposes in bundle.restricted_fields.items():

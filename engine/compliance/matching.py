@@ -1,0 +1,543 @@
+"""A compiled policy, and what it decides about one normalised draft.
+
+Everything a policy matches by term (its terms, their exceptions, negation words,
+required-content topics and the terms a finding needs nearby) sits in one Aho-Corasick
+automaton built when the bundle is loaded; a draft is read once, in its matching view
+(see :mod:`engine.compliance.normalise`), whatever the number of terms.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import ahocorasick
+
+from .model import Draft, Finding, PolicyVerdict, Template, TrainingRule, Verdict
+from .normalise import Normalised, fold
+from .pii import EMAIL, PersonalData, contact_key, domain_of
+
+_NUMBER_NEAR = re.compile(
+    r"\d|[%％‰]|百分之|[零〇一二两三四五六七八九十][成倍]|[一二两三四五六七八九十]个点"
+    r"|percent|per cent",
+    re.IGNORECASE,
+)
+"""What counts as a number near a term: a digit (any script, full-width included), a
+percent or per-mille sign, 百分之, a Chinese numeral before 成, 倍 or 个点, or the word
+percent."""
+
+ENGLISH_ENDINGS = tuple(fold(ending) for ending in ("s", "es", "d", "ed", "ing", "ly"))
+"""Endings an English term may carry and still match ("guaranteed return" matches
+"guaranteed returns"), as they read in the matching view."""
+
+
+class PolicyMode(StrEnum):
+    TEST = "test"
+    """Verdicts are recorded, never returned: the caller sees allow."""
+    NOTIFY = "notify"
+    """Confirm and block are returned as remind: the rep is warned, not stopped."""
+    ENFORCE = "enforce"
+    """Verdicts are returned as decided."""
+
+
+class NegationEffect(StrEnum):
+    DROP = "drop"
+    """A negated term is no finding."""
+    LOWER = "lower"
+    """A negated term is a finding one tier lower (none if that is allow)."""
+
+
+class Role(IntEnum):
+    TERM = 0
+    EXCEPT = 1
+    NEGATE_BEFORE = 2
+    NEGATE_AFTER = 3
+    NOT_NEGATION = 4
+    TOPIC = 5
+    NEAR = 6
+    OWN = 7
+    OTHER = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Near:
+    """A finding counts only if one of these terms or patterns is found within ``within``
+    characters of it (in the original text, either side)."""
+
+    within: int
+    group: int
+    """Which NEAR entries of the automaton are this requirement's terms."""
+    terms: tuple[str, ...]
+    patterns: tuple[Any, ...]
+    """RE2 programs, searched in the literal view."""
+    sources: tuple[str, ...]
+    """The patterns as written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str
+    """As written in the bundle."""
+    category: int
+    tier: Verdict
+    near: tuple[Near, ...]
+    """The category's requirements and the term's own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Own:
+    """When personal data is the sender's or the recipient's own: the nearest marker before
+    it is one of the ``own`` words (group ``g`` within ``windows[g]`` characters), not
+    one of the ``others``."""
+
+    detectors: frozenset[str]
+    windows: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    category_id: str
+    tier: Verdict
+    templates: tuple[Template, ...] = ()
+    kinds: frozenset[str] | None = None
+    """Draft kinds the category applies to; None for all."""
+    near_number: int | None = None
+    """Characters either side in which a number raises a finding's tier."""
+    number_tier: Verdict | None = None
+    """The tier a number nearby raises a finding to; None for one tier up."""
+    detectors: frozenset[str] = frozenset()
+    """Personal-data detectors whose findings belong to this category."""
+    own: Own | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """Drafts of ``kind`` must mention at least ``at_least`` of ``topics``."""
+
+    kind: str
+    at_least: int
+    tier: Verdict
+    category: str
+    topics: tuple[str, ...]
+    templates: tuple[Template, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Negation:
+    before_window: int = 3
+    after_window: int = 3
+    effect: NegationEffect = NegationEffect.DROP
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a key of the automaton stands for. ``index`` and ``detail`` depend on the role:
+    TERM (term, -), EXCEPT (term or -1, category), TOPIC (requirement, topic), NEAR
+    (group, -), OWN (category, group), OTHER (category, -); unused for negation words."""
+
+    role: Role
+    index: int = 0
+    detail: int = 0
+
+
+@dataclass(eq=False)
+class Automaton:
+    """Keys (matching view) to their entries, built into one automaton."""
+
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+
+    def add(self, key: str, entry: Entry) -> None:
+        self.entries.setdefault(key, []).append(entry)
+
+    def build(self) -> Any:
+        if not self.entries:
+            return None
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        for key, entries in self.entries.items():
+            automaton.add_word(key, (len(key), _english(key[0]), _english(key[-1]), tuple(entries)))
+        automaton.make_automaton()
+        return automaton
+
+
+def _english(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledPolicy:
+    """A policy section of a bundle, compiled: what :func:`~engine.compliance.judge` runs."""
+
+    policy_id: str
+    version: int
+    mode: PolicyMode
+    training: tuple[TrainingRule, ...] = ()
+    categories: tuple[Category, ...] = ()
+    terms: tuple[Term, ...] = ()
+    requirements: tuple[Requirement, ...] = ()
+    negation: Negation = Negation()
+    own_domains: tuple[str, ...] = ()
+    automaton: Any = None
+    keys: int = 0
+    """How many distinct keys the automaton holds."""
+
+    def category(self, category_id: str) -> Category | None:
+        return next((c for c in self.categories if c.category_id == category_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    start: int
+    end: int
+    """Matching-view positions, end exclusive."""
+    entry: Entry
+
+
+def _hits(policy: CompiledPolicy, text: Normalised) -> list[_Hit]:
+    if policy.automaton is None or not text.folded:
+        return []
+    hits: list[_Hit] = []
+    for last, (length, english_start, english_end, entries) in policy.automaton.iter(text.folded):
+        start, end = last - length + 1, last + 1
+        if english_start and not text.starts_at_word_edge(start):
+            continue
+        if english_end:
+            extended = _word_end(text, end)
+            if extended is None:
+                continue
+            end = extended
+        if end - start > 1 and not text.one_segment(start, end):
+            continue
+        hits.extend(_Hit(start, end, entry) for entry in entries)
+    return hits
+
+
+def _word_end(text: Normalised, end: int) -> int | None:
+    if text.ends_at_word_edge(end):
+        return end
+    folded = text.folded
+    for ending in ENGLISH_ENDINGS:
+        stop = end + len(ending)
+        if (
+            folded.startswith(ending, end)
+            and not any(text.gap_before(unit) for unit in range(end, stop))
+            and text.ends_at_word_edge(stop)
+        ):
+            return stop
+    return None
+
+
+def evaluate(
+    policy: CompiledPolicy,
+    draft: Draft,
+    text: Normalised,
+    personal: Sequence[PersonalData],
+    masked: str,
+) -> PolicyVerdict:
+    """What ``policy`` decides about ``draft`` (before its mode is applied)."""
+    hits = _hits(policy, text)
+    by_role: dict[Role, list[_Hit]] = {}
+    for hit in hits:
+        by_role.setdefault(hit.entry.role, []).append(hit)
+    findings = _term_findings(policy, draft, text, by_role, masked)
+    findings.extend(_personal_findings(policy, draft, text, by_role, personal, masked))
+    findings.sort(key=lambda f: (f.start, f.end, f.category))
+    tiers = [f.tier for f in findings]
+    missing: tuple[str, ...] = ()
+    unmet: list[tuple[Requirement, int]] = []
+    mentioned_topics = {(hit.entry.index, hit.entry.detail) for hit in by_role.get(Role.TOPIC, ())}
+    for index, requirement in enumerate(policy.requirements):
+        if requirement.kind != draft.kind:
+            continue
+        mentioned = [t for t in range(len(requirement.topics)) if (index, t) in mentioned_topics]
+        if len(mentioned) >= requirement.at_least:
+            continue
+        unmet.append((requirement, len(mentioned)))
+        missing += tuple(name for t, name in enumerate(requirement.topics) if t not in mentioned)
+        tiers.append(requirement.tier)
+    verdict = Verdict.strictest(tiers)
+    return PolicyVerdict(
+        policy_id=policy.policy_id,
+        policy_version=policy.version,
+        mode=policy.mode.value,
+        verdict=verdict,
+        findings=tuple(findings),
+        missing_topics=tuple(dict.fromkeys(missing)),
+        templates=_templates(policy, findings, unmet),
+        reason=_reason(verdict, findings, unmet),
+    )
+
+
+def _term_findings(
+    policy: CompiledPolicy,
+    draft: Draft,
+    text: Normalised,
+    by_role: dict[Role, list[_Hit]],
+    masked: str,
+) -> list[Finding]:
+    terms = by_role.get(Role.TERM)
+    if not terms:
+        return []
+    excepts = by_role.get(Role.EXCEPT, [])
+    not_negations = by_role.get(Role.NOT_NEGATION, [])
+    before = [hit for hit in by_role.get(Role.NEGATE_BEFORE, []) if not _inside(hit, not_negations)]
+    after = [hit for hit in by_role.get(Role.NEGATE_AFTER, []) if not _inside(hit, not_negations)]
+    near_hits = by_role.get(Role.NEAR, [])
+    negated = {
+        id(hit): word
+        for hit in terms
+        if (word := _negation(policy.negation, text, hit, before, after)) is not None
+    }
+    negated_spans = [hit for hit in terms if id(hit) in negated]
+    candidates: list[tuple[Finding, int]] = []
+    for hit in terms:
+        term = policy.terms[hit.entry.index]
+        category = policy.categories[term.category]
+        if category.kinds is not None and draft.kind not in category.kinds:
+            continue
+        if any(
+            x.start <= hit.start
+            and hit.end <= x.end
+            and (
+                x.entry.index == hit.entry.index
+                or (x.entry.index == -1 and x.entry.detail == term.category)
+            )
+            for x in excepts
+        ):
+            continue
+        tier = term.tier
+        notes: list[str] = []
+        negation = negated.get(id(hit)) or next(
+            (negated[id(h)] for h in negated_spans if _inside(hit, (h,))), None
+        )
+        if negation is not None:
+            if policy.negation.effect is NegationEffect.DROP or tier is Verdict.REMIND:
+                continue
+            lowered = Verdict(_LOWER[tier])
+            notes.append(f"negated by {negation!r}: {tier} lowered to {lowered}")
+            tier = lowered
+        start, end = text.span(hit.start, hit.end)
+        category_excepts = [
+            x for x in excepts if x.entry.index == -1 and x.entry.detail == term.category
+        ]
+        met = _nearby(term.near, text, hit, start, end, near_hits, category_excepts)
+        if met is None:
+            continue
+        notes.extend(met)
+        if category.near_number is not None:
+            window = category.near_number
+            number = _NUMBER_NEAR.search(text.text, max(0, start - window), start) or (
+                _NUMBER_NEAR.search(text.text, end, end + window)
+            )
+            if number is not None:
+                raised = category.number_tier or tier.raised()
+                if raised.rank > tier.rank:
+                    notes.append(f"a number within {window} characters raises {tier} to {raised}")
+                    tier = raised
+        reason = f"{category.category_id}: {term.text!r} ({tier})"
+        if notes:
+            reason += "; " + "; ".join(notes)
+        candidates.append(
+            (
+                Finding(
+                    category=category.category_id,
+                    term=term.text,
+                    start=start,
+                    end=end,
+                    tier=tier,
+                    reason=reason,
+                    excerpt=masked[start:end],
+                ),
+                term.category,
+            )
+        )
+    return _without_overlaps(candidates)
+
+
+_LOWER = {Verdict.BLOCK: "confirm", Verdict.CONFIRM: "remind", Verdict.REMIND: "allow"}
+
+
+def _inside(hit: _Hit, spans: Iterable[_Hit]) -> bool:
+    return any(s.start <= hit.start and hit.end <= s.end for s in spans)
+
+
+def _negation(
+    negation: Negation, text: Normalised, hit: _Hit, before: list[_Hit], after: list[_Hit]
+) -> str | None:
+    """The negation word that takes the promise back, if any."""
+    for word in before:
+        if (
+            word.end <= hit.start
+            and text.words_between(word.end, hit.start) <= negation.before_window
+            and text.one_segment(word.start, hit.end)
+        ):
+            return text.text[slice(*text.span(word.start, word.end))]
+    for word in after:
+        if (
+            word.start >= hit.end
+            and text.words_between(hit.end, word.start) <= negation.after_window
+            and text.one_segment(hit.start, word.end)
+        ):
+            return text.text[slice(*text.span(word.start, word.end))]
+    return None
+
+
+def _nearby(
+    requirements: tuple[Near, ...],
+    text: Normalised,
+    hit: _Hit,
+    start: int,
+    end: int,
+    near_hits: list[_Hit],
+    excepts: list[_Hit],
+) -> list[str] | None:
+    """Notes on what was found near the term, or None if a requirement is not met. A
+    nearby term inside one of the category's exceptions does not count."""
+    notes: list[str] = []
+    for near in requirements:
+        lo, hi = start - near.within, end + near.within
+        found: str | None = None
+        for other in near_hits:
+            if (
+                other.entry.index != near.group
+                or (hit.start <= other.start and other.end <= hit.end)
+                or _inside(other, excepts)
+            ):
+                continue
+            other_start, other_end = text.span(other.start, other.end)
+            if lo <= other_start and other_end <= hi:
+                found = text.text[other_start:other_end]
+                break
+        if found is None and near.patterns:
+            literal, origin = text.literal()
+            first, last = bisect_left(origin, max(0, lo)), bisect_left(origin, hi)
+            for pattern in near.patterns:
+                match = pattern.search(literal, first, last)
+                if match is not None:
+                    found = text.text[origin[match.start()] : origin[match.end() - 1] + 1]
+                    break
+        if found is None:
+            return None
+        notes.append(f"with {found!r} within {near.within} characters")
+    return notes
+
+
+def _without_overlaps(candidates: list[tuple[Finding, int]]) -> list[Finding]:
+    """Within a category, of overlapping findings keep the strictest, then the longest."""
+    ordered = sorted(
+        candidates, key=lambda c: (-c[0].tier.rank, -(c[0].end - c[0].start), c[0].start)
+    )
+    kept: list[tuple[Finding, int]] = []
+    for finding, category in ordered:
+        if any(
+            category == other_category and finding.start < other.end and other.start < finding.end
+            for other, other_category in kept
+        ):
+            continue
+        kept.append((finding, category))
+    return [finding for finding, _ in kept]
+
+
+_DETECTOR_NAMES = {
+    "resident_id": "resident ID number",
+    "mobile": "mobile number",
+    "bank_card": "bank card number",
+    "email": "email address",
+}
+
+
+def _personal_findings(
+    policy: CompiledPolicy,
+    draft: Draft,
+    text: Normalised,
+    by_role: dict[Role, list[_Hit]],
+    personal: Sequence[PersonalData],
+    masked: str,
+) -> list[Finding]:
+    if not personal:
+        return []
+    own = {contact_key(c) for c in (*draft.sender_contacts, *draft.recipient_contacts)}
+    findings: list[Finding] = []
+    for index, category in enumerate(policy.categories):
+        if not category.detectors or (
+            category.kinds is not None and draft.kind not in category.kinds
+        ):
+            continue
+        for item in personal:
+            if item.detector not in category.detectors or not item.reportable:
+                continue
+            if item.value in own:
+                continue
+            if item.detector == EMAIL and _own_domain(domain_of(item.value), policy.own_domains):
+                continue
+            if category.own is not None and _marked_own(category.own, index, text, by_role, item):
+                continue
+            findings.append(
+                Finding(
+                    category=category.category_id,
+                    term=item.detector,
+                    start=item.start,
+                    end=item.end,
+                    tier=category.tier,
+                    reason=(
+                        f"{category.category_id}: a {_DETECTOR_NAMES[item.detector]} that is "
+                        f"neither the sender's nor the recipient's own ({category.tier})"
+                    ),
+                    excerpt=masked[item.start : item.end],
+                )
+            )
+    return findings
+
+
+def _marked_own(
+    own: Own, category: int, text: Normalised, by_role: dict[Role, list[_Hit]], item: PersonalData
+) -> bool:
+    """Whether the nearest marker before ``item`` says it is the sender's or recipient's."""
+    if item.detector not in own.detectors:
+        return False
+    nearest: tuple[int, bool] | None = None  # (original end, own?)
+    for role in (Role.OWN, Role.OTHER):
+        for hit in by_role.get(role, ()):
+            if hit.entry.index != category:
+                continue
+            _, end = text.span(hit.start, hit.end)
+            if end > item.start:
+                continue
+            if role is Role.OWN and item.start - end > own.windows[hit.entry.detail]:
+                continue
+            if nearest is None or end > nearest[0] or (end == nearest[0] and role is Role.OTHER):
+                nearest = (end, role is Role.OWN)
+    return nearest is not None and nearest[1]
+
+
+def _own_domain(domain: str, own: tuple[str, ...]) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in own)
+
+
+def _templates(
+    policy: CompiledPolicy, findings: list[Finding], unmet: list[tuple[Requirement, int]]
+) -> tuple[Template, ...]:
+    chosen: dict[str, Template] = {}
+    for category_id in dict.fromkeys(f.category for f in findings):
+        category = policy.category(category_id)
+        for template in category.templates if category is not None else ():
+            chosen.setdefault(template.template_id, template)
+    for requirement, _ in unmet:
+        for template in requirement.templates:
+            chosen.setdefault(template.template_id, template)
+    return tuple(chosen.values())
+
+
+def _reason(verdict: Verdict, findings: list[Finding], unmet: list[tuple[Requirement, int]]) -> str:
+    if verdict is Verdict.ALLOW:
+        return "allow: nothing in the policy matched"
+    parts = [f"{f.category} {f.term!r} at {f.start}-{f.end} ({f.tier})" for f in findings]
+    parts.extend(
+        f"{r.category}: a {r.kind} mentions {count} of the {len(r.topics)} topics, "
+        f"expected at least {r.at_least} ({r.tier})"
+        for r, count in unmet
+    )
+    return f"{verdict}: " + "; ".join(parts)

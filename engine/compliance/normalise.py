@@ -1,0 +1,331 @@
+"""Text as the term matcher sees it, with a way back to the text as written.
+
+Two views of a draft, both computed character by character so every character of a
+view comes from exactly one character of the original:
+
+- the *matching view* (:attr:`Normalised.folded`): compatibility forms decomposed
+  (full-width, circled and mathematical letters, CJK compatibility ideographs and
+  radicals), accents and other combining marks removed, case folded, traditional Chinese
+  characters simplified, Cyrillic and Greek look-alikes replaced by the Latin letter they
+  imitate, digit and symbol stand-ins replaced by the letter they imitate (0→o, 1→i,
+  3→e, 4→a, 5→s, 7→t, @→a, $→s; and l→i, so that "1" may stand for either), and every
+  space, punctuation mark, symbol and invisible character left out. "保 本", "保-本",
+  "ｇｕａｒａｎｔｅｅｄ", "g.u.a.r.a.n.t.e.e.d" and "gu4r4nt33d" all read "保本" or
+  "guaranteed" (with l and i folded together) there.
+- the *literal view* (:meth:`Normalised.literal`): compatibility forms, case and
+  traditional characters normalised, invisible characters removed, but digits, spaces
+  and punctuation kept; patterns (dates, amounts) are searched there.
+
+Left-out characters still matter: a space or punctuation mark between two characters is
+a *gap* (English terms must start and end at a gap or a non-letter), and some of them
+end a *segment* (a term never spans two): a newline after another newline, the Chinese
+sentence and clause marks 。！？；，、, and an ASCII ``.`` ``!`` ``?`` ``;`` ``,`` or
+``…`` followed by a space or newline. "g.u.a.r.a.n.t.e.e.d" is one segment; "No. Risk"
+is two.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
+from importlib import resources
+
+CACHE_MAX = 200_000
+"""Distinct characters whose description is kept; others are described each time."""
+
+
+class Kind(IntEnum):
+    WORD = 0
+    """Contributes to the matching view: a letter, digit, CJK character or stand-in."""
+    SPACE = 1
+    """Whitespace other than a newline: a gap."""
+    SEPARATOR = 2
+    """Punctuation, symbols, emoji: a gap."""
+    STOP = 3
+    """ASCII ``. ! ? ; ,`` and ``…``: a gap, and the end of a segment when whitespace
+    follows."""
+    NEWLINE = 4
+    """A gap; the second newline in a row (whitespace between) ends a segment."""
+    BREAK = 5
+    """Chinese sentence and clause marks, line and paragraph separators: end a segment."""
+    INVISIBLE = 6
+    """Format characters, combining marks, fillers: as if absent (not even a gap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CharInfo:
+    kind: Kind
+    folded: str
+    """What the character contributes to the matching view ('' unless a WORD)."""
+    literal: str
+    """What it contributes to the literal view."""
+    letter: bool
+    """An alphabetic character that is not CJK: it joins an English word to its
+    neighbours, so a term cannot start or end next to it."""
+    cjk: bool
+    """A CJK ideograph, kana or hangul: a word of its own."""
+
+
+_BREAKS = frozenset("。！？；，、｡､\u2028\u2029\u3002")
+_STOPS = frozenset(".!?;,…")
+_NEWLINES = frozenset("\n\x0b\x0c\x85")
+_INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
+"""Characters that render as nothing but are not format characters: hangul fillers, the
+braille blank, the Mongolian vowel separator, the combining grapheme joiner."""
+_DROPPED_CATEGORIES = frozenset(("Cf", "Mn", "Me", "Cs", "Co", "Cn"))
+
+STAND_INS: dict[str, str] = {
+    "0": "o",
+    "1": "i",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "7": "t",
+    "@": "a",
+    "$": "s",
+    "l": "i",
+}
+"""Digits and symbols written in place of letters, and ``l`` folded with ``i`` (the digit
+1 stands for either). Applied to terms and drafts alike."""
+
+HOMOGLYPHS: dict[str, str] = {
+    # Cyrillic (lower case: case is folded first)
+    "а": "a", "в": "b", "е": "e", "ё": "e", "з": "3", "к": "k", "м": "m", "н": "h",
+    "о": "o", "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i",
+    "ї": "i", "ј": "j", "ԁ": "d", "ӏ": "l", "ɡ": "g", "ү": "y", "һ": "h", "ԛ": "q",
+    "ԝ": "w", "ь": "b",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "η": "n", "ι": "i", "κ": "k",
+    "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ς": "s",
+    "σ": "o", "μ": "u",
+    # Latin variants NFKD leaves alone
+    "ı": "i", "ȷ": "j", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t", "ß": "ss",
+    "æ": "ae", "œ": "oe", "ð": "d", "þ": "p",
+}  # fmt: skip
+"""Letters of other scripts that look like a Latin letter, after case folding."""
+
+
+@cache
+def traditional_to_simplified() -> dict[str, str]:
+    """Traditional Chinese characters and their simplified form (the first one where the
+    table gives several), from the OpenCC character table that opencc-python-reimplemented
+    ships."""
+    table: dict[str, str] = {}
+    data = resources.files("opencc").joinpath("dictionary", "TSCharacters.txt")
+    for line in data.read_text(encoding="utf-8").splitlines():
+        traditional, _, simplified = line.partition("\t")
+        choices = simplified.split()
+        if len(traditional) == 1 and choices and len(choices[0]) == 1:
+            table[traditional] = choices[0]
+    return table
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0x2E80 <= code <= 0x2FFF
+        or 0x3040 <= code <= 0x318F
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x20000 <= code <= 0x3FFFF
+    )
+
+
+def describe(ch: str) -> CharInfo:
+    """How one character of a draft is normalised (uncached; see :func:`info`)."""
+    category = unicodedata.category(ch)
+    if ch in _INVISIBLE_EXTRA or category in _DROPPED_CATEGORIES:
+        return CharInfo(Kind.INVISIBLE, "", "", False, False)
+    if category == "Cc" and ch not in "\t\n\r\x0b\x0c\x85":
+        return CharInfo(Kind.INVISIBLE, "", "", False, False)
+    literal = _literal(ch)
+    if ch in _NEWLINES:
+        return CharInfo(Kind.NEWLINE, "", "\n", False, False)
+    if ch in _BREAKS:
+        return CharInfo(Kind.BREAK, "", literal, False, False)
+    if ch in _STOPS:
+        return CharInfo(Kind.STOP, "", literal, False, False)
+    if category.startswith("Z") or ch in "\t\r":
+        return CharInfo(Kind.SPACE, "", " ", False, False)
+    t2s = traditional_to_simplified()
+    folded: list[str] = []
+    decomposed = unicodedata.normalize("NFKD", ch)
+    for part in decomposed:
+        if unicodedata.category(part) in _DROPPED_CATEGORIES:
+            continue
+        for lowered in part.casefold():
+            simplified = t2s.get(lowered, lowered)
+            mapped = HOMOGLYPHS.get(simplified, simplified)
+            for letter in mapped:
+                stand_in = STAND_INS.get(letter)
+                if stand_in is not None:
+                    folded.append(stand_in)
+                elif letter.isalnum():
+                    folded.append(letter)
+    text = "".join(folded)
+    if not text:
+        return CharInfo(Kind.SEPARATOR, "", literal, False, False)
+    cjk = _is_cjk(text[0])
+    return CharInfo(Kind.WORD, text, literal, ch.isalpha() and not cjk, cjk)
+
+
+def _literal(ch: str) -> str:
+    t2s = traditional_to_simplified()
+    kept = unicodedata.normalize("NFKC", ch).casefold()
+    return "".join(t2s.get(c, c) for c in kept)
+
+
+class _Table(dict[int, CharInfo]):
+    def __missing__(self, code: int) -> CharInfo:
+        described = describe(chr(code))
+        if len(self) < CACHE_MAX:
+            self[code] = described
+        return described
+
+
+class _Projection(dict[int, str]):
+    """A ``str.translate`` table onto one view, filled on first sight of a character."""
+
+    def __init__(self, view: str) -> None:
+        super().__init__()
+        self.view = view
+
+    def __missing__(self, code: int) -> str:
+        projected: str = getattr(info(chr(code)), self.view)
+        if len(self) < CACHE_MAX:
+            self[code] = projected
+        return projected
+
+
+_INFO = _Table()
+_FOLDED = _Projection("folded")
+_LITERAL = _Projection("literal")
+
+
+def info(ch: str) -> CharInfo:
+    """How ``ch`` is normalised (cached)."""
+    return _INFO[ord(ch)]
+
+
+def fold(text: str) -> str:
+    """``text`` in the matching view (for terms compiled from a policy)."""
+    return text.translate(_FOLDED)
+
+
+class Normalised:
+    """A draft's text in the matching view, with positions back into the original.
+
+    Only the matching view is computed up front (one ``str.translate``); the map back to
+    original positions, gaps, segments and the literal view are worked out when a term
+    is found.
+    """
+
+    __slots__ = ("_literal", "_origin", "folded", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.folded = text.translate(_FOLDED)
+        self._origin: list[int] | None = None
+        self._literal: tuple[str, list[int]] | None = None
+
+    @property
+    def origin(self) -> list[int]:
+        """For each character of the matching view, the position in ``text`` it came from."""
+        if self._origin is None:
+            origin: list[int] = []
+            folded = _FOLDED
+            for position, ch in enumerate(self.text):
+                size = len(folded[ord(ch)])
+                if size == 1:
+                    origin.append(position)
+                elif size:
+                    origin.extend([position] * size)
+            self._origin = origin
+        return self._origin
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original positions (end exclusive) of matching-view characters start:end."""
+        origin = self.origin
+        return origin[start], origin[end - 1] + 1
+
+    def gap_before(self, unit: int) -> bool:
+        """Whether a space, punctuation mark or symbol stands between matching-view
+        characters ``unit - 1`` and ``unit`` (always true at the start)."""
+        if unit <= 0:
+            return True
+        origin = self.origin
+        if unit >= len(origin):
+            return True
+        text = self.text
+        return any(
+            _INFO[ord(text[p])].kind != Kind.INVISIBLE
+            for p in range(origin[unit - 1] + 1, origin[unit])
+        )
+
+    def joins_letters(self, unit: int) -> bool:
+        """Whether matching-view character ``unit`` comes from a (non-CJK) letter."""
+        return _INFO[ord(self.text[self.origin[unit]])].letter
+
+    def is_cjk(self, unit: int) -> bool:
+        return _INFO[ord(self.text[self.origin[unit]])].cjk
+
+    def starts_at_word_edge(self, unit: int) -> bool:
+        """An English term may start at ``unit``: nothing letter-like joins it on the left."""
+        return self.gap_before(unit) or not self.joins_letters(unit - 1)
+
+    def ends_at_word_edge(self, end: int) -> bool:
+        """An English term may end before ``end``: nothing letter-like joins it on the right."""
+        return end >= len(self.folded) or self.gap_before(end) or not self.joins_letters(end)
+
+    def one_segment(self, start: int, end: int) -> bool:
+        """Whether matching-view characters start:end lie in one segment."""
+        origin = self.origin
+        return _one_segment(self.text, origin[start], origin[end - 1])
+
+    def words_between(self, end: int, start: int) -> int:
+        """How many words lie between matching-view characters end-1 and start (a CJK
+        character is a word of its own)."""
+        words = 0
+        for unit in range(end, start):
+            if self.is_cjk(unit) or self.is_cjk(unit - 1) or self.gap_before(unit):
+                words += 1
+        return words
+
+    def literal(self) -> tuple[str, list[int]]:
+        """The literal view and, for each of its characters, the original position."""
+        if self._literal is None:
+            parts: list[str] = []
+            origin: list[int] = []
+            table = _LITERAL
+            for position, ch in enumerate(self.text):
+                projected = table[ord(ch)]
+                if projected:
+                    parts.append(projected)
+                    origin.extend([position] * len(projected))
+            self._literal = ("".join(parts), origin)
+        return self._literal
+
+
+def _one_segment(text: str, first: int, last: int) -> bool:
+    """No segment ends between original positions ``first`` and ``last``."""
+    newlines = 0
+    stopped = False
+    for position in range(first + 1, last):
+        kind = _INFO[ord(text[position])].kind
+        if kind == Kind.WORD:
+            newlines, stopped = 0, False
+        elif kind == Kind.BREAK:
+            return False
+        elif kind == Kind.STOP:
+            stopped = True
+        elif kind == Kind.NEWLINE:
+            newlines += 1
+            if stopped or newlines >= 2:
+                return False
+        elif kind == Kind.SPACE and stopped:
+            return False
+    return True

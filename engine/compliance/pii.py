@@ -1,0 +1,277 @@
+"""Personal data in free text: finding it, telling whose it may be, and masking it.
+
+Detectors:
+
+- ``resident_id``: a mainland resident identity number (GB 11643): 18 characters, a known
+  province code, a real birth date from 1900 to 2099, and the check character (``X`` for
+  10) that the weighted sum of the first 17 digits gives. An 18-digit order number almost
+  never passes.
+- ``mobile``: a mainland mobile number, ``1[3-9]`` and nine more digits, alone or after a
+  ``86``/``0086`` country code; landlines (``010-12345678``) and hotlines
+  (``400-123-4567``) are not mobile numbers.
+- ``bank_card``: 13 to 19 digits passing the Luhn check. Masked whenever found; reported
+  as a bank card only when its first digits are those of a card scheme (3, 4, 5 or 6,
+  or 2221-2720) or a word such as 卡号, card or account comes just before it, so a
+  Luhn-valid order or tracking number is not taken for a card.
+- ``email``: ``local@domain.tld``, also written with ``[at]``/``(at)`` and
+  ``[dot]``/``(dot)``.
+
+Digits may be full-width and grouped with spaces, dashes, dots, brackets or invisible
+characters (``138 1234 5678``, ``+86-138-1234-5678``). Masks keep the text's length
+(every position stays where it was): ``138****5678``, ``************1234``,
+``**************123X``, ``a****@example.com``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+RESIDENT_ID = "resident_id"
+MOBILE = "mobile"
+BANK_CARD = "bank_card"
+EMAIL = "email"
+DETECTORS = (RESIDENT_ID, MOBILE, BANK_CARD, EMAIL)
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_PROVINCES = frozenset(
+    (11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46,
+     50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91)
+)  # fmt: skip
+
+_ASCII_VIEW = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {
+    0x3000: " ",
+    0x200B: " ",
+    0x200C: " ",
+    0x200D: " ",
+    0x2060: " ",
+    0xFEFF: " ",
+    0x00A0: " ",
+    0x2010: "-",
+    0x2011: "-",
+    0x2012: "-",
+    0x2013: "-",
+    0x2014: "-",
+    0x2212: "-",
+}
+"""Full-width forms to ASCII and invisible characters to spaces, one character for one,
+so positions in the view are positions in the text."""
+
+_NUMBER = re.compile(r"[0-9](?:[ \t\n\-.()]{0,2}[0-9])*(?:[ \-]?[xX](?![A-Za-z0-9]))?")
+_CHUNK = re.compile(r"[0-9]+[xX]?|[xX]")
+_CARD_WORDS = re.compile(r"卡|card|account|acct|a/c|账号|账户|帐号|帐户", re.IGNORECASE)
+_CARD_CONTEXT = 20
+"""Characters before a Luhn-valid number searched for a card word."""
+
+_AT = re.compile(r"@|[\[({<]\s{0,3}at\s{0,3}[\])}>]", re.IGNORECASE)
+_DOMAIN = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.|\s{0,3}[\[({<]\s{0,3}dot\s{0,3}[\])}>]\s{0,3}))+"
+    r"[a-z]{2,24}(?![a-z0-9-])",
+    re.IGNORECASE,
+)
+_DOT_WORD = re.compile(r"\s*[\[({<]\s*dot\s*[\])}>]\s*", re.IGNORECASE)
+_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_LOCAL_MAX = 64
+_DOMAIN_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalData:
+    """One piece of personal data found in a text. ``value`` is the data itself,
+    normalised to compare with known contacts: never emit or log it."""
+
+    detector: str
+    start: int
+    end: int
+    value: str
+    hidden: tuple[int, ...]
+    """Positions of the characters a mask replaces."""
+    reportable: bool = True
+    """False for a Luhn-valid number with no sign of being a card: masked, not flagged."""
+
+
+def resident_id_valid(value: str) -> bool:
+    """GB 11643: province code, birth date and check character."""
+    if len(value) != 18 or not value[:17].isdigit() or value[17] not in "0123456789Xx":
+        return False
+    if int(value[:2]) not in _PROVINCES:
+        return False
+    year, month, day = int(value[6:10]), int(value[10:12]), int(value[12:14])
+    if not (1900 <= year <= 2099 and 1 <= month <= 12):
+        return False
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11] == value[17].upper()
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, ch in enumerate(reversed(digits)):
+        digit = ord(ch) - 48
+        if index % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def mobile_number(digits: str) -> str | None:
+    """The 11-digit national number if ``digits`` is a mainland mobile number."""
+    if len(digits) == 13 and digits.startswith("86"):
+        digits = digits[2:]
+    elif len(digits) == 15 and digits.startswith("0086"):
+        digits = digits[4:]
+    if len(digits) == 11 and digits[0] == "1" and digits[1] in "3456789" and digits.isdigit():
+        return digits
+    return None
+
+
+def _card_scheme(digits: str) -> bool:
+    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+
+
+def find_personal_data(text: str) -> tuple[PersonalData, ...]:
+    """Every piece of personal data in ``text``, in order of position."""
+    view = text.translate(_ASCII_VIEW)
+    found: list[PersonalData] = []
+    if any(ch.isdigit() for ch in view):
+        for number in _NUMBER.finditer(view):
+            found.extend(_numbers(view, number.start(), number.group()))
+    if "@" in view or "at" in view.lower():
+        found.extend(_emails(view))
+    found.sort(key=lambda item: item.start)
+    return tuple(found)
+
+
+def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
+    chunks = [(offset + c.start(), c.group()) for c in _CHUNK.finditer(group)]
+    index = 0
+    while index < len(chunks):
+        best: tuple[int, int, str, str] | None = None  # (rank, last chunk, detector, value)
+        value = ""
+        sizes: list[int] = []
+        for last in range(index, len(chunks)):
+            value += chunks[last][1]
+            sizes.append(len(chunks[last][1]))
+            if len(value) > 19:
+                break
+            detector, normalised = _classify(value, sizes)
+            if detector is None:
+                continue
+            rank = (RESIDENT_ID, MOBILE, BANK_CARD).index(detector)
+            if best is None or (rank, -len(normalised)) <= (best[0], -len(best[3])):
+                best = (rank, last, detector, normalised)
+        if best is None:
+            index += 1
+            continue
+        _, last, detector, normalised = best
+        start = chunks[index][0]
+        positions = [
+            chunk_start + k
+            for chunk_start, chunk in chunks[index : last + 1]
+            for k in range(len(chunk))
+        ]
+        end = positions[-1] + 1
+        if detector == MOBILE:
+            national = positions[-11:]
+            hidden = tuple(national[3:7])
+        else:
+            hidden = tuple(positions[:-4])
+        reportable = detector != BANK_CARD or (
+            _card_scheme(normalised)
+            or _CARD_WORDS.search(view, max(0, start - _CARD_CONTEXT), start) is not None
+        )
+        yield PersonalData(detector, start, end, normalised, hidden, reportable)
+        index = last + 1
+
+
+def _classify(value: str, sizes: list[int]) -> tuple[str | None, str]:
+    if len(value) == 18 and resident_id_valid(value):
+        return RESIDENT_ID, value.upper()
+    if not value.isdigit():
+        return None, value
+    national = mobile_number(value)
+    if national is not None:
+        return MOBILE, national
+    if 13 <= len(value) <= 19 and _card_grouping(sizes) and luhn_valid(value):
+        return BANK_CARD, value
+    return None, value
+
+
+def _card_grouping(sizes: list[int]) -> bool:
+    """Digit groups a card number is written in: one run, fours (the last shorter or up
+    to seven), 4-6-5 or 4-6-4, or one digit at a time; not two numbers side by side."""
+    return (
+        len(sizes) == 1
+        or all(size == 1 for size in sizes)
+        or (all(size == 4 for size in sizes[:-1]) and 1 <= sizes[-1] <= 7)
+        or sizes in ([4, 6, 5], [4, 6, 4])
+    )
+
+
+def _emails(view: str) -> Iterable[PersonalData]:
+    last_end = 0
+    for at in _AT.finditer(view):
+        if at.start() < last_end:
+            continue
+        left = at.start()
+        if at.group() != "@":
+            while left > 0 and view[left - 1] in " \t" and at.start() - left < 3:
+                left -= 1
+        start = left
+        while start > 0 and view[start - 1] in _LOCAL and left - start < _LOCAL_MAX:
+            start -= 1
+        while start < left and view[start] == ".":
+            start += 1
+        if start == left:
+            continue
+        right = at.end()
+        if at.group() != "@":
+            while right < len(view) and view[right] in " \t" and right - at.end() < 3:
+                right += 1
+        domain = _DOMAIN.match(view[right : right + _DOMAIN_MAX])
+        if domain is None:
+            continue
+        end = right + domain.end()
+        local = view[start:left]
+        value = local.lower() + "@" + _DOT_WORD.sub(".", domain.group()).lower()
+        hidden = tuple(range(start + 1, left))
+        last_end = end
+        yield PersonalData(EMAIL, start, end, value, hidden)
+
+
+def mask_pii(text: str) -> str:
+    """``text`` with every resident ID, mobile number, Luhn-valid card number and email
+    address masked, keeping its length: use it on everything Warroom emits or logs."""
+    return mask(text, find_personal_data(text))
+
+
+def mask(text: str, found: Iterable[PersonalData]) -> str:
+    """``text`` with the personal data ``found`` in it masked."""
+    hidden = sorted({p for item in found for p in item.hidden})
+    if not hidden:
+        return text
+    chars = list(text)
+    for position in hidden:
+        chars[position] = "*"
+    return "".join(chars)
+
+
+def contact_key(contact: str) -> str:
+    """A contact detail as :class:`PersonalData` ``value`` would read it: an email in lower
+    case, a phone number as its 11-digit national number, anything else as its digits."""
+    view = contact.translate(_ASCII_VIEW).strip()
+    if "@" in view:
+        return view.lower()
+    digits = "".join(ch for ch in view if ch.isdigit() or ch in "xX").upper()
+    national = mobile_number(digits)
+    return national if national is not None else digits
+
+
+def domain_of(email: str) -> str:
+    return email.rpartition("@")[2]

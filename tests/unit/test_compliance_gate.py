@@ -1,0 +1,274 @@
+"""judge(): findings located in the original text, context rules, required content, modes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from engine.bundle import load_bundle
+from engine.compliance import CompiledPolicy, Draft, Template, Verdict, judge
+from schemas.models import Severity
+
+POLICY = """\
+bundle: {name}
+version: 7
+policy:
+  mode: {mode}
+  own_domains: [acme.example]
+  negation:
+    before: {{window: 2, words: [不, 非, not, cannot]}}
+    after: {{window: 3, words: [不存在, is a myth]}}
+    except: [不仅, not only]
+  categories:
+    - id: principal
+      tier: block
+      terms: [保本, risk-free, {{term: 零风险, tier: confirm}}]
+      except: [保本册]
+      templates: [{{id: no-principal, text: 本产品不保本}}]
+    - id: returns
+      tier: confirm
+      near_number: {{within: 6}}
+      terms:
+        - 高收益
+        - guaranteed return
+        - {{term: 保证, near: [{{within: 6, terms: [收益]}}], except: [保证金]}}
+      templates: [{{id: no-returns, text: 收益以合同为准}}]
+    - id: delivery
+      tier: remind
+      terms: [发货, deliver]
+      near:
+        - within: 15
+          patterns: ['明天|下周[一二三四五]|\\bby (monday|friday)\\b']
+    - id: personal
+      tier: block
+      pii: [resident_id, mobile, bank_card, email]
+      own:
+        markers: [{{within: 10, words: [我的, my]}}]
+        others: [客户, client]
+  required:
+    - kind: visit_report
+      at_least: 2
+      tier: remind
+      templates: [{{id: outline, text: 需求/预算/下一步}}]
+      topics:
+        - {{name: needs, terms: [需求, need]}}
+        - {{name: budget, terms: [预算, budget]}}
+        - {{name: next_step, terms: [下一步, next step]}}
+"""
+
+
+def compiled(name: str = "p", mode: str = "enforce") -> CompiledPolicy:
+    policy = load_bundle(POLICY.format(name=name, mode=mode)).policy
+    assert policy is not None
+    return policy
+
+
+ENFORCED = compiled()
+
+
+def draft(text: str, kind: str = "message", **contacts: tuple[str, ...]) -> Draft:
+    return Draft("d-1", "c-1", "r-1", text, kind, **contacts)
+
+
+def findings(text: str, kind: str = "message") -> list[tuple[str, str, str, Verdict]]:
+    decision = judge([ENFORCED], draft(text, kind))
+    return [(f.category, f.term, f.excerpt, f.tier) for f in decision.policies[0].findings]
+
+
+def test_no_policies_allow_everything() -> None:
+    decision = judge([], draft("保本"))
+    assert decision.verdict is Verdict.ALLOW and decision.policies == ()
+
+
+def test_a_finding_points_into_the_original_text() -> None:
+    text = "您好！这款产品保 - 本，放心。"
+    decision = judge([ENFORCED], draft(text))
+    assert decision.verdict is Verdict.BLOCK
+    [verdict] = decision.policies
+    assert (verdict.policy_id, verdict.policy_version, verdict.mode) == ("p", 7, "enforce")
+    [finding] = verdict.findings
+    assert finding.category == "principal" and finding.term == "保本"
+    assert text[finding.start : finding.end] == "保 - 本"
+    assert finding.excerpt == "保 - 本"
+    assert verdict.templates == (Template("no-principal", "本产品不保本"),)
+    assert "principal" in verdict.reason and "保本" in verdict.reason
+
+
+def test_verdicts_order_and_severity() -> None:
+    assert [v.rank for v in Verdict] == [0, 1, 2, 3]
+    assert [v.severity for v in Verdict] == [None, Severity.BLUE, Severity.YELLOW, Severity.RED]
+    assert Verdict.REMIND.raised() is Verdict.CONFIRM
+    assert Verdict.BLOCK.raised() is Verdict.BLOCK
+    assert Verdict.strictest([]) is Verdict.ALLOW
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "保本",
+        "保 本",
+        "保.本",
+        "保\u200b本",
+        "ＲＩＳＫ-ＦＲＥＥ",
+        "r i s k f r e e",
+        "RiSk FrEe",
+        "r1sk-fr33",
+    ],
+)
+def test_evasions_are_found(text: str) -> None:
+    assert [c for c, *_ in findings(f"这个 {text} 哦")] == ["principal"]
+
+
+def test_a_term_tier_overrides_its_category() -> None:
+    assert findings("零风险") == [("principal", "零风险", "零风险", Verdict.CONFIRM)]
+
+
+def test_exceptions_of_a_term_or_a_category_are_not_findings() -> None:
+    assert findings("请查看保本册第三页") == []
+    assert findings("请先交保证金") == []
+    assert findings("保本册和保本") == [("principal", "保本", "保本", Verdict.BLOCK)]
+
+
+def test_english_terms_need_word_edges() -> None:
+    assert findings("unguaranteed returns") == []
+    assert findings("the guaranteed returns") == [
+        ("returns", "guaranteed return", "guaranteed returns", Verdict.CONFIRM)
+    ]
+    assert findings("guaranteed returnable") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["不保本", "非保本产品", "不一保本", "risk-free is a myth", "not risk-free", "保本产品不存在"],
+)
+def test_negated_terms_are_not_promises(text: str) -> None:
+    assert findings(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "不仅保本",  # "not only" is no negation
+        "不，我们一起想想，保本",  # the negation is in another clause
+        "不一定能保本",  # beyond the window of 2
+    ],
+)
+def test_negation_has_limits(text: str) -> None:
+    assert [c for c, *_ in findings(text)] == ["principal"]
+
+
+def test_a_number_nearby_raises_the_tier() -> None:
+    assert findings("高收益") == [("returns", "高收益", "高收益", Verdict.CONFIRM)]
+    assert findings("高收益8%") == [("returns", "高收益", "高收益", Verdict.BLOCK)]
+    assert findings("年化百分之八，高收益") == [("returns", "高收益", "高收益", Verdict.BLOCK)]
+    assert findings("高收益，详情见附件第100页")[0][3] is Verdict.CONFIRM  # beyond 6 characters
+
+
+def test_a_term_with_a_near_requirement_needs_it() -> None:
+    assert findings("我保证准时到") == []
+    assert findings("我保证收益") == [("returns", "保证", "保证", Verdict.CONFIRM)]
+
+
+def test_a_pattern_near_the_term() -> None:
+    assert findings("我们明天发货") == [("delivery", "发货", "发货", Verdict.REMIND)]
+    assert findings("We deliver by Friday") == [("delivery", "deliver", "deliver", Verdict.REMIND)]
+    assert findings("发货时间以物流为准") == []
+    assert findings("We deliver worldwide") == []
+
+
+def test_overlapping_findings_of_a_category_are_reported_once() -> None:
+    decision = judge([ENFORCED], draft("高收益高收益"))
+    assert len(decision.policies[0].findings) == 2
+    decision = judge([ENFORCED], draft("保证收益"))
+    assert [f.term for f in decision.policies[0].findings] == ["保证"]
+
+
+def test_third_party_personal_data_is_flagged_and_masked() -> None:
+    text = "客户王先生的手机13812345678，身份证11010519491231002X"
+    decision = judge([ENFORCED], draft(text))
+    assert decision.verdict is Verdict.BLOCK
+    got = [(f.term, f.excerpt, text[f.start : f.end]) for f in decision.policies[0].findings]
+    assert got == [
+        ("mobile", "138****5678", "13812345678"),
+        ("resident_id", "**************002X", "11010519491231002X"),
+    ]
+    assert decision.masked_text == "客户王先生的手机138****5678，身份证**************002X"
+    assert "13812345678" not in decision.policies[0].reason
+
+
+def test_own_contact_details_are_not_flagged() -> None:
+    text = "电话 138-1234-5678，邮件 li@client.example"
+    flagged = judge([ENFORCED], draft(text))
+    assert [f.term for f in flagged.policies[0].findings] == ["mobile", "email"]
+    own = judge(
+        [ENFORCED],
+        draft(
+            text, sender_contacts=("+86 13812345678",), recipient_contacts=("LI@client.example",)
+        ),
+    )
+    assert own.verdict is Verdict.ALLOW
+    assert own.masked_text == "电话 138-****-5678，邮件 l*@client.example"
+
+
+def test_the_company_domain_is_own() -> None:
+    assert findings("write to sales@acme.example or sales@eu.acme.example") == []
+    assert [t for _, t, *_ in findings("write to sales@acme.example.evil.com")] == ["email"]
+
+
+def test_markers_say_whose_contact_it_is() -> None:
+    assert findings("我的电话是13812345678") == []
+    assert findings("call my cell 13812345678") == []
+    assert [t for _, t, *_ in findings("我的客户电话是13812345678")] == ["mobile"]
+    assert [t for _, t, *_ in findings("我的电话在名片上。客户的是13812345678")] == ["mobile"]
+
+
+def test_landlines_hotlines_and_order_numbers_pass() -> None:
+    assert findings("总机 010-12345678，客服 400-123-4567，订单 123456789012345678") == []
+
+
+def test_required_content_names_the_missing_topics() -> None:
+    decision = judge([ENFORCED], draft("今天拜访了客户，聊了需求。", "visit_report"))
+    [verdict] = decision.policies
+    assert decision.verdict is Verdict.REMIND
+    assert verdict.missing_topics == ("budget", "next_step")
+    assert verdict.templates == (Template("outline", "需求/预算/下一步"),)
+    assert "visit_report mentions 1 of the 3 topics, expected at least 2" in verdict.reason
+    enough = judge([ENFORCED], draft("需求明确，预算已批。", "visit_report"))
+    assert enough.verdict is Verdict.ALLOW and enough.policies[0].missing_topics == ()
+    assert judge([ENFORCED], draft("今天拜访了客户。")).verdict is Verdict.ALLOW  # a message
+
+
+@pytest.mark.parametrize(
+    ("mode", "returned"),
+    [("enforce", Verdict.BLOCK), ("notify", Verdict.REMIND), ("test", Verdict.ALLOW)],
+)
+def test_modes_change_what_is_returned_not_what_is_decided(mode: str, returned: Verdict) -> None:
+    decision = judge([compiled(mode=mode)], draft("保本"))
+    assert decision.verdict is returned
+    assert decision.policies[0].verdict is Verdict.BLOCK
+    assert decision.policies[0].mode == mode
+
+
+def test_the_strictest_policy_after_modes_wins() -> None:
+    shadow = compiled("shadow", "test")
+    notify = compiled("warn", "notify")
+    decision = judge([shadow, notify], draft("保本"))
+    assert decision.verdict is Verdict.REMIND
+    assert [(p.policy_id, p.verdict) for p in decision.policies] == [
+        ("shadow", Verdict.BLOCK),
+        ("warn", Verdict.BLOCK),
+    ]
+    assert judge([shadow, ENFORCED], draft("保本")).verdict is Verdict.BLOCK
+
+
+def test_a_clean_draft_is_allowed() -> None:
+    decision = judge([ENFORCED], draft("王总您好，附件是报价单，请查收。"))
+    assert decision.verdict is Verdict.ALLOW
+    assert decision.policies[0].findings == ()
+    assert decision.policies[0].reason == "allow: nothing in the policy matched"
+
+
+def test_a_long_draft_is_judged() -> None:
+    text = textwrap.fill("普通的一句话。" * 2000, 80)
+    assert judge([ENFORCED], draft(text + "保本")).verdict is Verdict.BLOCK

@@ -1,0 +1,106 @@
+"""The matching view undoes evasion and keeps every character's way back to the original."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.compliance.normalise import Normalised, fold
+
+
+@pytest.mark.parametrize(
+    ("written", "reads"),
+    [
+        ("保本", "保本"),
+        ("保 本", "保本"),
+        ("保-本", "保本"),
+        ("保*本", "保本"),
+        ("保\u200b本", "保本"),  # zero-width space
+        ("保\u2060本\ufeff", "保本"),  # word joiner, byte-order mark
+        ("穩賺不賠", "稳赚不赔"),  # traditional characters
+        ("保證收益", "保证收益"),
+        ("ＧＵＡＲＡＮＴＥＥＤ", "guaranteed".replace("l", "i")),  # full-width, upper case
+        ("g.u.a.r.a.n.t.e.e.d", "guaranteed"),
+        ("G U A R A N T E E D", "guaranteed"),
+        ("gu4r4nt33d", "guaranteed"),  # digit stand-ins
+        ("guаrаntееd", "guaranteed"),  # Cyrillic а and е
+        ("ɡυαrαntεεd", "guaranteed"),  # Latin script g, Greek υ α ε
+        ("𝐠𝐮𝐚𝐫𝐚𝐧𝐭𝐞𝐞𝐝", "guaranteed"),  # mathematical bold
+        ("ⓖⓤⓐⓡⓐⓝⓣⓔⓔⓓ", "guaranteed"),  # circled letters
+        ("guarántéed", "guaranteed"),  # accents
+        ("r1sk-fr33", "riskfree"),
+        ("ri$k", "risk"),
+        ("@nnual yie1d", "annuaiyieid"),  # l and 1 both read as i
+    ],
+)
+def test_evasions_read_as_the_plain_term(written: str, reads: str) -> None:
+    assert Normalised(written).folded == fold(reads)
+
+
+def test_positions_lead_back_to_the_original_text() -> None:
+    text = "Ａ保\u200b-本 x"
+    view = Normalised(text)
+    assert view.folded == "a保本x"
+    assert view.origin == [0, 1, 4, 6]
+    assert view.span(1, 3) == (1, 5)
+    assert text[slice(*view.span(1, 3))] == "保\u200b-本"
+
+
+def test_expanded_characters_map_every_part_to_their_one_original() -> None:
+    view = Normalised("①ﬁ")  # "1" and "fi"
+    assert view.folded == "ifi"
+    assert view.origin == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "same"),
+    [
+        ("g.u.a.r.a.n.t.e.e.d", True),
+        ("保,本", True),  # an ASCII comma with no space after it joins
+        ("保\n本", True),  # one newline joins
+        ("no. Risk", False),  # a full stop before a space ends the segment
+        ("担保，本公司", False),  # a Chinese comma ends it
+        ("保。本", False),
+        ("保\n\n本", False),  # a blank line ends it
+    ],
+)
+def test_segments(text: str, same: bool) -> None:
+    view = Normalised(text)
+    assert view.one_segment(0, len(view.folded)) is same
+
+
+def test_gaps_and_word_edges() -> None:
+    view = Normalised("piano risk")
+    no = view.folded.index("norisk")
+    assert not view.starts_at_word_edge(no)  # "no" inside "piano"
+    assert view.gap_before(view.folded.index("risk"))
+    zw = Normalised("casi\u200bno risk")
+    assert not zw.starts_at_word_edge(zw.folded.index("norisk"))  # invisible is no gap
+    cjk = Normalised("保本risk")
+    assert cjk.starts_at_word_edge(2)  # a CJK neighbour does not join an English word
+
+
+def test_words_between_count_cjk_characters_and_english_words() -> None:
+    view = Normalised("不一定保本")
+    assert view.words_between(1, view.folded.index("保本")) == 2
+    english = Normalised("not really truly guaranteed")
+    assert english.words_between(3, english.folded.index("guaranteed")) == 2
+
+
+def test_literal_view_keeps_digits_and_punctuation() -> None:
+    literal, origin = Normalised("３月５日 By Friday").literal()
+    assert literal == "3月5日 by friday"
+    assert len(origin) == len(literal)
+
+
+@given(st.text(max_size=200))
+def test_every_view_character_comes_from_one_original_character_in_order(text: str) -> None:
+    view = Normalised(text)
+    origin = view.origin
+    assert len(origin) == len(view.folded)
+    assert origin == sorted(origin)
+    assert all(0 <= p < len(text) for p in origin)
+    literal, literal_origin = view.literal()
+    assert len(literal_origin) == len(literal)
+    assert literal_origin == sorted(literal_origin)
