@@ -23,6 +23,8 @@ What a message becomes (``docs/connectors.md`` has the full contract):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import hashlib
 import re
@@ -322,37 +324,91 @@ def _codec(label: str | None) -> str | None:
 def decode_bytes(
     data: bytes, declared: str | None, max_bad_ratio: float, hint: str | None = None
 ) -> Decoded:
-    """Decode text bytes by the documented order: valid UTF-8 with non-ASCII bytes is
-    UTF-8 whatever the label says (the common mislabel); else the declared charset (as
-    its superset); else ``hint`` (the message's body charset, for raw 8-bit headers);
-    else UTF-8, GB18030, Big5-HKSCS. When none decodes strictly, the first candidate
-    decodes with U+FFFD for bad bytes if they are at most ``max_bad_ratio`` of the bytes;
-    otherwise :class:`BadCharset`."""
+    """Decode text bytes by the documented order, the first that fits wins.
+
+    1. Valid UTF-8 (and not plain ASCII) is UTF-8 whatever the label says: the commonest
+       mislabel, and legacy CJK text is almost never valid UTF-8.
+    2. The declared charset, read as its superset (GB2312/GBK as GB18030, Big5 as
+       Big5-HKSCS); an incomplete character at the very end (a cut message) is dropped.
+    3. UTF-8 with at most ``max_bad_ratio`` of the bytes undecodable (they become U+FFFD).
+    4. The declared charset with at most that share of bad bytes.
+    5. When no known charset is declared, or it failed: ``hint`` (the body's charset, for
+       raw 8-bit headers), GB18030, then Big5-HKSCS, strictly.
+    6. Nothing fits: :class:`BadCharset`.
+    """
     if data.isascii():
         return Decoded(data.decode("ascii"))
     codec = _codec(declared)
     label = (declared or "none").strip().lower()
-    candidates: list[str] = []
-    for name in ("utf-8", codec, _codec(hint), *_FALLBACKS):
-        if name and name not in candidates:
-            candidates.append(name)
-    for name in candidates:
-        try:
-            text = data.decode(name)
-        except (UnicodeDecodeError, LookupError):
+    tried = ["utf-8"]
+    decoded = _strict(data, "utf-8")
+    if decoded is not None and not decoded[1]:
+        plain = codec == "utf-8" or (declared is None and hint is None)
+        return Decoded(decoded[0], None if plain else f"{label}->utf-8")
+    if codec is not None and codec != "utf-8":
+        tried.append(codec)
+        decoded = _strict(data, codec)
+        if decoded is not None:
+            return Decoded(decoded[0], f"{label}{decoded[1]}" if decoded[1] else None)
+    if codec == "utf-8":
+        decoded = _strict(data, "utf-8")
+        if decoded is not None:
+            return Decoded(decoded[0], f"{label}{decoded[1]}")
+    lenient = _lenient(data, "utf-8", max_bad_ratio)
+    if lenient is not None:
+        arrow = "" if codec == "utf-8" else "->utf-8"
+        return Decoded(lenient[0], f"{label}{arrow}{lenient[1]}")
+    if codec is not None and codec != "utf-8":
+        lenient = _lenient(data, codec, max_bad_ratio)
+        if lenient is not None:
+            return Decoded(lenient[0], f"{label}{lenient[1]}")
+    for name in (_codec(hint), *_FALLBACKS):
+        if name is None or name in tried:
             continue
-        used = "utf-8" if name == "utf-8" else name
-        same = codec == name or (codec is None and declared is None and name == "utf-8")
-        return Decoded(text, None if same else f"{label}->{used}")
+        tried.append(name)
+        decoded = _strict(data, name, allow_cut=False)
+        if decoded is not None:
+            return Decoded(decoded[0], f"{label}->{name}")
     first = codec or "utf-8"
-    text = data.decode(first, errors="replace")
-    bad = text.count("\ufffd") - data.decode(first, errors="ignore").count("\ufffd")
-    if bad <= max_bad_ratio * len(data):
-        return Decoded(text, f"{label}->{first} with {bad} replaced byte(s)")
     raise BadCharset(
-        f"expected text in charset {label}, found bytes that none of "
-        f"{', '.join(candidates)} decodes: {bad} of {len(data)} bytes undecodable as {first}"
+        f"expected text in charset {label}, found bytes that none of {', '.join(tried)} "
+        f"decodes: {_bad_bytes(data, first)} of {len(data)} bytes undecodable as {first}"
     )
+
+
+_CUT_REASONS = ("unexpected end of data", "incomplete multibyte sequence")
+
+
+def _strict(data: bytes, codec: str, allow_cut: bool = True) -> tuple[str, str] | None:
+    """(text, note) when ``codec`` decodes every byte, or (``allow_cut``) all but an
+    incomplete character at the very end (the note says so); else None."""
+    try:
+        return data.decode(codec), ""
+    except UnicodeDecodeError as exc:
+        if not allow_cut or exc.reason not in _CUT_REASONS or exc.start < len(data) - 3:
+            return None
+        if codec != "utf-8" and not 0x81 <= data[exc.start] <= 0xFE:
+            return None  # not a lead byte: CJK codecs call any last byte "incomplete"
+        try:
+            head = data[: exc.start].decode(codec)
+        except UnicodeDecodeError:
+            return None
+        return head, f", {len(data) - exc.start} trailing byte(s) of a cut character dropped"
+    except LookupError:
+        return None
+
+
+def _bad_bytes(data: bytes, codec: str) -> int:
+    return data.decode(codec, errors="replace").count("\ufffd") - data.decode(
+        codec, errors="ignore"
+    ).count("\ufffd")
+
+
+def _lenient(data: bytes, codec: str, max_bad_ratio: float) -> tuple[str, str] | None:
+    bad = _bad_bytes(data, codec)
+    if bad > max_bad_ratio * len(data):
+        return None
+    return data.decode(codec, errors="replace"), f" with {bad} replaced byte(s)"
 
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -406,9 +462,6 @@ def decode_header_value(raw: str, max_bad_ratio: float, hint: str | None = None)
 
 
 def _b_decode(payload: str) -> bytes:
-    import base64
-    import binascii
-
     cleaned = payload.strip()
     try:
         return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4))
@@ -638,8 +691,9 @@ def _content(
     chosen = plain if plain is not None else rich
     if chosen is None:
         return "", attachments
-    payload = chosen.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
+    data, cut = _payload(chosen)
+    if cut:
+        notes.append(f"body: incomplete base64, {cut} character(s) dropped")
     try:
         decoded = decode_bytes(data, chosen.get_content_charset(), settings.max_bad_byte_ratio)
     except BadCharset as exc:
@@ -648,6 +702,25 @@ def _content(
         notes.append(f"body: {decoded.note}")
     text = decoded.text if chosen is plain else html_to_text(decoded.text)
     return _without_quotes(text), attachments
+
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _payload(part: Message) -> tuple[bytes, int]:
+    """A part's decoded bytes, and how many base64 characters of an incomplete last
+    group were dropped (the standard library returns a truncated base64 body as the
+    base64 text itself)."""
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding == "base64":
+        raw = part.get_payload(decode=False)
+        if isinstance(raw, str):
+            cleaned = _NOT_BASE64.sub(b"", raw.encode("ascii", "ignore"))
+            cut = 1 if len(cleaned) % 4 == 1 else 0  # one lone character carries no byte
+            kept = cleaned[: len(cleaned) - cut]
+            return base64.b64decode(kept + b"=" * (-len(kept) % 4)), cut
+    payload = part.get_payload(decode=True)
+    return (payload if isinstance(payload, bytes) else b""), 0
 
 
 def _leaves(part: Message, in_related: bool) -> Iterator[tuple[Message, bool]]:

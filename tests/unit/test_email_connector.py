@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from connectors.email import (
     CustomerBy,
+    Decoded,
     EmailSettings,
     RawEmail,
     Reason,
@@ -150,7 +151,7 @@ def test_a_few_bad_bytes_become_replacement_characters_within_the_ratio() -> Non
     data = ("价格" * 100).encode("utf-8") + b"\xff"
     decoded = decode_bytes(data, "utf-8", max_bad_ratio=0.01)
     assert decoded.text == "价格" * 100 + "\ufffd"
-    assert decoded.note == "utf-8->utf-8 with 1 replaced byte(s)"
+    assert decoded.note == "utf-8 with 1 replaced byte(s)"
     with pytest.raises(ValueError, match="1 of 601 bytes"):
         decode_bytes(data, "utf-8", max_bad_ratio=0.0)
 
@@ -507,7 +508,7 @@ async def test_re_reading_the_same_files_gives_identical_event_ids(tmp_path: Pat
     first, letters = await read_all()
     second, _ = await read_all()
     assert first == second
-    assert len(first) == len(set(first)) == 12
+    assert len(first) == len(set(first)) == 13
     assert {(letter.source_topic, letter.offset, letter.reason) for letter in letters.letters} == {
         ("file:bad_date.eml", 1, "bad_date"),
         ("file:broken_charset.eml", 1, "bad_charset"),
@@ -846,3 +847,46 @@ def test_the_email_pack_alerts_on_the_third_ticket_mail_in_a_week() -> None:
         ("email.ticket-mail-repeated", "acme.cn"),
         ("email.ticket-mail-repeated", "globex.com"),
     ]
+
+
+def test_a_truncated_base64_body_decodes_its_complete_part_instead_of_showing_base64() -> None:
+    event = only("truncated_base64.eml")
+    assert event.text is not None
+    assert event.text.startswith("contract\n\n王经理您好，合同第三页的付款条款需要修改")
+    assert "5" not in event.text.split("\n\n", 1)[1][:10]  # no base64 letters
+    assert event.attributes["charset_fallback"] == "body: incomplete base64, 1 character(s) dropped"
+
+
+@pytest.mark.parametrize(
+    ("data", "label", "text", "note"),
+    [
+        (
+            "价格表".encode("gbk")[:-1],
+            "gbk",
+            "价格",
+            "gbk, 1 trailing byte(s) of a cut character dropped",
+        ),
+        (
+            "价格表".encode()[:-2],
+            "utf-8",
+            "价格",
+            "utf-8, 1 trailing byte(s) of a cut character dropped",
+        ),
+        (
+            "价格表".encode() + b"\xff" + "。".encode() * 200,
+            "gbk",
+            "价格表\ufffd" + "。" * 200,
+            "gbk->utf-8 with 1 replaced byte(s)",
+        ),
+        (
+            "价格表".encode("gbk") + b"\xff" + "。".encode("gbk") * 200,
+            "gbk",
+            "价格表\ufffd" + "。" * 200,
+            "gbk with 1 replaced byte(s)",
+        ),
+    ],
+)
+def test_cut_characters_and_stray_bytes_keep_the_right_charset(
+    data: bytes, label: str, text: str, note: str
+) -> None:
+    assert decode_bytes(data, label, 0.01) == Decoded(text, note)
