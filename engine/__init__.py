@@ -16,9 +16,6 @@ the modules behind it are the engine's own and may change.
 - Compliance: :func:`judge` a :class:`Draft` against the running policies
   (``RuleBook.policies``) for a :class:`GateDecision`; :func:`mask_pii` on everything
   emitted or logged. More in :mod:`engine.compliance`.
-- Consent: :func:`apply_consent` folds a grant or revocation into a customer's state;
-  :func:`missing_purposes` and :func:`may_train` answer what it allows.
-- Rep training: :func:`tally` counts a rep's findings, :func:`profile` summarises them.
 - Audit chains: :func:`genesis` and :func:`append` write them, :func:`verify` (or an
   :class:`AuditVerifier`) names the first broken record of each.
 """
@@ -51,15 +48,6 @@ from .compliance import (
     mask_pii,
 )
 from .conditions import EPOCH, micros
-from .consent import (
-    KNOWN_PURPOSES,
-    ConsentOutcome,
-    apply_consent,
-    granted,
-    may_train,
-    missing_purposes,
-    remember,
-)
 from .errors import EngineError, EvaluationError, StateFormatError, WarroomError
 from .explain import JourneyStatus, RuleStatus, explain, explain_journeys
 from .interventions import intervention_id
@@ -71,14 +59,12 @@ from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
 from .rules import CompiledRule, Decision, RuleMode
 from .state import RECENT_EVENT_IDS, CustomerState
 from .timestamps import TimestampPolicy, timestamp_problem
-from .training import Findings, Tally, profile, tally
 
 __all__ = [
     "BUILTIN_BUNDLE",
     "BUILTIN_RULES",
     "EPOCH",
     "HOLDOUT",
-    "KNOWN_PURPOSES",
     "RECENT_EVENT_IDS",
     "Admission",
     "AuditVerifier",
@@ -91,14 +77,12 @@ __all__ = [
     "CompiledJourney",
     "CompiledPolicy",
     "CompiledRule",
-    "ConsentOutcome",
     "CustomerState",
     "Decision",
     "Draft",
     "EngineError",
     "EvaluationError",
     "Finding",
-    "Findings",
     "Fitted",
     "GateDecision",
     "InvalidAuditEntry",
@@ -115,7 +99,6 @@ __all__ = [
     "RuleStatus",
     "Sent",
     "StateFormatError",
-    "Tally",
     "TimestampPolicy",
     "TrainingRule",
     "Verdict",
@@ -124,7 +107,6 @@ __all__ = [
     "admit",
     "append",
     "apply",
-    "apply_consent",
     "apply_timer",
     "assignee_key",
     "deletion_refused",
@@ -133,18 +115,12 @@ __all__ = [
     "explain_journeys",
     "fit_state",
     "genesis",
-    "granted",
     "intervention_id",
     "judge",
     "load_bundle",
     "mask_pii",
-    "may_train",
     "micros",
-    "missing_purposes",
     "next_deadline",
-    "profile",
-    "remember",
-    "tally",
     "timestamp_problem",
     "verify",
 ]
