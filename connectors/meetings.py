@@ -673,15 +673,20 @@ async def publish_transcripts(
     received_at: datetime,
     info: MeetingInfo | None = None,
     extra_reps: Mapping[str, str] | None = None,
+    batch_size: int = 100,
 ) -> ReadResult:
-    """Each transcript -> one touchpoint, all published together; a transcript that cannot
-    be read (or has no meeting info) becomes a dead letter naming its file and line, and
-    the others go on."""
+    """Each transcript -> one touchpoint, published ``batch_size`` at a time; a transcript
+    that cannot be read (or has no meeting info) becomes a dead letter naming its file and
+    line, and the others go on."""
     result = ReadResult()
     events: list[TouchpointEvent] = []
     for path in paths:
         data = b""
         try:
+            size = path.stat().st_size
+            if size > MAX_TRANSCRIPT_BYTES:
+                message = f"expected at most {MAX_TRANSCRIPT_BYTES} bytes, found {size}"
+                raise InvalidTranscript([{"field": "(file)", "message": message}])
             data = path.read_bytes()
             fmt = transcript_format(path)
             meeting = info if info is not None else _sidecar_info(path)
@@ -702,8 +707,12 @@ async def publish_transcripts(
                     f"file:{path.name}", line, "invalid_transcript", detail, data, received_at
                 )
             )
+        if len(events) >= batch_size:
+            await sink.publish(events)
+            result.published.extend(events)
+            events = []
     await sink.publish(events)
-    result.published = events
+    result.published.extend(events)
     return result
 
 

@@ -111,7 +111,11 @@ class PurchaseLine(BaseModel):
     """One line of a sale (or one prescription fill) at a store."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        coerce_numbers_to_str=True,  # JSON sources often write ids as numbers
     )
 
     order_id: str = Field(min_length=1, max_length=48)

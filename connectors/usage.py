@@ -56,7 +56,11 @@ def utc_now() -> datetime:
 
 class _UsageEvent(BaseModel):
     model_config = ConfigDict(
-        frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        coerce_numbers_to_str=True,  # ids and error codes are often written as numbers
     )
 
     event_id: str = Field(min_length=1, max_length=96)

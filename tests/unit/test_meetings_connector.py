@@ -244,3 +244,28 @@ async def test_reading_files_publishes_the_good_ones_and_dead_letters_the_broken
         paths, sink, MemoryDeadLetterSink(), KEYWORDS, RECEIVED, extra_reps={"Ana Souza": "rep-ana"}
     )
     assert [e.event_id for e in again.published] == [e.event_id for e in result.published]
+
+
+async def test_many_transcripts_are_published_in_bounded_batches(tmp_path: Path) -> None:
+    sink = MemoryTouchpointSink()
+    paths = [DATA / "discovery-call.vtt", DATA / "store-visit.srt", DATA / "trial-checkin.json"]
+    result = await publish_transcripts(
+        paths, sink, MemoryDeadLetterSink(), KEYWORDS, RECEIVED, batch_size=2
+    )
+    assert [len(batch) for batch in sink.published] == [2, 1]
+    assert len(result.published) == 3
+
+
+async def test_a_transcript_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.meetings as meetings
+
+    monkeypatch.setattr(meetings, "MAX_TRANSCRIPT_BYTES", 100)
+    letters = MemoryDeadLetterSink()
+    result = await publish_transcripts(
+        [DATA / "discovery-call.vtt"], MemoryTouchpointSink(), letters, KEYWORDS, RECEIVED
+    )
+    assert result.rejected == 1
+    assert "expected at most 100 bytes" in letters.letters[0].detail
+    assert letters.letters[0].raw_value == b""  # not read into memory

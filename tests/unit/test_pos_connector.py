@@ -435,3 +435,15 @@ async def test_a_running_follower_sees_a_refilled_file_too(tmp_path: Path) -> No
         pass
     follow.close()
     assert ids(sink)[2:] == [f"pos:S1/O-{n}/1" for n in range(10, 16)]
+
+
+async def test_numeric_ids_in_json_are_read_as_text(
+    client: tuple[TestClient[web.Request, web.Application], MemoryTouchpointSink],
+) -> None:
+    http, sink = client
+    answer = await http.post(
+        "/v1/purchases", json=purchase(1, order_id=20261120, line_id=2, member_id=10086)
+    )
+    assert answer.status == 202, await answer.text()
+    [event] = events(sink)
+    assert (event.event_id, event.customer_id) == ("pos:web/20261120/2", "10086")

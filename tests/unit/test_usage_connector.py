@@ -211,3 +211,21 @@ async def test_http_publishes_valid_events_and_names_every_problem(
     assert "found" not in problems[1]
     assert len(sink.published) == 1
     assert (await http.post("/v1/usage", data=b"[")).status == 400
+
+
+async def test_numeric_ids_in_usage_events_are_read_as_text(
+    client: tuple[TestClient[web.Request, web.Application], MemoryTouchpointSink],
+) -> None:
+    http, sink = client
+    event = {
+        "event_id": 123456,
+        "type": "sandbox_error",
+        "customer_id": 42,
+        "occurred_at": "2026-11-19T09:12:00Z",
+        "code": 500,
+    }
+    answer = await http.post("/v1/usage", json=event)
+    assert answer.status == 202, await answer.text()
+    [[published]] = sink.published
+    assert (published.event_id, published.customer_id) == ("usage:123456", "42")
+    assert published.attributes["code"] == "500"
