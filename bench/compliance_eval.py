@@ -443,7 +443,7 @@ def load_gate(bundle_paths: Sequence[str]) -> Gate:
             kind="message",
             sender_contacts=(SENDER,),
         )
-        return judge(policies, draft)  # type: ignore[no-any-return]
+        return judge(policies, draft)
 
     return Gate(judge=run, mask=mask_pii)
 

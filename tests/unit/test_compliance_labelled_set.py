@@ -118,7 +118,9 @@ def test_personal_data_is_valid_in_violations_and_invalid_in_order_numbers(
             [number] = re.findall(r"\d{18}", text)
             assert not id_valid(number), text
         if m["category"] == "lookalike_own_email":
-            assert f"@{gen.COMPANY}" in text
+            assert gen.SENDER in text
+        if m["category"] == "lookalike_company_email":
+            assert f"@{gen.COMPANY}" in text and gen.SENDER not in text
 
 
 def test_every_evaded_violation_differs_from_plain_text(the_set: list[dict[str, Any]]) -> None:

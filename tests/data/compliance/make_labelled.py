@@ -593,7 +593,8 @@ PII: dict[str, dict[str, tuple[str, ...]]] = {  # kind -> lang -> templates
 
 # --- clean messages ------------------------------------------------------------------------
 # Slots: {order} an 18-digit order number failing the ID checksum, {land} a landline,
-# {hot} a 400/800 hotline, {own} the sender's or the company's own address, {r} a rate.
+# {hot} a 400/800 hotline, {own} the sender's or the company's own address, {rep} the
+# sender's own address.
 
 CLEAN: dict[str, dict[str, tuple[str, ...]]] = {
     "lookalike_product_name": {
@@ -723,6 +724,9 @@ CLEAN: dict[str, dict[str, tuple[str, ...]]] = {
             "发票信息请发{own}，财务会直接开。",
             "试用账号开通了，登录问题可以邮件{own}。",
             "下周的培训资料我从{own}发出，请留意查收。",
+            "我是负责您这边的客户经理，邮箱{rep}，有需要随时联系。",
+            "验收单签好后拍照发我邮箱{rep}就可以。",
+            "我这周出差，发到{rep}的邮件我都能及时回复。",
         ),
         "en": (
             "I've sent the quote; reply to me at {own} with any questions.",
@@ -731,6 +735,9 @@ CLEAN: dict[str, dict[str, tuple[str, ...]]] = {
             "Send the invoice details to {own} and finance will issue it.",
             "Your trial is live; for login issues write to {own}.",
             "I'll send the onboarding deck from {own} this afternoon.",
+            "I'm your account manager; you can always reach me at {rep}.",
+            "Snap a photo of the signed delivery note and email it to {rep}.",
+            "I'm travelling this week but I answer {rep} every evening.",
         ),
     },
     "negation": {
@@ -966,13 +973,15 @@ def clean_messages(rng: random.Random) -> list[Message]:
     for category, by_lang in CLEAN.items():
         for lang, texts in by_lang.items():
             for template in texts:
-                text = template.format(
-                    order=order_number(rng),
-                    land=landline(rng),
-                    hot=hotline(rng),
-                    own=rng.choice(OWN_ADDRESSES),
-                )
-                out.append(Message(lang, text, "clean", category, "none"))
+                order, land, hot = order_number(rng), landline(rng), hotline(rng)
+                own = rng.choice(OWN_ADDRESSES)
+                text = template.format(order=order, land=land, hot=hot, own=own, rep=SENDER)
+                kind = category
+                if "{own}" in template and own != SENDER:
+                    # A shared address of the company: nobody's personal data, yet not
+                    # the sender's own either; counted apart so the two can be told apart.
+                    kind = "lookalike_company_email"
+                out.append(Message(lang, text, "clean", kind, "none"))
     # The same innocent text written in traditional characters or with full-width
     # digits must stay innocent once normalised.
     variants: list[Message] = []
