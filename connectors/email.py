@@ -569,15 +569,16 @@ def parse_email(
             notes.append(f"{name}: {decoded.note}")
         return decoded.text
 
-    senders = _addresses(header("from"))
+    # Addresses come from the raw header: a decoded display name may contain "@", "," or "<"
+    senders = _addresses(headers.get("from", ""))
     if not senders:
-        senders = _addresses(header("sender"))
+        senders = _addresses(headers.get("sender", ""))
     if not senders:
         found = "no From header" if "from" not in headers else "no address in it"
         raise RejectedEmail(Reason.MISSING_SENDER, f"From: expected a mail address, found {found}")
     recipients: list[str] = []
     for name in ("to", "cc"):
-        for address in _addresses(header(name)):
+        for address in _addresses(headers.get(name, "")):
             if address not in recipients:
                 recipients.append(address)
     sent_at, date_fallback = _date(headers.get("date"), fallback_date)
@@ -625,7 +626,7 @@ def _body_charset(message: Message) -> str | None:
 
 def _addresses(value: str) -> list[str]:
     found: list[str] = []
-    for _, address in getaddresses([value]):
+    for _, address in getaddresses([" ".join(value.split())]):
         address = address.strip().lower()
         if "@" in address and 3 <= len(address) <= 128 and " " not in address:
             found.append(address)

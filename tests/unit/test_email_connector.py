@@ -508,7 +508,7 @@ async def test_re_reading_the_same_files_gives_identical_event_ids(tmp_path: Pat
     first, letters = await read_all()
     second, _ = await read_all()
     assert first == second
-    assert len(first) == len(set(first)) == 13
+    assert len(first) == len(set(first)) == 14
     assert {(letter.source_topic, letter.offset, letter.reason) for letter in letters.letters} == {
         ("file:bad_date.eml", 1, "bad_date"),
         ("file:broken_charset.eml", 1, "bad_charset"),
@@ -890,3 +890,12 @@ def test_cut_characters_and_stray_bytes_keep_the_right_charset(
     data: bytes, label: str, text: str, note: str
 ) -> None:
     assert decode_bytes(data, label, 0.01) == Decoded(text, note)
+
+
+def test_addresses_come_from_the_header_not_from_encoded_display_names() -> None:
+    # The sender's display name is "sales@acme-partner.cn (Li, Lei)" once decoded
+    parsed = parse_email(raw("display_name_with_address.eml"), SETTINGS)
+    assert parsed.sender == "li.lei@acme.cn"
+    assert parsed.recipients == ("ana.li@warroom-demo.com", "bo.zhang@warroom-demo.com")
+    event = only("display_name_with_address.eml")
+    assert (event.customer_id, event.contact_id) == ("acme.cn", "li.lei@acme.cn")
