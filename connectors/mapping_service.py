@@ -341,6 +341,11 @@ def check_files(paths: Sequence[str]) -> int:
     return 2 if failed else 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Unparsed:
+    message: str
+
+
 def dry_run(mapping_path: str, input_path: str, now: datetime | None = None) -> int:
     """``warroom mapping map``: the touchpoints a JSON or JSON Lines file maps to, one JSON
     object a line on stdout; every problem on stderr with its line and record."""
@@ -351,29 +356,27 @@ def dry_run(mapping_path: str, input_path: str, now: datetime | None = None) -> 
             print(problem, file=sys.stderr)
         return 2
     text = Path(input_path).read_bytes()
+    documents: list[tuple[int, Any]] = []
     try:
-        documents = [(0, orjson.loads(text))]
+        documents.append((0, orjson.loads(text)))
     except orjson.JSONDecodeError:
-        documents = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 documents.append((number, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                print(
-                    f"{input_path}:{number}: (record): expected JSON, found: {exc}", file=sys.stderr
-                )
-                documents.append((number, None))
+                documents.append((number, _Unparsed(f"(record): expected JSON, found: {exc}")))
     problems = skipped = mapped = 0
     for number, document in documents:
-        if document is None:
+        where = f"{input_path}:{number}" if number else input_path
+        if isinstance(document, _Unparsed):
+            print(f"{where}: {document.message}", file=sys.stderr)
             problems += 1
             continue
         try:
             result = mapping.map_body(document, now or utc_now())
         except RecordRejected as rejected:
-            where = f"{input_path}:{number}" if number else input_path
             for item in rejected.problems:
                 print(f"{where}: {describe(item)}", file=sys.stderr)
             problems += 1

@@ -23,7 +23,7 @@ from connectors.mapping import (
     load_mapping,
     parse_path,
 )
-from connectors.mapping_service import TopicFollower
+from connectors.mapping_service import TopicFollower, check_files, dry_run
 from connectors.publisher import MemoryTouchpointSink, PublishUnavailable
 from connectors.rejects import MemoryDeadLetterSink
 from engine.bundle import load_bundle
@@ -752,3 +752,55 @@ async def test_reading_the_topic_again_makes_the_same_event_ids() -> None:
     await follower(FakeConsumer({0: lines}), again)[0].step()
     ids = [[e.event_id for e in batch] for batch in first.published]
     assert ids == [[e.event_id for e in batch] for batch in again.published] and ids[0]
+
+
+# --- the command line and the reference ----------------------------------------------------
+
+
+def test_mapping_check_names_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("channel: support", "channel: suport"), encoding="utf-8")
+    good = str(MAPPINGS / "service-ticket.yaml")
+    assert check_files([good, str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == f"{good}: mapping service-ticket v1: ok\n"
+    assert err.startswith(f"{bad}:7: touchpoint.channel: expected one of chat")
+    assert check_files([good]) == 0
+
+
+def test_mapping_map_prints_touchpoints_and_problems_in_line_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = dry_run(
+        str(MAPPINGS / "equipment-alarm.yaml"), str(DATA / "equipment-alarms.jsonl"), RECEIVED
+    )
+    out, err = capsys.readouterr()
+    assert code == 2
+    printed = [TouchpointEvent.model_validate_json(line) for line in out.splitlines()]
+    assert [e.event_id for e in printed] == [
+        "alarm:CH-3-0091:a-1001",
+        "alarm:CH-3-0091:a-1002",
+        "alarm:CH-3-0091:a-1003",
+        "alarm:GW-17:a-1004",
+    ]
+    lines = err.splitlines()
+    assert lines[0].endswith(
+        "equipment-alarms.jsonl:7: record 0: occurred_at: $.raisedAt: expected epoch_millis "
+        "as a number, found text of 9 character(s)"
+    )
+    assert "equipment-alarms.jsonl:8: (record): expected JSON, found: " in lines[1]
+    assert lines[2] == "4 touchpoint(s), 2 left out by the filter, 2 refused"
+    assert "yesterday" not in err  # the value found is not printed
+
+
+def test_the_mapping_in_the_connectors_reference_loads() -> None:
+    doc = (ROOT / "docs" / "connectors.md").read_text(encoding="utf-8")
+    blocks = [b for b in doc.split("```yaml\n")[1:] if b.startswith("mapping:")]
+    assert blocks
+    for block in blocks:
+        load_mapping(block.split("```", 1)[0], "docs/connectors.md")
+    shown = "m.yaml:7: touchpoint.channel: expected one of chat, email, meeting, pos, call, "
+    assert shown in doc
+    assert refused(MINIMAL.replace("channel: support", "channel: suport"))[0].startswith(shown)
