@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "compliance"
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -29,7 +28,6 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 ev = _load("compliance_eval", REPO / "bench" / "compliance_eval.py")
-gen = _load("make_labelled", DATA / "make_labelled.py")
 
 
 def line(**fields: str) -> str:
@@ -187,6 +185,27 @@ def test_any_verdict_but_allow_counts_as_flagged() -> None:
     outcomes = evaluate()
     assert {o.message.id for o in outcomes if o.flagged} == {"v1", "v4", "c3"}
     assert [o.verdict for o in outcomes][:2] == ["block", "allow"]
+
+
+@dataclass
+class FakePolicyVerdict:
+    mode: str
+    verdict: str
+
+
+@dataclass
+class FakeGateDecision:
+    verdict: str
+    policies: tuple[FakePolicyVerdict, ...]
+
+
+def test_a_test_mode_policy_that_would_block_does_not_count() -> None:
+    # The rep is told "allow"; what a policy running in test mode would have said is
+    # recorded by the gate, not returned, so it is no flag.
+    shadow = FakeGateDecision("allow", (FakePolicyVerdict("test", "block"),))
+    enforced = FakeGateDecision("block", (FakePolicyVerdict("enforce", "block"),))
+    outcomes = ev.evaluate(SET[:2], lambda m: shadow if m.id == "v1" else enforced)
+    assert [(o.message.id, o.flagged) for o in outcomes] == [("v1", False), ("v2", True)]
 
 
 def test_precision_recall_and_f1() -> None:
