@@ -354,7 +354,7 @@ async def follow(
             delay = settings.poll_seconds
         except (imaplib.IMAP4.error, OSError, PublishUnavailable) as exc:
             publisher.counts["poll_failed"] += 1
-            delay = min(max(2 * delay, 1.0), MAX_BACKOFF_SECONDS)
+            delay = min(2 * delay, max(MAX_BACKOFF_SECONDS, settings.poll_seconds))
             log.warning("IMAP poll of %s failed (%r); next in %.0f s", settings.host, exc, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)

@@ -46,6 +46,7 @@ from connectors.imap import (
     ImapState,
     _meta,
     encode_mailbox_name,
+    follow,
     read_new,
 )
 from connectors.publisher import (
@@ -899,3 +900,31 @@ def test_addresses_come_from_the_header_not_from_encoded_display_names() -> None
     assert parsed.recipients == ("ana.li@warroom-demo.com", "bo.zhang@warroom-demo.com")
     event = only("display_name_with_address.eml")
     assert (event.customer_id, event.contact_id) == ("acme.cn", "li.lei@acme.cn")
+
+
+async def test_following_retries_a_failed_poll_and_picks_up_new_mail(tmp_path: Path) -> None:
+    server = FakeMailboxes()
+    first, second, *_ = thread_messages()
+    server.append("INBOX", first)
+    stop = asyncio.Event()
+    calls = 0
+
+    def connect() -> FakeClient:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("connection refused")
+        if calls == 3:  # new mail arrives; this is the last poll
+            server.append("INBOX", second)
+            stop.set()
+        return server.connect()
+
+    sink = MemoryTouchpointSink()
+    publisher = EmailPublisher(SETTINGS, sink, MemoryDeadLetterSink(), clock=lambda: RECEIVED)
+    settings = imap_settings(tmp_path, mailboxes=("INBOX",), poll_seconds=0.001)
+    counts = await follow(settings, connect, publisher, ImapState(settings.state_file), stop)
+    assert [[e.kind for e in batch] for batch in sink.published] == [
+        ["email_sent"],
+        ["email_received"],
+    ]
+    assert (counts["poll_failed"], counts["touchpoints"], calls) == (1, 2, 3)
