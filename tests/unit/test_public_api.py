@@ -12,6 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 CALLERS = ("streams", "connectors", "bench")
 INTERNAL_USES = {
     ("bench/patterns.py", "compile_test"): "times the condition operators themselves",
+    **{
+        ("connectors/mapping.py", name): "mappings are read with the bundles' located YAML"
+        for name in ("_DuplicateKey", "_Forbidden", "_Located", "_LocatedList", "_LocatingLoader")
+    },
 }
 
 
