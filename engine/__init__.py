@@ -16,11 +16,17 @@ the modules behind it are the engine's own and may change.
 - Compliance: :func:`judge` a :class:`Draft` against the running policies
   (``RuleBook.policies``) for a :class:`GateDecision`; :func:`mask_pii` on everything
   emitted or logged. More in :mod:`engine.compliance`.
+- Consent: :func:`apply_consent` folds a grant or revocation into a customer's state;
+  :func:`missing_purposes` and :func:`may_train` answer what it allows.
+- Rep training: :func:`tally` counts a rep's findings, :func:`profile` summarises them.
 - Audit chains: :func:`genesis` and :func:`append` write them, :func:`verify` (or an
   :class:`AuditVerifier`) names the first broken record of each.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .assignees import Admission, Sent, admit, assignee_key
 from .audit import (
@@ -48,8 +54,18 @@ from .compliance import (
     mask_pii,
 )
 from .conditions import EPOCH, micros
+from .consent import (
+    KNOWN_PURPOSES,
+    ConsentOutcome,
+    apply_consent,
+    granted,
+    may_train,
+    missing_purposes,
+    remember,
+)
 from .errors import EngineError, EvaluationError, StateFormatError, WarroomError
 from .explain import JourneyStatus, RuleStatus, explain, explain_journeys
+from .features import FeatureMemory, features, observe
 from .interventions import intervention_id
 from .journeys import HOLDOUT, CompiledJourney, JourneySignal
 from .memories import JourneyMemory, RuleMemory
@@ -59,12 +75,14 @@ from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
 from .rules import CompiledRule, Decision, RuleMode
 from .state import RECENT_EVENT_IDS, CustomerState
 from .timestamps import TimestampPolicy, timestamp_problem
+from .training import Findings, Tally, profile, tally
 
 __all__ = [
     "BUILTIN_BUNDLE",
     "BUILTIN_RULES",
     "EPOCH",
     "HOLDOUT",
+    "KNOWN_PURPOSES",
     "RECENT_EVENT_IDS",
     "Admission",
     "AuditVerifier",
@@ -77,12 +95,16 @@ __all__ = [
     "CompiledJourney",
     "CompiledPolicy",
     "CompiledRule",
+    "ConsentOutcome",
     "CustomerState",
     "Decision",
     "Draft",
     "EngineError",
     "EvaluationError",
+    "Example",
+    "FeatureMemory",
     "Finding",
+    "Findings",
     "Fitted",
     "GateDecision",
     "InvalidAuditEntry",
@@ -97,8 +119,12 @@ __all__ = [
     "RuleMemory",
     "RuleMode",
     "RuleStatus",
+    "ScoreModel",
     "Sent",
+    "Snapshot",
+    "Snapshots",
     "StateFormatError",
+    "Tally",
     "TimestampPolicy",
     "TrainingRule",
     "Verdict",
@@ -107,20 +133,57 @@ __all__ = [
     "admit",
     "append",
     "apply",
+    "apply_consent",
     "apply_timer",
     "assignee_key",
     "deletion_refused",
     "expired",
     "explain",
     "explain_journeys",
+    "features",
     "fit_state",
     "genesis",
+    "granted",
     "intervention_id",
     "judge",
     "load_bundle",
     "mask_pii",
+    "may_train",
     "micros",
+    "missing_purposes",
     "next_deadline",
+    "observe",
+    "profile",
+    "remember",
+    "remember_snapshot",
+    "score_snapshot",
+    "settle_snapshots",
+    "tally",
     "timestamp_problem",
     "verify",
 ]
+
+if TYPE_CHECKING:
+    from .scoring.learner import Example, ScoreModel, Snapshot, Snapshots
+    from .scoring.learner import remember as remember_snapshot
+    from .scoring.learner import settle as settle_snapshots
+    from .scoring.learner import snapshot as score_snapshot
+
+_SCORING = {
+    "ScoreModel": "ScoreModel",
+    "Example": "Example",
+    "Snapshot": "Snapshot",
+    "Snapshots": "Snapshots",
+    "remember_snapshot": "remember",
+    "settle_snapshots": "settle",
+    "score_snapshot": "snapshot",
+}
+"""Declared names from engine.scoring.learner, imported on first use: River takes a
+second and a half to import, and only a worker that scores needs it."""
+
+
+def __getattr__(name: str) -> Any:
+    attribute = _SCORING.get(name)
+    if attribute is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(".scoring.learner", __name__), attribute)

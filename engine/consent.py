@@ -22,6 +22,19 @@ from schemas.models import ConsentChange
 from .conditions import micros
 from .state import RECENT_EVENT_IDS, Consent, CustomerState
 
+KNOWN_PURPOSES = frozenset(
+    {
+        "marketing",
+        "contact_by_chat",
+        "contact_by_phone",
+        "contact_by_email",
+        "profiling",
+        "risk_modelling",
+        "data_sharing",
+        "service",
+    }
+)
+"""The documented purposes (metrics label others as ``other``; bundles may name any)."""
 TRAINING_PURPOSES = ("profiling", "risk_modelling")
 """A customer who refused either of these is never used to train a model."""
 CONSENT_ID_PREFIX = "consent:"
@@ -59,6 +72,15 @@ def apply_consent(state: CustomerState | None, change: ConsentChange) -> Consent
     return ConsentOutcome(
         replace(state, consents=consents, recent_event_ids=recent), True, previous
     )
+
+
+def remember(state: CustomerState | None, customer_id: str, seen_id: str) -> CustomerState:
+    """``state`` (or a new one) with ``seen_id`` among its recently seen ids, so the same
+    draft, review or change is recorded once."""
+    if state is None:
+        state = CustomerState(customer_id=customer_id)
+    recent = (*state.recent_event_ids[-(RECENT_EVENT_IDS - 1) :], seen_id)
+    return replace(state, recent_event_ids=recent)
 
 
 def granted(state: CustomerState | None, purpose: str) -> bool:

@@ -62,6 +62,7 @@ COMPLIANCE_VERDICTS = Topic(
 AUDIT = Topic(
     "audit",
     Partitioning.CUSTOMER,
+    {"retention.ms": "-1"},
     purpose="hash-chained decision log, one chain per partition (engine.audit)",
 )
 METRICS = Topic("metrics", Partitioning.SINGLE, purpose="business metrics as JSON")

@@ -19,6 +19,16 @@ back), customers who ``completed`` the steps, ``converted`` or ``exited``, the
 ``signal_coverage`` (customers whose journey's ``required_signals`` all arrived /
 entered).
 
+And for compliance and consent:
+
+* ``policy_activity`` per policy and mode: what the policy decided for the drafts of the
+  interval (``allow``/``remind``/``confirm``/``block`` counts), whatever its mode, so a
+  policy in ``test`` mode shows what it would have blocked before it is enforced;
+* ``rep_compliance`` per rep: findings by category in the rep's drafts (sum the
+  intervals of the last 30 days for a rep's profile);
+* ``consent_activity`` per segment and purpose: grants, revocations and the
+  ``completion_rate`` (grants / answers) of the interval.
+
 Records of several workers for the same interval add up: sum the counts, then
 divide. Counts are exact for interventions (they come from committed batches)
 and at-least-once for feedback.
@@ -38,10 +48,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.journeys import JourneySignal
+from schemas.models import ComplianceVerdict, ConsentChange
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("accepted", "done", "dismissed", "expired")
+VERDICTS = ("allow", "remind", "confirm", "block")
 JOURNEY_SIGNALS = ("entered", "intervened", "completed", "converted", "exited", "covered")
 
 
@@ -65,6 +77,26 @@ class Analytics:
     journeys: defaultdict[tuple[str, str], Counter[str]] = field(
         default_factory=lambda: defaultdict(Counter)
     )
+    policies: defaultdict[tuple[str, str], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    reps: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    consents: defaultdict[tuple[str, str], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+
+    def record_verdicts(self, verdicts: Iterable[ComplianceVerdict]) -> None:
+        for verdict in verdicts:
+            for outcome in verdict.policies:
+                self.policies[(outcome.policy_id, outcome.mode)][outcome.verdict.value] += 1
+                if outcome.mode != "test":
+                    for finding in outcome.findings:
+                        self.reps[verdict.rep_id][finding.category] += 1
+
+    def record_consents(self, changes: Iterable[ConsentChange]) -> None:
+        for change in changes:
+            tally = self.consents[(change.segment or "unknown", change.purpose)]
+            tally["granted" if change.granted else "revoked"] += 1
 
     def record_signals(self, signals: Iterable[JourneySignal]) -> None:
         for signal in signals:
@@ -137,6 +169,7 @@ class Analytics:
                     "signal_coverage": counts["covered"] / entered if entered else None,
                 }
             )
+        records.extend(self._compliance_records(now))
         if self.invalid_feedback:
             log.warning("%d feedback records were not understood", self.invalid_feedback)
         self.started = now
@@ -144,6 +177,50 @@ class Analytics:
         self.rules = defaultdict(RuleTally)
         self.invalid_feedback = 0
         self.journeys = defaultdict(Counter)
+        self.policies = defaultdict(Counter)
+        self.reps = defaultdict(Counter)
+        self.consents = defaultdict(Counter)
+        return records
+
+    def _compliance_records(self, now: datetime) -> list[dict[str, Any]]:
+        interval = {
+            "worker": self.worker,
+            "interval_start": self.started.isoformat(),
+            "interval_end": now.isoformat(),
+        }
+        records: list[dict[str, Any]] = []
+        for (policy_id, mode), counts in sorted(self.policies.items()):
+            records.append(
+                {
+                    "metric": "policy_activity",
+                    "policy_id": policy_id,
+                    "mode": mode,
+                    **interval,
+                    "decided": {v: counts[v] for v in VERDICTS},
+                }
+            )
+        for rep_id, categories in sorted(self.reps.items()):
+            records.append(
+                {
+                    "metric": "rep_compliance",
+                    "rep_id": rep_id,
+                    **interval,
+                    "findings": dict(sorted(categories.items())),
+                }
+            )
+        for (segment, purpose), counts in sorted(self.consents.items()):
+            answers = counts["granted"] + counts["revoked"]
+            records.append(
+                {
+                    "metric": "consent_activity",
+                    "segment": segment,
+                    "purpose": purpose,
+                    **interval,
+                    "granted": counts["granted"],
+                    "revoked": counts["revoked"],
+                    "completion_rate": counts["granted"] / answers if answers else None,
+                }
+            )
         return records
 
 
@@ -161,7 +238,13 @@ async def publish_metrics(
         while True:
             await asyncio.sleep(interval)
             for record in analytics.flush(rule_ids(), datetime.now(UTC)):
-                key = record.get("rule_id") or record["journey_id"]
+                key = str(
+                    record.get("rule_id")
+                    or record.get("journey_id")
+                    or record.get("policy_id")
+                    or record.get("rep_id")
+                    or record.get("segment")
+                )
                 await producer.send(topic, orjson.dumps(record), key=key.encode())
             await producer.flush()
     finally:

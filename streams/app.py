@@ -24,9 +24,18 @@ from engine.builtin import BUILTIN_BUNDLE
 from engine.rulebook import RuleBook
 from engine.timestamps import TimestampPolicy
 from schemas.partitioning import customer_partition
-from schemas.topics import FEEDBACK, METRICS, REP_CANDIDATES, TIMERS, TOUCHPOINTS
+from schemas.topics import (
+    CONSENTS,
+    FEEDBACK,
+    MESSAGE_DRAFTS,
+    METRICS,
+    REP_CANDIDATES,
+    TIMERS,
+    TOUCHPOINTS,
+)
 
 from .analytics import Analytics, publish_metrics
+from .audit_chain import BundleDecisions, StoredHeadCodec
 from .batches import run_agent
 from .metrics import WorkerMetrics
 from .parts import Warroom
@@ -47,6 +56,8 @@ from .web import register_pages
 from .writer import BatchWriter
 
 ASSIGNEE_TABLE = "assignee-sent"
+AUDIT_HEADS_TABLE = "audit-heads"
+"""Partition -> the head of that partition's audit chain (streams.audit_chain)."""
 STATE_TABLE = "customer-state"
 
 __all__ = ["Warroom", "build_pipeline", "create_app"]
@@ -67,6 +78,8 @@ def create_app(settings: Settings) -> Warroom:
         settings.topic(TOUCHPOINTS),
         settings.topic(TIMERS),
         settings.topic(REP_CANDIDATES),
+        settings.topic(CONSENTS),
+        settings.topic(MESSAGE_DRAFTS),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -79,6 +92,8 @@ def create_app(settings: Settings) -> Warroom:
     sent_codec = SentCodec()
     states = _table(app, STATE_TABLE, settings, state_codec)
     assignees = _table(app, ASSIGNEE_TABLE, settings, sent_codec)
+    head_codec = StoredHeadCodec()
+    heads = _table(app, AUDIT_HEADS_TABLE, settings, head_codec)
     # rocksdb://: values reach disk after their commit (streams.patches.rocks).
     rocks = RocksStores(app, commit_lock) if settings.store == "rocksdb://" else None
     rulebook = RuleBook(BUILTIN_BUNDLE)
@@ -101,6 +116,8 @@ def create_app(settings: Settings) -> Warroom:
         state_codec=state_codec,
         schedule=Schedule(rulebook),
         analytics=Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
+        audit_heads=_store(rocks, heads, int, head_codec),
+        bundle_decisions=BundleDecisions(),
     )
     rules_loaded = asyncio.Event()
 
@@ -179,6 +196,8 @@ def build_pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:
         partitions=settings.partitions,
         allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         timers_topic=settings.topic(TIMERS),
+        consents_topic=settings.topic(CONSENTS),
+        drafts_topic=settings.topic(MESSAGE_DRAFTS),
         max_record_bytes=settings.max_record_bytes,
         dead_letter_raw_bytes=settings.dead_letter_raw_bytes,
         state_max_bytes=settings.state_max_bytes,
@@ -192,7 +211,9 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
     settings = warroom.settings
 
     async def rules() -> None:
-        await follow_rules(settings, rulebook, warroom.metrics.bundles, rules_loaded)
+        await follow_rules(
+            settings, rulebook, warroom.metrics.bundles, rules_loaded, warroom.bundle_decisions
+        )
 
     feedback = app.topic(
         settings.topic(FEEDBACK),

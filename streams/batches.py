@@ -23,18 +23,20 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.types import EventT, StreamT
 
 from engine.assignees import assignee_key
-from schemas.codec import encode_dead_letter
+from engine.consent import KNOWN_PURPOSES
+from schemas.codec import compliance_verdict_codec, encode_dead_letter
 from schemas.partitioning import customer_partition
-from schemas.topics import AUDIT, DLQ, INTERVENTIONS, REP_CANDIDATES
+from schemas.topics import AUDIT, COMPLIANCE_VERDICTS, DLQ, INTERVENTIONS, REP_CANDIDATES
 
+from .audit_chain import BUNDLE_CHAIN, chain_records
 from .metrics import WorkerMetrics
 from .parts import Warroom
 from .pipeline import BatchResult, RawRecord
 from .rep_caps import admit_candidates
+from .rep_training import findings_key, is_findings, train_reps
 from .writer import OutRecord
 
 RECORDS_PER_SLICE = 8
@@ -137,7 +139,28 @@ async def _finish_slice(
     direct = warroom.pipeline.rulebook.per_rep_per_day is None
     output = removed + list(_output(warroom, result, encoded, direct))
     if held:
-        output.extend(admit_candidates(warroom, held))
+        verdicts = [
+            (e.message.partition, e.message.value)
+            for e in held
+            if e.message.value is not None and is_findings(e.message.value)
+        ]
+        candidates = [e for e in held if not is_findings(e.message.value)]
+        if candidates:
+            output.extend(admit_candidates(warroom, candidates))
+        if verdicts:
+            trained, entries = train_reps(warroom, verdicts)
+            output.extend(trained)
+            result.audit.extend(entries)
+    owns_bundle_chain = any(e.message.partition == BUNDLE_CHAIN for e in events)
+    output.extend(
+        chain_records(
+            warroom.audit_heads,
+            warroom.settings.topic(AUDIT),
+            result.audit,
+            datetime.now(UTC),
+            warroom.bundle_decisions if owns_bundle_chain else None,
+        )
+    )
 
     async def write_and_ack() -> None:
         await warroom.writer.write(output)
@@ -160,15 +183,16 @@ async def _finish_slice(
         (c.rule_id for _, c in result.capped),
     )
     warroom.analytics.record_signals(result.signals)
+    warroom.analytics.record_verdicts(v for _, v in result.verdicts)
+    warroom.analytics.record_consents(c for _, c, applied in result.consent_changes if applied)
     _observe(warroom.metrics, result, events, started, direct)
 
 
 def _forget_expired(warroom: Warroom, result: BatchResult) -> list[OutRecord]:
-    """Drop customers removed for silence from the store; their changelog tombstones and
-    audit records. A customer who came back later in the same slice keeps its new state."""
+    """Drop customers removed for silence from the store; their changelog tombstones (and
+    audit entries in ``result``). A customer who came back later in the same slice keeps
+    its new state."""
     changelog = warroom.states.changelog
-    audit = warroom.settings.topic(AUDIT)
-    now = datetime.now(UTC)
     out: list[OutRecord] = []
     for partition, customer_id, last in result.expired:
         if customer_id in result.states.get(partition, {}):
@@ -182,9 +206,8 @@ def _forget_expired(warroom: Warroom, result: BatchResult) -> list[OutRecord]:
             "customer_id": customer_id,
             "last_touchpoint_at": None if last is None else last.isoformat(),
             "ttl_days": warroom.settings.customer_ttl_days,
-            "at": now.isoformat(),
         }
-        out.append(OutRecord(audit, 0, key, orjson.dumps(entry), source_partition=partition))
+        result.audit.append((partition, entry))
         warroom.metrics.expired.inc()
     return out
 
@@ -232,6 +255,19 @@ def _output(
             value,
             source_partition=partition,
         )
+    verdicts = settings.topic(COMPLIANCE_VERDICTS)
+    for partition, verdict in result.verdicts:
+        value = compliance_verdict_codec().encode(verdict)
+        yield OutRecord(verdicts, partition, verdict.customer_id.encode(), value)
+        rep = findings_key(verdict)
+        if rep is not None:
+            yield OutRecord(
+                candidates,
+                customer_partition(rep, settings.partitions),
+                rep.encode(),
+                value,
+                source_partition=partition,
+            )
     dlq = settings.topic(DLQ)
     for partition, letter in result.dead_letters:
         yield OutRecord(dlq, partition, letter.raw_key, encode_dead_letter(letter))
@@ -260,6 +296,15 @@ def _observe(
         metrics.capped.labels(command.rule_id).inc()
     for letter in (d for _, d in result.dead_letters):
         metrics.dead_letters.labels(letter.reason).inc()
+    for _, decision in result.suppressed:
+        metrics.suppressed.labels(decision.intervention.rule_id).inc()
+    for _, verdict in result.verdicts:
+        metrics.verdicts.labels(verdict.verdict.value, verdict.decided_by.split(":")[0]).inc()
+    for _, change, applied in result.consent_changes:
+        purpose = change.purpose if change.purpose in KNOWN_PURPOSES else "other"
+        metrics.consents.labels(
+            purpose if applied else "(stale)", "granted" if change.granted else "revoked"
+        ).inc()
     if result.trimmed_entries:
         metrics.trimmed.labels("window_entries").inc(result.trimmed_entries)
     if result.trimmed_memories:

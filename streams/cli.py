@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="create Warroom's topics")
     topics.set_defaults(run=_topics)
 
+    gate = commands.add_parser("gate", help="the pre-send compliance gate")
+    gate_commands = gate.add_subparsers(metavar="ACTION", required=True)
+    gate_serve = gate_commands.add_parser("serve", help="judge message drafts over HTTP")
+    gate_serve.add_argument("--host", default="127.0.0.1")
+    gate_serve.add_argument("--port", type=int, default=8090)
+    gate_serve.set_defaults(run=_gate_serve)
+
     chat = commands.add_parser("chat", help="the chat connector")
     chat_commands = chat.add_subparsers(metavar="ACTION", required=True)
     serve = chat_commands.add_parser("serve", help="accept chat messages over HTTP")
@@ -201,6 +208,16 @@ def _file_connector_sinks(args: argparse.Namespace, role: str) -> tuple[IntakeSe
     from schemas.topics import DLQ
 
     return _intake_settings(args, role), Settings().topic(DLQ)
+
+
+def _gate_serve(args: argparse.Namespace) -> int:
+    from .gate_service import serve
+
+    settings = Settings()
+    token = None if settings.gate_token is None else settings.gate_token.get_secret_value()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, args.host, args.port, token))
+    return 0
 
 
 def _chat_serve(args: argparse.Namespace) -> int:

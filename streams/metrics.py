@@ -24,6 +24,9 @@ class WorkerMetrics:
     trimmed: Counter
     repeated: Counter
     expired: Counter
+    suppressed: Counter
+    verdicts: Counter
+    consents: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -94,6 +97,28 @@ class WorkerMetrics:
             expired=Counter(
                 "warroom_customers_expired",
                 "Customers removed after WARROOM_CUSTOMER_TTL_DAYS without a touchpoint.",
+                registry=registry,
+            ),
+            suppressed=Counter(
+                "warroom_suppressed_interventions",
+                "Interventions not emitted because the customer had not granted a purpose "
+                "they need, by rule.",
+                ["rule_id"],
+                registry=registry,
+            ),
+            verdicts=Counter(
+                "warroom_compliance_verdicts",
+                "Verdicts written to compliance-verdicts, by verdict and by who decided "
+                "(gate, worker).",
+                ["verdict", "decided_by"],
+                registry=registry,
+            ),
+            consents=Counter(
+                "warroom_consent_changes",
+                "Consent changes processed, by purpose (a purpose outside the documented list "
+                "counts as other; (stale) for a change older than the recorded one) and "
+                "change.",
+                ["purpose", "change"],
                 registry=registry,
             ),
             batch_duration=Histogram(

@@ -19,6 +19,7 @@ from engine.state import CustomerState
 from schemas.topics import TOUCHPOINTS
 
 from .analytics import Analytics
+from .audit_chain import BundleDecisions, StoredHead
 from .metrics import WorkerMetrics
 from .patches.tables import TableStore
 from .patches.transactions import BatchCommitLock
@@ -45,6 +46,8 @@ class Warroom:
     state_codec: CustomerStateCodec
     schedule: Schedule
     analytics: Analytics
+    audit_heads: TableStore[StoredHead]
+    bundle_decisions: BundleDecisions
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last slice (in-memory store, no copy)."""

@@ -12,8 +12,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+from engine.compliance import mask_pii
 from engine.conditions import EPOCH
+from engine.consent import apply_consent, remember
 from engine.errors import EvaluationError
 from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
@@ -22,12 +25,29 @@ from engine.rulebook import RuleBook
 from engine.rules import CompiledRule, Decision
 from engine.state import CustomerState
 from engine.timestamps import TimestampPolicy, timestamp_problem
-from schemas.codec import decode_touchpoints_lenient, encode_intervention, encode_touchpoint
+from schemas.codec import (
+    consent_change_codec,
+    decode_gate_input,
+    decode_touchpoints_lenient,
+    encode_intervention,
+    encode_touchpoint,
+)
 from schemas.errors import SchemaError
-from schemas.models import DeadLetter, InterventionCommand, TouchpointEvent
+from schemas.models import (
+    ComplianceVerdict,
+    ConsentChange,
+    DeadLetter,
+    DraftReview,
+    InterventionCommand,
+    MessageDraft,
+    TouchpointEvent,
+)
 from schemas.partitioning import customer_partition
 
 from .timers import decode_tick
+from .verdicts import decide, review_entry, verdict_entry
+
+WORKER_DECIDER = "worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +85,15 @@ class BatchResult:
     """Window entries dropped to keep states within their byte budget."""
     trimmed_memories: int = 0
     """Whole rule memories dropped for the same reason (when dropping entries was not enough)."""
+    suppressed: list[tuple[int, Decision]] = field(default_factory=list)
+    """Decisions held back because the customer had not granted a purpose they need."""
+    audit: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """(partition, entry) of every decision to append to the partition's audit chain."""
+    consent_changes: list[tuple[int, ConsentChange, bool]] = field(default_factory=list)
+    """(partition, change, whether it changed the customer's consents)."""
+    verdicts: list[tuple[int, ComplianceVerdict]] = field(default_factory=list)
+    """Verdicts on drafts, written to compliance-verdicts once per draft."""
+    reviews: list[tuple[int, DraftReview]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,10 @@ class Pipeline:
     tick (engine.retention.expired)."""
     state_max_bytes: int = 512_000
     """A customer's encoded state is kept within this many bytes (engine.retention)."""
+    consents_topic: str = "consents"
+    """Records of this topic are consent changes."""
+    drafts_topic: str = "message-drafts"
+    """Records of this topic are message drafts, gate answers and manager reviews."""
 
     def encode_states(
         self, result: BatchResult, dump: Callable[[CustomerState], bytes]
@@ -138,6 +171,12 @@ class Pipeline:
         if record.topic == self.timers_topic and record.value is not None:
             self._process_tick(record, load, now, result, rules)
             return
+        if record.topic == self.consents_topic and record.value is not None:
+            self._process_consent(record, load, now, result)
+            return
+        if record.topic == self.drafts_topic and record.value is not None:
+            self._process_gate_input(record, load, now, result)
+            return
         if record.value is None:
             self._reject(
                 result, record, "undecodable", "expected a touchpoint, found a null value", b"", now
@@ -166,6 +205,9 @@ class Pipeline:
             state = changed.get(customer_id)
             if state is None and customer_id not in result.gone:
                 state = load(customer_id)
+            if state is not None and event.event_id in state.recent_event_ids:
+                result.duplicates += 1  # a redelivery, however late
+                continue
             late = self._lateness_problem(event, state)
             if late is not None:
                 raw = record.value if single else encode_touchpoint(event)
@@ -174,7 +216,16 @@ class Pipeline:
                 continue
             signals: list[JourneySignal] = []
             try:
-                updated, decisions = apply(state, event, now, rules, cap, journeys, signals)
+                updated, decisions = apply(
+                    state,
+                    event,
+                    now,
+                    rules,
+                    cap,
+                    journeys,
+                    signals,
+                    self.rulebook.restricted_fields,
+                )
                 emitted = self._encode(decisions)
             except (EvaluationError, _TooLarge) as exc:
                 raw = record.value if single else encode_touchpoint(event)
@@ -186,9 +237,124 @@ class Pipeline:
                 continue
             result.processed += 1
             changed[customer_id] = updated
+            if event.kind == DOCUMENT_VIEWED:
+                result.audit.append((partition, _document_view(event)))
             result.signals.extend(signals)
             result.encoded.update(emitted)
             _sort(result, partition, decisions)
+
+    def _process_consent(
+        self,
+        record: RawRecord,
+        load: Callable[[str], CustomerState | None],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        assert record.value is not None
+        try:
+            change = consent_change_codec().decode(record.value)
+        except SchemaError as exc:
+            self._reject(result, record, exc.reason, str(exc), record.value, now)
+            return
+        partition = record.partition
+        if customer_partition(change.customer_id, self.partitions) != partition:
+            self._reject(
+                result,
+                record,
+                "wrong_partition",
+                f"consent of customer {change.customer_id!r} belongs on partition "
+                f"{customer_partition(change.customer_id, self.partitions)}, found on {partition}",
+                record.value,
+                now,
+            )
+            return
+        changed = result.states.setdefault(partition, {})
+        state = changed.get(change.customer_id)
+        if state is None and change.customer_id not in result.gone:
+            state = load(change.customer_id)
+        outcome = apply_consent(state, change)
+        if outcome.state is state:
+            result.duplicates += 1
+            return
+        changed[change.customer_id] = outcome.state
+        result.consent_changes.append((partition, change, outcome.changed))
+        result.audit.append(
+            (
+                partition,
+                {
+                    "event": "consent_granted" if change.granted else "consent_revoked",
+                    "customer_id": change.customer_id,
+                    "purpose": change.purpose,
+                    "change_id": change.change_id,
+                    "occurred_at": change.occurred_at.isoformat(),
+                    "applied": outcome.changed,
+                    "source": change.source,
+                },
+            )
+        )
+
+    def _process_gate_input(
+        self,
+        record: RawRecord,
+        load: Callable[[str], CustomerState | None],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        """A draft to judge, a verdict the HTTP gate gave, or a manager's review: each
+        recorded once per id (the ids share the customer's recently seen ids)."""
+        assert record.value is not None
+        try:
+            item = decode_gate_input(record.value)
+        except SchemaError as exc:
+            self._reject(result, record, exc.reason, str(exc), record.value, now)
+            return
+        partition = record.partition
+        expected = customer_partition(item.customer_id, self.partitions)
+        if expected != partition:
+            self._reject(
+                result,
+                record,
+                "wrong_partition",
+                f"customer {item.customer_id!r} belongs on partition {expected}, found on "
+                f"{partition}; key records by customer_id",
+                record.value,
+                now,
+            )
+            return
+        seen = (
+            f"review:{item.review_id}"
+            if isinstance(item, DraftReview)
+            else f"draft:{item.draft_id}"
+        )
+        changed = result.states.setdefault(partition, {})
+        state = changed.get(item.customer_id)
+        if state is None and item.customer_id not in result.gone:
+            state = load(item.customer_id)
+        if state is not None and seen in state.recent_event_ids:
+            result.duplicates += 1
+            return
+        if isinstance(item, DraftReview):
+            result.reviews.append((partition, item))
+            result.audit.append((partition, review_entry(item, mask_pii(item.note))))
+        else:
+            if isinstance(item, MessageDraft):
+                try:
+                    verdict = decide(self.rulebook.policies, item, now, WORKER_DECIDER)
+                except Exception as exc:  # a bug in one policy must not take the batch
+                    self._reject(
+                        result,
+                        record,
+                        "processing_error",
+                        f"draft {item.draft_id!r}: {type(exc).__name__} while judging",
+                        record.value,
+                        now,
+                    )
+                    return
+            else:
+                verdict = item
+            result.verdicts.append((partition, verdict))
+            result.audit.append((partition, verdict_entry(verdict)))
+        changed[item.customer_id] = remember(state, item.customer_id, seen)
 
     def _reject(
         self,
@@ -211,7 +377,7 @@ class Pipeline:
                     partition=record.partition,
                     offset=record.offset,
                     reason=reason,
-                    detail=detail[:DETAIL_MAX],
+                    detail=mask_pii(detail[:DETAIL_MAX]),
                     raw_key=None if key is None else key[:keep],
                     raw_value=raw[:keep],
                     failed_at=now,
@@ -338,9 +504,55 @@ def _reason(exc: EvaluationError | _TooLarge) -> str:
 
 def _sort(result: BatchResult, partition: int, decisions: Sequence[Decision]) -> None:
     for decision in decisions:
+        command = decision.intervention
         if decision.shadow:
-            result.shadowed.append((partition, decision.intervention))
+            result.shadowed.append((partition, command))
+        elif decision.suppressed:
+            result.suppressed.append((partition, decision))
+            result.audit.append(
+                (
+                    partition,
+                    {
+                        "event": "intervention_suppressed",
+                        "customer_id": command.customer_id,
+                        "intervention_id": command.intervention_id,
+                        "rule_id": command.rule_id,
+                        "rule_version": command.rule_version,
+                        "missing_purposes": list(decision.suppressed),
+                    },
+                )
+            )
         elif decision.capped:
-            result.capped.append((partition, decision.intervention))
+            result.capped.append((partition, command))
         else:
-            result.interventions.append((partition, decision.intervention))
+            result.interventions.append((partition, command))
+            result.audit.append(
+                (
+                    partition,
+                    {
+                        "event": "intervention_decided",
+                        "customer_id": command.customer_id,
+                        "intervention_id": command.intervention_id,
+                        "rule_id": command.rule_id,
+                        "rule_version": command.rule_version,
+                        "kind": command.kind.value,
+                        "purposes": list(decision.needs),
+                    },
+                )
+            )
+
+
+DOCUMENT_VIEWED = "document_viewed"
+"""Touchpoints of this kind (a contract or document opened) are audited."""
+
+
+def _document_view(event: TouchpointEvent) -> dict[str, Any]:
+    document = event.attributes.get("document_id")
+    return {
+        "event": DOCUMENT_VIEWED,
+        "customer_id": event.customer_id,
+        "event_id": event.event_id,
+        "document_id": None if document is None else str(document),
+        "viewer": event.rep_id or event.contact_id,
+        "occurred_at": event.occurred_at.isoformat(),
+    }

@@ -24,16 +24,21 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from engine.builtin import BUILTIN_BUNDLE
 from engine.errors import WarroomError
 from engine.rulebook import BundleLedger, Kept, RuleBook, Verdict
-from schemas.topics import AUDIT, RULES, RULES_ACCEPTED
+from schemas.topics import RULES, RULES_ACCEPTED, TIMERS
 
+from .audit_chain import BUNDLE_CHAIN, BundleDecisions
 from .settings import Settings
+from .timers import encode_tick
+
+WAKE = "\x00warroom.bundle-decisions"
+"""The customer id of the tick that wakes partition 0's owner for bundle decisions: no
+customer has it (it has a control character), so the tick changes no state."""
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +82,31 @@ def audit_record(
         "version": verdict.version,
         "rules_offset": offset,
         "problems": problems,
-        "at": now.isoformat(),
+        "decided_at": now.isoformat(),
     }
 
 
 async def follow_rules(
-    settings: Settings, rulebook: RuleBook, outcomes: Counter, ready: asyncio.Event
+    settings: Settings,
+    rulebook: RuleBook,
+    outcomes: Counter | None,
+    ready: asyncio.Event,
+    decisions: BundleDecisions | None,
 ) -> None:
     """Apply bundles from the rules topic to ``rulebook`` until cancelled; ``ready`` is
-    set once what was accepted before and everything on the rules topic are applied."""
+    set once what was accepted before and everything on the rules topic are applied.
+
+    Each decision goes to ``decisions``, for the owner of partition 0 to write into audit
+    chain 0 (streams.audit_chain); a timer tick on partition 0 makes sure that owner has
+    a batch to write it in. Without ``decisions`` (the compliance gate) nothing is
+    written: the rule book follows the same decisions the workers make."""
     rules = TopicPartition(settings.topic(RULES), 0)
     consumer = _consumer(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = None
+    if decisions is not None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
     await consumer.start()
-    await producer.start()
     try:
         ledger = BundleLedger(rulebook)
         end = await _restore(settings, consumer, ledger)
@@ -105,19 +121,24 @@ async def follow_rules(
                 if verdict is None:
                     continue  # decided before the record kept on rules-accepted
                 deleted = record.value is None
+                outcome = "deleted" if deleted else "activated"
+                if outcomes is not None:
+                    outcomes.labels(outcome if verdict.accepted else "rejected").inc()
+                if producer is None or decisions is None:
+                    continue
                 if verdict.accepted:
                     await _keep(settings, producer, record, verdict)
-                outcome = "deleted" if deleted else "activated"
-                outcomes.labels(outcome if verdict.accepted else "rejected").inc()
                 entry = audit_record(verdict, record.offset, datetime.now(UTC), deleted)
+                decisions.add(record.offset, entry)
                 await producer.send_and_wait(
-                    settings.topic(AUDIT), orjson.dumps(entry), key=audit_key(record.key)
+                    settings.topic(TIMERS), encode_tick(WAKE, 0), partition=BUNDLE_CHAIN
                 )
             if not ready.is_set() and await consumer.position(rules) >= end:
                 ready.set()
     finally:
         await consumer.stop()
-        await producer.stop()
+        if producer is not None:
+            await producer.stop()
 
 
 async def running_rulebook(settings: Settings) -> RuleBook:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, min_length=16)
     """Bearer token for the worker's admin pages (/customers, /rules); without it they are
     off. Never logged or shown."""
+    gate_token: SecretStr | None = Field(None, min_length=16)
+    """Bearer token the compliance gate (``warroom gate serve``) requires on its POSTs;
+    without it the gate answers anyone who reaches its port. Never logged or shown."""
     max_record_bytes: int = Field(1_000_000, ge=10_000, le=100_000_000)
     """Largest record the worker writes; keep it at or below the broker's
     ``message.max.bytes`` (default 1 MiB). An intervention that would be larger sends

@@ -120,7 +120,7 @@ async def audit_until(
         settings,
         "audit",
         lambda found: all(
-            any((a["event"], a["bundle"], a["version"]) == (event, *w) for a in found)
+            any((a["event"], a.get("bundle"), a.get("version")) == (event, *w) for a in found)
             for w in wanted
         ),
         orjson.loads,

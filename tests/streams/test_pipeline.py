@@ -175,6 +175,16 @@ def test_touchpoints_later_than_the_allowed_lateness_go_to_the_dlq() -> None:
     assert result.processed == 2
 
 
+def test_a_redelivered_touchpoint_is_a_duplicate_however_late_it_comes_back() -> None:
+    old = touchpoint(1, "acme", occurred_at=NOW - timedelta(hours=5))
+    newest = touchpoint(50, "acme")
+    result = pipeline().process(
+        [single(old), single(newest, 1), single(old, 2)], nothing_stored, NOW
+    )
+    assert result.dead_letters == []
+    assert (result.processed, result.duplicates) == (2, 1)
+
+
 # --- per-event isolation and record sizes ---------------------------------------
 
 
