@@ -57,3 +57,7 @@ bench-email: venv ## email connector: mbox split, parse + convert, Avro encode i
 
 clean: ## remove the venv and caches (keeps downloaded broker jars)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+.PHONY: bench-scoring
+bench-scoring: venv ## churn score on real data (modeldata/wa_churn, offline): AUC, log loss, events/s
+	$(PY) bench/scoring_eval.py $(BENCH_ARGS)

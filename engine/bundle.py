@@ -62,6 +62,7 @@ from .limits import (
     TITLE_MAX,
 )
 from .rules import CompiledRule, RuleMode
+from .scoring.spec import ScoringSpec, compile_scoring
 from .state import CustomerState
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ class RuleBundle:
     worker's clock when it decided. As with the customer cap, the strictest of the running
     bundles' rep caps applies to every bundle's interventions; it is applied after the
     customer cap, so an intervention it holds back has used up the customer's cap."""
+    scoring: ScoringSpec | None = None
+    """The scores of the bundle's ``scoring:`` section (docs/scoring.md)."""
     policy: CompiledPolicy | None = None
     """The compliance policy of the bundle's ``policy:`` section (docs/compliance.md)."""
 
@@ -439,6 +442,7 @@ class _Checker:
                     "managers",
                     "journeys",
                     "fields",
+                    "scoring",
                     "policy",
                 ),
             )
@@ -455,7 +459,12 @@ class _Checker:
             self.attempt(lambda: self.read_managers(top))
         if "fields" in top:
             self.attempt(lambda: self.fields(top))
-        if "rules" not in top and "journeys" not in top and "policy" not in top:
+        if (
+            "scoring" not in top
+            and "rules" not in top
+            and "journeys" not in top
+            and "policy" not in top
+        ):
             self.problems.append(
                 BundleProblem(
                     self.source, top.line, "rules", "expected rules, journeys or a policy"
@@ -525,6 +534,11 @@ class _Checker:
             policy = compile_policy(
                 self, top["policy"], top.lines["policy"], name or "", version or 1
             )
+        scoring = (
+            compile_scoring(self, top["scoring"], top.lines["scoring"])
+            if "scoring" in top
+            else None
+        )
         if self.problems:
             return None
         return RuleBundle(
@@ -538,6 +552,7 @@ class _Checker:
             per_rep_per_day=caps[1],
             journeys=journeys or (),
             restricted_fields=dict(self.restricted),
+            scoring=scoring,
             policy=policy,
         )
 

@@ -22,6 +22,7 @@ from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
 from .compliance import CompiledPolicy
 from .journeys import CompiledJourney
 from .rules import CompiledRule
+from .scoring.spec import ScoreSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ class RuleBook:
         self.journeys: tuple[CompiledJourney, ...] = ()
         self.restricted_fields: dict[str, frozenset[str]] = {}
         """Attribute -> the consent purposes it may be used for, over all bundles."""
+        self.scores: dict[str, ScoreSpec] = {}
+        """Score name -> its spec, over the running bundles (the first bundle by name wins
+        a name two bundles declare)."""
         self.policies: tuple[CompiledPolicy, ...] = ()
         """The running bundles' compliance policies, in bundle-name order."""
         self._rebuild()
@@ -163,6 +167,12 @@ class RuleBook:
             for name in sorted(self._bundles)
             if (policy := self._bundles[name].policy) is not None
         )
+        scores: dict[str, ScoreSpec] = {}
+        for name in sorted(self._bundles):
+            scoring = self._bundles[name].scoring
+            for score in scoring.scores if scoring is not None else ():
+                scores.setdefault(score.name, score)
+        self.scores = scores
         restricted: dict[str, frozenset[str]] = {}
         for bundle in self._bundles.values():
             for name, purposes in bundle.restricted_fields.items():
