@@ -9,7 +9,6 @@ automaton built when the bundle is loaded; a draft is read once, in its matching
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -371,14 +370,16 @@ def _negation(
     for word in before:
         if (
             word.end <= hit.start
-            and text.words_between(word.end, hit.start) <= negation.before_window
+            and text.words_between(word.end, hit.start, negation.before_window)
+            <= negation.before_window
             and text.one_segment(word.start, hit.end)
         ):
             return text.text[slice(*text.span(word.start, word.end))]
     for word in after:
         if (
             word.start >= hit.end
-            and text.words_between(hit.end, word.start) <= negation.after_window
+            and text.words_between(hit.end, word.start, negation.after_window)
+            <= negation.after_window
             and text.one_segment(hit.start, word.end)
         ):
             return text.text[slice(*text.span(word.start, word.end))]
@@ -395,27 +396,23 @@ def _nearby(
     excepts: list[_Hit],
 ) -> list[str] | None:
     """Notes on what was found near the term, or None if a requirement is not met. A
-    nearby term inside one of the category's exceptions does not count."""
+    nearby term may be part of the term itself (肯定到 holds 肯定); one inside an
+    exception of the category does not count."""
     notes: list[str] = []
     for near in requirements:
         lo, hi = start - near.within, end + near.within
         found: str | None = None
         for other in near_hits:
-            if (
-                other.entry.index != near.group
-                or (hit.start <= other.start and other.end <= hit.end)
-                or _inside(other, excepts)
-            ):
+            if other.entry.index != near.group or _inside(other, excepts):
                 continue
             other_start, other_end = text.span(other.start, other.end)
             if lo <= other_start and other_end <= hi:
                 found = text.text[other_start:other_end]
                 break
         if found is None and near.patterns:
-            literal, origin = text.literal()
-            first, last = bisect_left(origin, max(0, lo)), bisect_left(origin, hi)
+            literal, origin = text.literal(lo, hi)
             for pattern in near.patterns:
-                match = pattern.search(literal, first, last)
+                match = pattern.search(literal)
                 if match is not None:
                     found = text.text[origin[match.start()] : origin[match.end() - 1] + 1]
                     break

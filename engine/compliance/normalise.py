@@ -26,6 +26,7 @@ is two.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import IntEnum
@@ -82,13 +83,25 @@ STAND_INS: dict[str, str] = {
     "3": "e",
     "4": "a",
     "5": "s",
+    "6": "g",
     "7": "t",
+    "8": "b",
+    "9": "g",
     "@": "a",
     "$": "s",
     "l": "i",
 }
 """Digits and symbols written in place of letters, and ``l`` folded with ``i`` (the digit
-1 stands for either). Applied to terms and drafts alike."""
+1 stands for either). Applied to terms and drafts alike; ``@`` and ``$`` between two CJK
+characters are taken for separators instead."""
+
+_CJK_CLASS = (
+    "\u2e80-\u2fff\u3040-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0003ffff"
+)
+_SYMBOLS_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK_CLASS}])[^\w]*[@$＠＄][^\w]*(?=[{_CJK_CLASS}])")
+"""A run of non-word characters holding ``@`` or ``$`` between two CJK characters (a run
+cannot hold a CJK character, so the search is linear)."""
 
 HOMOGLYPHS: dict[str, str] = {
     # Cyrillic (lower case: case is folded first)
@@ -201,9 +214,21 @@ class _Projection(dict[int, str]):
         return projected
 
 
+class _Lengths(dict[int, str]):
+    """A ``str.translate`` table onto the number of matching-view characters of each
+    character, written as the character ``chr(0x30 + n)`` ("0", "1", "2", ...)."""
+
+    def __missing__(self, code: int) -> str:
+        length = chr(0x30 + len(_FOLDED[code]))
+        if len(self) < CACHE_MAX:
+            self[code] = length
+        return length
+
+
 _INFO = _Table()
 _FOLDED = _Projection("folded")
 _LITERAL = _Projection("literal")
+_LENGTHS = _Lengths()
 
 
 def info(ch: str) -> CharInfo:
@@ -224,27 +249,27 @@ class Normalised:
     is found.
     """
 
-    __slots__ = ("_literal", "_origin", "folded", "text")
+    __slots__ = ("_origin", "folded", "source", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.folded = text.translate(_FOLDED)
+        self.source = text
+        """``text`` with letter stand-ins between CJK characters made spaces (same length):
+        what the matching view is read from."""
+        if "@" in text or "$" in text or "＠" in text or "＄" in text:
+            self.source = _SYMBOLS_BETWEEN_CJK.sub(_blank_symbols, text)
+        self.folded = self.source.translate(_FOLDED)
         self._origin: list[int] | None = None
-        self._literal: tuple[str, list[int]] | None = None
 
     @property
     def origin(self) -> list[int]:
         """For each character of the matching view, the position in ``text`` it came from."""
         if self._origin is None:
-            origin: list[int] = []
-            folded = _FOLDED
-            for position, ch in enumerate(self.text):
-                size = len(folded[ord(ch)])
-                if size == 1:
-                    origin.append(position)
-                elif size:
-                    origin.extend([position] * size)
-            self._origin = origin
+            lengths = self.source.translate(_LENGTHS)
+            if lengths.count("1") == len(self.folded):  # no character expands
+                self._origin = [p for p, n in enumerate(lengths) if n == "1"]
+            else:
+                self._origin = [p for p, n in enumerate(lengths) for _ in range(ord(n) - 0x30)]
         return self._origin
 
     def span(self, start: int, end: int) -> tuple[int, int]:
@@ -260,7 +285,7 @@ class Normalised:
         origin = self.origin
         if unit >= len(origin):
             return True
-        text = self.text
+        text = self.source
         return any(
             _INFO[ord(text[p])].kind != Kind.INVISIBLE
             for p in range(origin[unit - 1] + 1, origin[unit])
@@ -268,10 +293,10 @@ class Normalised:
 
     def joins_letters(self, unit: int) -> bool:
         """Whether matching-view character ``unit`` comes from a (non-CJK) letter."""
-        return _INFO[ord(self.text[self.origin[unit]])].letter
+        return _INFO[ord(self.source[self.origin[unit]])].letter
 
     def is_cjk(self, unit: int) -> bool:
-        return _INFO[ord(self.text[self.origin[unit]])].cjk
+        return _INFO[ord(self.source[self.origin[unit]])].cjk
 
     def starts_at_word_edge(self, unit: int) -> bool:
         """An English term may start at ``unit``: nothing letter-like joins it on the left."""
@@ -284,30 +309,31 @@ class Normalised:
     def one_segment(self, start: int, end: int) -> bool:
         """Whether matching-view characters start:end lie in one segment."""
         origin = self.origin
-        return _one_segment(self.text, origin[start], origin[end - 1])
+        return _one_segment(self.source, origin[start], origin[end - 1])
 
-    def words_between(self, end: int, start: int) -> int:
+    def words_between(self, end: int, start: int, limit: int) -> int:
         """How many words lie between matching-view characters end-1 and start (a CJK
-        character is a word of its own)."""
+        character is a word of its own), counting no further than ``limit + 1``."""
         words = 0
+        origin, text, table = self.origin, self.source, _INFO
+        previous_cjk = end > 0 and table[ord(text[origin[end - 1]])].cjk
         for unit in range(end, start):
-            if self.is_cjk(unit) or self.is_cjk(unit - 1) or self.gap_before(unit):
+            cjk = table[ord(text[origin[unit]])].cjk
+            if cjk or previous_cjk or self.gap_before(unit):
                 words += 1
+                if words > limit:
+                    break
+            previous_cjk = cjk
         return words
 
-    def literal(self) -> tuple[str, list[int]]:
-        """The literal view and, for each of its characters, the original position."""
-        if self._literal is None:
-            parts: list[str] = []
-            origin: list[int] = []
-            table = _LITERAL
-            for position, ch in enumerate(self.text):
-                projected = table[ord(ch)]
-                if projected:
-                    parts.append(projected)
-                    origin.extend([position] * len(projected))
-            self._literal = ("".join(parts), origin)
-        return self._literal
+    def literal(self, start: int = 0, end: int | None = None) -> tuple[str, list[int]]:
+        """The literal view of original positions start:end and, for each of its
+        characters, the original position it came from."""
+        first = max(0, start)
+        window = self.text[first:end]
+        parts = [_LITERAL[ord(ch)] for ch in window]
+        origin = [first + p for p, part in enumerate(parts) for _ in part]
+        return "".join(parts), origin
 
 
 def _one_segment(text: str, first: int, last: int) -> bool:
@@ -329,3 +355,7 @@ def _one_segment(text: str, first: int, last: int) -> bool:
         elif kind == Kind.SPACE and stopped:
             return False
     return True
+
+
+def _blank_symbols(match: re.Match[str]) -> str:
+    return re.sub("[@$＠＄]", " ", match.group())

@@ -272,3 +272,22 @@ def test_a_clean_draft_is_allowed() -> None:
 def test_a_long_draft_is_judged() -> None:
     text = textwrap.fill("普通的一句话。" * 2000, 80)
     assert judge([ENFORCED], draft(text + "保本")).verdict is Verdict.BLOCK
+
+
+def test_a_term_may_itself_hold_what_it_needs_nearby() -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  categories:
+    - id: delivery
+      tier: remind
+      terms: [送到, 肯定到]
+      near: [{within: 10, terms: [肯定, 保证]}]
+"""
+    ).policy
+    assert policy is not None
+    found = judge([policy], draft("明天肯定到")).policies[0].findings
+    assert [f.term for f in found] == ["肯定到"]
+    assert judge([policy], draft("明天送到")).verdict is Verdict.ALLOW

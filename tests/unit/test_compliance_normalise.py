@@ -51,6 +51,9 @@ def test_expanded_characters_map_every_part_to_their_one_original() -> None:
     view = Normalised("①ﬁ")  # "1" and "fi"
     assert view.folded == "ifi"
     assert view.origin == [0, 1, 1]
+    long = Normalised("a\ufdfab")  # one character, fifteen letters
+    assert len(long.folded) == 17
+    assert long.origin == [0] + [1] * 15 + [2]
 
 
 @pytest.mark.parametrize(
@@ -83,15 +86,18 @@ def test_gaps_and_word_edges() -> None:
 
 def test_words_between_count_cjk_characters_and_english_words() -> None:
     view = Normalised("不一定保本")
-    assert view.words_between(1, view.folded.index("保本")) == 2
+    assert view.words_between(1, view.folded.index("保本"), 5) == 2
     english = Normalised("not really truly guaranteed")
-    assert english.words_between(3, english.folded.index("guaranteed")) == 2
+    assert english.words_between(3, english.folded.index("guaranteed"), 5) == 2
+    assert english.words_between(3, english.folded.index("guaranteed"), 1) == 2  # stops early
 
 
 def test_literal_view_keeps_digits_and_punctuation() -> None:
     literal, origin = Normalised("３月５日 By Friday").literal()
     assert literal == "3月5日 by friday"
     assert len(origin) == len(literal)
+    window, window_origin = Normalised("保证\u200b３月５日发货").literal(2, 6)
+    assert (window, window_origin) == ("3月5", [3, 4, 5])
 
 
 @given(st.text(max_size=200))
@@ -104,3 +110,19 @@ def test_every_view_character_comes_from_one_original_character_in_order(text: s
     literal, literal_origin = view.literal()
     assert len(literal_origin) == len(literal)
     assert literal_origin == sorted(literal_origin)
+
+
+@pytest.mark.parametrize("written", ["保@本", "保 $ 本", "保@$本"])
+def test_letter_stand_ins_between_chinese_characters_are_separators(written: str) -> None:
+    view = Normalised(written)
+    assert view.folded == "保本"
+    assert view.origin == [0, len(written) - 1]
+
+
+def test_letter_stand_ins_next_to_latin_letters_still_stand_for_letters() -> None:
+    assert Normalised("gu@r@nteed 保$本 ri$k").folded == fold("guaranteed保本risk")
+
+
+@pytest.mark.parametrize(("written", "reads"), [("9uaranteed", "guaranteed"), ("dou8le", "double")])
+def test_more_digit_stand_ins(written: str, reads: str) -> None:
+    assert Normalised(written).folded == fold(reads)
