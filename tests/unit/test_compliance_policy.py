@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -332,8 +334,6 @@ def test_template_ids_are_unique_in_a_policy() -> None:
 
 
 def test_the_shipped_default_policy_loads() -> None:
-    from pathlib import Path
-
     text = (Path(__file__).resolve().parents[2] / "rules/policies/default.yaml").read_text(
         encoding="utf-8"
     )
@@ -351,3 +351,27 @@ def test_the_shipped_default_policy_loads() -> None:
     assert any(
         t.category == "return_promise" and t.lesson_id == "value-anchoring" for t in policy.training
     )
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "compliance.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
+
+
+def test_the_reference_bundles_load_or_print_what_the_reference_says() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    blocks = list(FENCE.finditer(doc))
+    shown = 0
+    for index, block in enumerate(blocks):
+        language, body = block.group(1), block.group(2)
+        if language != "yaml" or not body.startswith("bundle:"):
+            continue
+        shown += 1
+        invalid = doc[: block.start()].rstrip("\n").endswith("<!-- invalid -->")
+        if not invalid:
+            assert load_bundle(body, "docs/compliance.md").policy is not None
+            continue
+        printed = blocks[index + 1].group(2).rstrip("\n")
+        with pytest.raises(InvalidBundle) as refused:
+            load_bundle(body, "policy.yaml")
+        assert "\n".join(str(p) for p in refused.value.problems) == printed
+    assert shown >= 3
