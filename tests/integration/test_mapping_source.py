@@ -1,8 +1,9 @@
-"""The mapping connector on a real broker, with a real worker and the service-opportunity
-pack: equipment alarms followed from an existing Kafka topic (bad messages to the dlq
-with their position, offsets committed) and a service ticket over the signed webhook
-become exactly one opportunity task each, even when the topic is read again and the
-webhook replayed."""
+"""The mapping, webhook and WeCom connectors on a real broker, with a real worker and the
+service-opportunity pack: equipment alarms followed from an existing Kafka topic (bad
+messages to the dlq with their position, offsets committed) and a service ticket over
+the signed webhook become exactly one opportunity task each, even when the topic is read
+again and the webhook replayed; an encrypted WeCom callback, replayed and retried, is
+consumed once."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from connectors.mapping_service import FollowSettings, FollowStats, follow
 from connectors.publisher import KafkaTouchpointSink
 from connectors.settings import IntakeSettings
 from connectors.webhook import WebhookSource, create_webhook_app, signature
+from connectors.wecom import WeComCallback, create_wecom_app, encrypt, msg_signature
 from schemas.codec import decode_dead_letter, decode_intervention
 from schemas.topics import DLQ, TOUCHPOINTS
 from streams.rules_push import push_bundle
@@ -85,6 +87,30 @@ def ticket() -> bytes:
             },
         }
     ).encode()
+
+
+WECOM_TOKEN, WECOM_CORP = "it-wecom-token", "ww-it-corp"
+WECOM_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+
+
+def wecom_callback(callback: WeComCallback, nonce: str) -> tuple[dict[str, str], bytes]:
+    """(query, body) of WeCom's POST of one customer message, encrypted for the corp."""
+    message = (
+        "<xml><ToUserName><![CDATA[ww-it-corp]]></ToUserName>"
+        "<FromUserName><![CDATA[wm-it-customer]]></FromUserName>"
+        f"<CreateTime>{int(NOW.timestamp())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+        "<Content><![CDATA[设备又报警了]]></Content><MsgId>7395000000000000001</MsgId>"
+        "<UserID><![CDATA[LiWei]]></UserID>"
+        "<ExternalUserID><![CDATA[wm-it-customer]]></ExternalUserID></xml>"
+    ).encode()
+    encrypted = encrypt(callback.key, WECOM_CORP, message)
+    stamp = str(int(time.time()))
+    query = {
+        "msg_signature": msg_signature(WECOM_TOKEN, stamp, nonce, encrypted),
+        "timestamp": stamp,
+        "nonce": nonce,
+    }
+    return query, f"<xml><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
 
 
 async def produce_source(settings: Settings, topic: str) -> None:
@@ -173,6 +199,12 @@ async def test_alarms_from_a_topic_and_a_signed_ticket_become_one_task_each(
                 response = await client.post("/v1/webhooks/helpdesk", data=body, headers=headers)
                 assert response.status == 202, await response.text()
                 await asyncio.sleep(1.1)
+        wecom = WeComCallback(SecretStr(WECOM_TOKEN), SecretStr(WECOM_KEY), WECOM_CORP)
+        async with TestClient(TestServer(create_wecom_app(wecom, sink))) as client:
+            for nonce in ("1", "1", "2"):  # a replay, then WeCom's retry: published once
+                query, envelope = wecom_callback(wecom, nonce)
+                response = await client.post("/v1/wecom/callback", params=query, data=envelope)
+                assert response.status == 200, await response.text()
     finally:
         await sink.stop()
 
@@ -205,7 +237,8 @@ async def test_alarms_from_a_topic_and_a_signed_ticket_become_one_task_each(
         )
         for outcome in ("processed", "duplicate")
     }
-    assert taken == {"processed": 5.0, "duplicate": 5.0}  # 4 alarms and the ticket, twice
+    # 4 alarms, the ticket and the WeCom message; the alarms and the ticket came twice
+    assert taken == {"processed": 6.0, "duplicate": 5.0}
     interventions = await read_all(settings, "interventions", decode_intervention)
     assert sorted(summary(interventions)) == sorted(expected)
     assert len(interventions) == 2, [(c.customer_id, c.rule_id) for c in interventions]
