@@ -92,6 +92,7 @@ async def test_every_shipped_pack_raises_exactly_its_interventions(
     settings: Settings, worker: WorkerProcess
 ) -> None:
     assert [p.name for p in PACKS] == [
+        "email-follow-up.yaml",
         "new-lead-no-contact.yaml",
         "refill-due.yaml",
         "saas-trial-health.yaml",
