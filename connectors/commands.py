@@ -87,13 +87,32 @@ def add_file_connector_commands(commands: Any, sink_settings: SinkSettings) -> N
     read.add_argument("--instance-id", default=None, help="names this replica's Kafka producers")
 
 
+def follower_transactional_id(intake: IntakeSettings, state: Path) -> str:
+    """One transactional id per position file, the same after a restart: the restarted
+    follower's producer fences its killed predecessor and so aborts the transaction it
+    left open at once; otherwise read_committed consumers of those partitions (the
+    worker among them) wait up to ``transaction_timeout_ms`` for the broker to abort it."""
+    import hashlib
+
+    digest = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12]
+    return f"{intake.instance_id}-{digest}"
+
+
 async def _with_sinks(
-    intake: IntakeSettings, dlq_topic: str, body: Callable[[Any, Any], Awaitable[T]]
+    intake: IntakeSettings,
+    dlq_topic: str,
+    body: Callable[[Any, Any], Awaitable[T]],
+    transactional_id: str | None = None,
 ) -> T:
-    from .publisher import KafkaTouchpointSink
+    from .publisher import KafkaTouchpointSink, TransactionalProducer
     from .rejects import KafkaDeadLetterSink
 
-    sink = KafkaTouchpointSink(intake)
+    class StableSink(KafkaTouchpointSink):
+        def _aiokafka_producer(self, _: str) -> TransactionalProducer:
+            assert transactional_id is not None
+            return super()._aiokafka_producer(transactional_id)
+
+    sink = KafkaTouchpointSink(intake) if transactional_id is None else StableSink(intake)
     letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic)
     await sink.start()
     try:
@@ -220,7 +239,8 @@ def _pos_follow(args: argparse.Namespace, sink_settings: SinkSettings) -> int:
         await follow.run(stop)
         return batches.counts
 
-    _report(asyncio.run(_with_sinks(intake, dlq, body)), "purchase touchpoint(s)")
+    transactional_id = follower_transactional_id(intake, args.state)
+    _report(asyncio.run(_with_sinks(intake, dlq, body, transactional_id)), "purchase touchpoint(s)")
     return 0
 
 
@@ -266,7 +286,8 @@ def _usage_follow(args: argparse.Namespace, sink_settings: SinkSettings) -> int:
         await follow.run(stop)
         return batches.counts
 
-    _report(asyncio.run(_with_sinks(intake, dlq, body)), "usage touchpoint(s)")
+    transactional_id = follower_transactional_id(intake, args.state)
+    _report(asyncio.run(_with_sinks(intake, dlq, body, transactional_id)), "usage touchpoint(s)")
     return 0
 
 

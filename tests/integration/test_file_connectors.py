@@ -5,6 +5,7 @@ and each customer's touchpoints and interventions counted once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -15,14 +16,22 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaProducer
 
+from connectors.commands import follower_transactional_id
 from connectors.meetings import DEFAULT_KEYWORDS, KeywordGroups, publish_transcripts
 from connectors.publisher import KafkaTouchpointSink
 from connectors.rejects import KafkaDeadLetterSink
 from connectors.sentiment import LexiconSentiment
 from connectors.settings import IntakeSettings
 from connectors.usage import read_files as read_usage_files
-from schemas.codec import decode_dead_letter, decode_intervention, decode_touchpoints
+from schemas.codec import (
+    decode_dead_letter,
+    decode_intervention,
+    decode_touchpoints,
+    encode_touchpoint,
+)
+from schemas.models import Channel, Direction, TouchpointEvent
 from schemas.topics import DLQ, TOUCHPOINTS
 from streams.rules_push import push_bundle
 from streams.settings import Settings
@@ -66,6 +75,45 @@ def follow(settings: Settings, path: Path, state: Path, log: Path) -> subprocess
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+async def open_transaction(settings: Settings, state: Path) -> AIOKafkaProducer:
+    """A producer with the follower's transactional id that began a transaction, wrote a
+    record to every touchpoints partition and then stopped answering, as a killed
+    follower leaves it."""
+    intake = IntakeSettings(
+        bootstrap_servers=settings.bootstrap_servers,
+        topic=settings.topic(TOUCHPOINTS),
+        partitions=settings.partitions,
+        instance_id="it-pos",
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        transactional_id=follower_transactional_id(intake, state),
+        transaction_timeout_ms=60_000,
+    )
+    await producer.start()
+    await producer.begin_transaction()
+    for partition in range(settings.partitions):
+        await producer.send_and_wait(
+            intake.topic, pos_record("pos:never-committed"), partition=partition
+        )
+    return producer
+
+
+def pos_record(event_id: str) -> bytes:
+    return encode_touchpoint(
+        TouchpointEvent(
+            event_id=event_id,
+            customer_id="member-0",
+            occurred_at=NOW,
+            received_at=NOW,
+            channel=Channel.POS,
+            kind="purchase",
+            direction=Direction.INBOUND,
+            source="it/1",
+        )
+    )
 
 
 def log_text(log: Path) -> str:
@@ -129,10 +177,28 @@ async def test_file_connectors_reach_the_worker_once_through_a_kill_and_re_reads
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert killed_at < size, "the follower finished before it was killed; kill earlier"
+    # Whether or not the kill caught a transaction open, leave one open for certain: the
+    # same transactional id, records on every partition, never committed.
+    zombie = await open_transaction(settings, tmp_path / "store.position")
     process = follow(settings, sales, state, log)
     await wait_for_offset(state, size, process, log)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, log_text(log)
+
+    # Read at once, long before the broker would abort a transaction the killed follower
+    # left open (transaction_timeout_ms): the restarted one must have aborted it already.
+    # Every POS line is visible, none skipped; a repeat is only ever the same event id.
+    landed = [
+        e.event_id
+        for batch in await read_all(settings, "touchpoints", decode_touchpoints)
+        for e in batch
+    ]
+    pos_ids = [i for i in landed if i.startswith("pos:")]
+    expected = {"pos:S9/RX-1/1"} | {f"pos:S9/O-{n}/1" for n in range(20 + SECOND_PART)}
+    assert set(pos_ids) == expected  # and the open transaction's records never show
+    with contextlib.suppress(Exception):
+        await zombie.stop()
+    assert len(pos_ids) - len(expected) <= 1500 // len(pos_line(0))  # at most one batch again
 
     # Usage and meetings: each file read twice (a re-run import)
     intake = IntakeSettings(
@@ -150,27 +216,32 @@ async def test_file_connectors_reach_the_worker_once_through_a_kill_and_re_reads
             await read_usage_files(
                 [DATA / "usage" / "trial-events.jsonl"], sink, letters, LexiconSentiment()
             )
-            await publish_transcripts(
-                [DATA / "meetings" / "discovery-call.vtt", DATA / "meetings" / "store-visit.srt"],
-                sink,
-                letters,
-                KeywordGroups(DEFAULT_KEYWORDS),
-                NOW,
-            )
+        await publish_transcripts(
+            [DATA / "meetings" / "discovery-call.vtt", DATA / "meetings" / "store-visit.srt"],
+            sink,
+            letters,
+            KeywordGroups(DEFAULT_KEYWORDS),
+            NOW,
+        )
     finally:
         await letters.stop()
         await sink.stop()
-
-    # Every POS line landed, none skipped; a repeat is only ever the same event id.
-    landed = [
-        e.event_id
-        for batch in await read_all(settings, "touchpoints", decode_touchpoints)
-        for e in batch
+    command = ["meetings", "read", "--instance-id", "it-meet"] + [
+        str(DATA / "meetings" / n) for n in ("discovery-call.vtt", "store-visit.srt")
     ]
-    pos_ids = [i for i in landed if i.startswith("pos:")]
-    expected = {"pos:S9/RX-1/1"} | {f"pos:S9/O-{n}/1" for n in range(20 + SECOND_PART)}
-    assert set(pos_ids) == expected
-    assert len(pos_ids) - len(expected) <= 1500 // len(pos_line(0))  # at most one batch again
+    again = await asyncio.create_subprocess_exec(  # the same transcripts, via the command
+        sys.executable,
+        "-m",
+        "streams.cli",
+        *command,
+        cwd=REPO,
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(again.communicate(), 60)
+    assert again.returncode == 0, err.decode()
+    assert "published 2 meeting touchpoint(s); 0 transcript(s)" in out.decode()
 
     def rules_of(found: list[Any]) -> list[tuple[str, str]]:
         return sorted((c.customer_id, c.rule_id) for c in found)
