@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.features import (
     SENTIMENTS_KEPT,
@@ -232,3 +234,69 @@ def test_no_memory_still_gives_state_features() -> None:
     got = features(state, None, T0 + timedelta(days=1))
     assert got["days_since_last_event"] == pytest.approx(1.0)
     assert got["unanswered_outbound"] == 0.0
+
+
+EVENT_SHAPES = st.tuples(
+    st.integers(0, 600),  # minutes after the previous touchpoint
+    st.sampled_from(["inbound", "outbound", "none"]),
+    st.sampled_from(["chat", "email", "pos", "support"]),
+    st.one_of(st.none(), st.floats(-1e4, 1e4, allow_nan=False)),  # amount
+    st.one_of(st.none(), st.floats(-1, 1, allow_nan=False)),  # sentiment
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(EVENT_SHAPES, min_size=1, max_size=40))
+def test_folded_features_equal_a_brute_force_count(
+    shapes: list[tuple[int, str, str, float | None, float | None]],
+) -> None:
+    events: list[TouchpointEvent] = []
+    at = T0
+    for n, (minutes, direction, channel, amount, sentiment) in enumerate(shapes):
+        at += timedelta(minutes=minutes)
+        attributes: dict[str, Any] = {}
+        if amount is not None:
+            attributes["amount"] = amount
+        if sentiment is not None:
+            attributes["sentiment"] = sentiment
+        events.append(
+            touchpoint(n, at, "note", direction=direction, channel=channel, attributes=attributes)
+        )
+    state, memory = fold(events)
+    got = features(state, memory, at)
+
+    amounts = [e.attributes["amount"] for e in events if "amount" in e.attributes]
+    assert got["purchases"] == len(amounts)
+    assert got["amount_total"] == pytest.approx(sum(amounts))  # type: ignore[arg-type]
+    last_inbound = max(
+        (i for i, e in enumerate(events) if e.direction.value == "inbound"), default=-1
+    )
+    assert got["unanswered_outbound"] == sum(
+        1 for e in events[last_inbound + 1 :] if e.direction.value == "outbound"
+    )
+    latencies: list[float] = []
+    waiting: datetime | None = None
+    for e in events:
+        if e.direction.value == "outbound" and waiting is None:
+            waiting = e.occurred_at
+        elif e.direction.value == "inbound":
+            if waiting is not None:
+                latencies.append((e.occurred_at - waiting) / timedelta(hours=1))
+            waiting = None
+    assert got["replies"] == len(latencies)
+    if latencies:
+        assert got["reply_latency_hours"] == pytest.approx(sum(latencies) / len(latencies))
+    else:
+        assert "reply_latency_hours" not in got
+    for channel in ("chat", "email", "pos", "support"):
+        count = sum(1 for e in events if e.channel.value == channel)
+        assert got.get(f"channel.{channel}", 0.0) == count
+    support = [
+        e.attributes["sentiment"]
+        for e in events
+        if e.channel.value == "support" and "sentiment" in e.attributes
+    ][-SENTIMENTS_KEPT:]
+    if support:
+        assert got["support_sentiment"] == pytest.approx(sum(support) / len(support))  # type: ignore[arg-type]
+    else:
+        assert "support_sentiment" not in got
