@@ -269,3 +269,34 @@ async def test_a_transcript_over_the_size_limit_is_refused_before_it_is_read(
     assert result.rejected == 1
     assert "expected at most 100 bytes" in letters.letters[0].detail
     assert letters.letters[0].raw_value == b""  # not read into memory
+
+
+def test_the_warroom_command_has_the_meetings_pos_and_usage_actions() -> None:
+    from streams.cli import _parser
+
+    parser = _parser()
+    meetings = parser.parse_args(["meetings", "read", "a.vtt", "b.srt", "--rep", "Li Wei=rep-li"])
+    assert meetings.files == [Path("a.vtt"), Path("b.srt")] and meetings.rep == ["Li Wei=rep-li"]
+    follow = parser.parse_args(
+        ["pos", "follow", "s.csv", "--state", "s.position", "--currency", "CNY"]
+    )
+    assert (follow.file, follow.state, follow.currency) == (
+        Path("s.csv"),
+        Path("s.position"),
+        "CNY",
+    )
+    usage = parser.parse_args(["usage", "serve", "--port", "9000"])
+    assert usage.port == 9000
+    assert all(callable(a.run) for a in (meetings, follow, usage))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pos", "follow", "s.csv"])  # --state is required
+
+
+def test_a_malformed_rep_option_is_refused_before_anything_is_published(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from streams.cli import _parser
+
+    args = _parser().parse_args(["meetings", "read", "a.vtt", "--rep", "no-equals-sign"])
+    assert args.run(args) == 2
+    assert "expected NAME=REP_ID, found 'no-equals-sign'" in capsys.readouterr().err
