@@ -256,6 +256,10 @@ def _run(args: argparse.Namespace, outputs: Outputs) -> int:
     try:
         settings = load_settings(args.config, args.company_domain, args.customer_by)
         imap = _imap_settings(args) if args.email_action == "imap" else None
+        unreadable = [p for p in getattr(args, "files", []) if not os.access(p, os.R_OK)]
+        if unreadable:
+            names = ", ".join(str(p) for p in unreadable)
+            raise ValueError(f"expected readable .eml or mbox files, found none at {names}")
     except ValueError as exc:
         print(f"warroom email: {exc}", file=sys.stderr)
         return 2

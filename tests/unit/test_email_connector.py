@@ -928,3 +928,17 @@ async def test_following_retries_a_failed_poll_and_picks_up_new_mail(tmp_path: P
         ["email_received"],
     ]
     assert (counts["poll_failed"], counts["touchpoints"], calls) == (1, 2, 3)
+
+
+def test_the_command_refuses_missing_files_and_wrong_settings_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import main
+
+    assert main(["email", "read", str(tmp_path / "nothere.eml"), str(DATA / "thread.mbox")]) == 2
+    assert capsys.readouterr().err == (
+        f"warroom email: expected readable .eml or mbox files, found none at "
+        f"{tmp_path / 'nothere.eml'}\n"
+    )
+    assert main(["email", "read", "--company-domain", "no domain", str(DATA / "thread.mbox")]) == 2
+    assert "company_domains: " in capsys.readouterr().err
