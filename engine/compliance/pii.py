@@ -14,10 +14,11 @@ Detectors:
   or 2221-2720) or a word such as 卡号, card or account comes just before it, so a
   Luhn-valid order or tracking number is not taken for a card.
 - ``email``: ``local@domain.tld``, also written with ``[at]``/``(at)`` and
-  ``[dot]``/``(dot)``.
+  ``[dot]``/``(dot)``, or ``local at domain dot tld`` with both words spelt out.
 
-Digits may be full-width and grouped with spaces, dashes, dots, brackets or invisible
-characters (``138 1234 5678``, ``+86-138-1234-5678``). Masks keep the text's length
+Digits may be full-width or Chinese numerals (一三八…, 幺 for 1) and grouped with spaces,
+dashes, dots, brackets or invisible characters (``138 1234 5678``,
+``+86-138-1234-5678``). Masks keep the text's length
 (every position stays where it was): ``138****5678``, ``************1234``,
 ``**************123X``, ``a****@example.com``.
 """
@@ -42,23 +43,31 @@ _PROVINCES = frozenset(
      50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91)
 )  # fmt: skip
 
-_ASCII_VIEW = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {
-    0x3000: " ",
-    0x200B: " ",
-    0x200C: " ",
-    0x200D: " ",
-    0x2060: " ",
-    0xFEFF: " ",
-    0x00A0: " ",
-    0x2010: "-",
-    0x2011: "-",
-    0x2012: "-",
-    0x2013: "-",
-    0x2014: "-",
-    0x2212: "-",
-}
-"""Full-width forms to ASCII and invisible characters to spaces, one character for one,
-so positions in the view are positions in the text."""
+_ASCII_VIEW = (
+    {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
+    | {
+        0x3000: " ",
+        0x200B: " ",
+        0x200C: " ",
+        0x200D: " ",
+        0x2060: " ",
+        0xFEFF: " ",
+        0x00A0: " ",
+        0x2010: "-",
+        0x2011: "-",
+        0x2012: "-",
+        0x2013: "-",
+        0x2014: "-",
+        0x2212: "-",
+    }
+    | {ord(numeral): str(value) for value, numeral in enumerate("〇一二三四五六七八九")}
+    | {
+        ord("零"): "0",
+        ord("幺"): "1",
+    }
+)
+"""Full-width forms to ASCII, Chinese numerals to digits and invisible characters to
+spaces, one character for one, so positions in the view are positions in the text."""
 
 _NUMBER = re.compile(r"[0-9](?:[ \t\n\-.()]{0,2}[0-9])*(?:[ \-]?[xX](?![A-Za-z0-9]))?")
 _CHUNK = re.compile(r"[0-9]+[xX]?|[xX]")
@@ -72,7 +81,13 @@ _DOMAIN = re.compile(
     r"[a-z]{2,24}(?![a-z0-9-])",
     re.IGNORECASE,
 )
-_DOT_WORD = re.compile(r"\s*[\[({<]\s*dot\s*[\])}>]\s*", re.IGNORECASE)
+_DOT_WORD = re.compile(r"\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+", re.IGNORECASE)
+_SPELT_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-]{1,64})\s+at\s+"
+    r"([A-Za-z0-9-]{1,63}(?:\s+dot\s+[A-Za-z0-9-]{1,63}){1,8})(?![A-Za-z0-9-])",
+    re.IGNORECASE,
+)
+"""``name at example dot com``: only with both words spelt out."""
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _LOCAL_MAX = 64
 _DOMAIN_MAX = 255
@@ -142,8 +157,11 @@ def find_personal_data(text: str) -> tuple[PersonalData, ...]:
     if any(ch.isdigit() for ch in view):
         for number in _NUMBER.finditer(view):
             found.extend(_numbers(view, number.start(), number.group()))
-    if "@" in view or "at" in view.lower():
+    lowered = view.lower()
+    if "@" in view or "at" in lowered:
         found.extend(_emails(view))
+    if " at " in lowered and " dot " in lowered:
+        found.extend(_spelt_emails(view, found))
     found.sort(key=lambda item: item.start)
     return tuple(found)
 
@@ -243,6 +261,19 @@ def _emails(view: str) -> Iterable[PersonalData]:
         hidden = tuple(range(start + 1, left))
         last_end = end
         yield PersonalData(EMAIL, start, end, value, hidden)
+
+
+def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData]:
+    for match in _SPELT_EMAIL.finditer(view):
+        start, end = match.span()
+        tld = match.group(2).split()[-1]
+        if not (tld.isalpha() and 2 <= len(tld) <= 24):
+            continue
+        if any(item.start < end and start < item.end for item in found):
+            continue
+        domain = _DOT_WORD.sub(".", match.group(2)).lower()
+        value = match.group(1).lower() + "@" + domain
+        yield PersonalData(EMAIL, start, end, value, tuple(range(start + 1, match.end(1))))
 
 
 def mask_pii(text: str) -> str:

@@ -167,3 +167,17 @@ def test_no_raw_personal_data_survives_masking(parts: list[str]) -> None:
     for item in find_personal_data(text):
         raw = re.sub(r"\D", "", text[item.start : item.end])
         assert raw not in re.sub(r"\D", "", masked[item.start : item.end])
+
+
+def test_numbers_written_in_chinese_numerals() -> None:
+    assert found("电话一三八一二三四五六七八") == [("mobile", "一三八一二三四五六七八")]
+    assert mask_pii("电话一三八一二三四五六七八") == "电话一三八****五六七八"
+    assert found("一二三四五六七八九") == []
+
+
+def test_emails_spelt_out_with_at_and_dot() -> None:
+    assert found("mail wang.wu at example dot com today") == [
+        ("email", "wang.wu at example dot com")
+    ]
+    assert found("meet at example dot") == []
+    assert found("see you at the office") == []
