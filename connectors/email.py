@@ -1111,13 +1111,21 @@ def _mbox_message(
     return MboxMessage(number, offset, data, size, separator)
 
 
+_ZONE = re.compile(r"^[+-]\d{4}$")
+
+
 def _separator_date(line: bytes) -> datetime | None:
+    """The asctime date of a ``From`` line, UTC unless a numeric zone is written before
+    the year (``Mon Jul 14 01:00:00 +0000 2025``, as Gmail exports it)."""
     parts = line.decode("ascii", "replace").split(None, 2)
     if len(parts) < 3:
         return None
+    words = parts[2].split()
+    zone = "+0000"
+    if len(words) >= 6 and _ZONE.match(words[4]):
+        zone = words.pop(4)
     try:
-        # asctime in an mbox separator line is UTC by convention
-        stamp = " ".join(parts[2].split()[:5]) + " +0000"
+        stamp = " ".join(words[:5]) + " " + zone
         return datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y %z").astimezone(UTC)
     except ValueError:
         return None

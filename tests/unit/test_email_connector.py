@@ -942,3 +942,18 @@ def test_the_command_refuses_missing_files_and_wrong_settings_before_connecting(
     )
     assert main(["email", "read", "--company-domain", "no domain", str(DATA / "thread.mbox")]) == 2
     assert "company_domains: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "separator",
+    [
+        b"From 1837263@xxx Mon Jul 14 01:00:00 +0000 2025",  # Gmail Takeout
+        b"From - Mon Jul 14 01:00:00 2025",  # Thunderbird
+        b"From MAILER-DAEMON Mon Jul 14 09:00:00 +0800 2025",
+        b"From ana@warroom-demo.com  Mon Jul 14 01:00:00 2025",  # two spaces (mutt)
+    ],
+)
+def test_separator_dates_of_common_mbox_writers(separator: bytes) -> None:
+    data = separator + b"\nFrom: a@acme.cn\n\nbody\n"
+    [found] = split_mbox(io.BytesIO(data), 10**6)
+    assert found.separator_date == datetime(2025, 7, 14, 1, 0, tzinfo=UTC)
