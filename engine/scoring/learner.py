@@ -187,14 +187,23 @@ class DriftState:
 class Evaluation:
     """Progressive validation of one model: predicted before it learnt each example."""
 
-    log_loss: metrics.LogLoss = field(default_factory=metrics.LogLoss)
-    auc: metrics.ROCAUC = field(default_factory=lambda: metrics.ROCAUC(n_thresholds=50))  # type: ignore[no-untyped-call]
+    log_loss_metric: metrics.LogLoss = field(default_factory=metrics.LogLoss)
+    auc_metric: metrics.ROCAUC = field(
+        default_factory=lambda: metrics.ROCAUC(n_thresholds=50)  # type: ignore[no-untyped-call]
+    )
+    """River's ROC AUC over 50 thresholds (an approximation; bench/ computes it exactly)."""
     examples: int = 0
 
     def update(self, label: int, score: float) -> None:
-        self.log_loss.update(bool(label), {True: score, False: 1.0 - score})
-        self.auc.update(bool(label), {True: score, False: 1.0 - score})  # type: ignore[no-untyped-call]
+        self.log_loss_metric.update(bool(label), {True: score, False: 1.0 - score})
+        self.auc_metric.update(bool(label), {True: score, False: 1.0 - score})  # type: ignore[no-untyped-call]
         self.examples += 1
+
+    def log_loss(self) -> float:
+        return float(self.log_loss_metric.get())  # type: ignore[no-untyped-call]
+
+    def auc(self) -> float:
+        return float(self.auc_metric.get())  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,9 +184,9 @@ def test_champion_and_challenger_are_validated_before_they_learn() -> None:
         a = rng.gauss(0, 1)
         model.learn(Example("win", "c", {"a": a}, int(a + rng.gauss(0, 0.5) > 0), n, n))
     assert model.champion_eval.examples == model.challenger_eval.examples == 401
-    assert model.champion_eval.auc.get() > 0.8
-    assert model.challenger_eval.auc.get() > 0.7
-    assert model.champion_eval.log_loss.get() < 0.6
+    assert model.champion_eval.auc() > 0.8
+    assert model.challenger_eval.auc() > 0.7
+    assert model.champion_eval.log_loss() < 0.6
     assert model.version == 401
 
 

@@ -59,7 +59,13 @@ def test_learning_does_not_mutate_the_features(spec: ModelSpec) -> None:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_missing_and_unseen_features_are_handled(spec: ModelSpec) -> None:
     model = trained(spec)
-    for x in ({}, {"a": 50.0}, {"never_seen": 3.0, "plan": "enterprise"}, {"plan": "free"}):
+    probes: list[dict[str, FeatureValue]] = [
+        {},
+        {"a": 50.0},
+        {"never_seen": 3.0, "plan": "enterprise"},
+        {"plan": "free"},
+    ]
+    for x in probes:
         score = model.predict(x)
         assert 0.0 <= score <= 1.0
 

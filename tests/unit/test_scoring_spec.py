@@ -68,7 +68,7 @@ def test_a_score_selects_its_features() -> None:
     assert bundle.scoring is not None
     win = bundle.scoring.score("win")
     assert win is not None
-    everything = {
+    everything: dict[str, float | str] = {
         "days_since_last_event": 1.0,
         "count.purchase": 2.0,
         "channel.chat": 3.0,
