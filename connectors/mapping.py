@@ -284,7 +284,11 @@ class TimeSpec:
                     value,
                 )
             parsed = parsed.replace(tzinfo=self.timezone)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            message = "expected a time within years 1 to 9999 once in UTC, found one outside"
+            raise _Bad(message, value) from None
 
     def _epoch(self, value: Any) -> datetime:
         number: Any = value

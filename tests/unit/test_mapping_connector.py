@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.mapping import (
     MISSING,
@@ -24,7 +26,12 @@ from connectors.mapping import (
     parse_path,
 )
 from connectors.mapping_service import TopicFollower, check_files, dry_run
-from connectors.publisher import MemoryTouchpointSink, PublishUnavailable
+from connectors.publisher import (
+    MemoryTouchpointSink,
+    PublishUnavailable,
+    UnpublishableTouchpoints,
+    envelopes,
+)
 from connectors.rejects import MemoryDeadLetterSink
 from engine.bundle import load_bundle
 from engine.reducer import apply
@@ -804,3 +811,101 @@ def test_the_mapping_in_the_connectors_reference_loads() -> None:
     shown = "m.yaml:7: touchpoint.channel: expected one of chat, email, meeting, pos, call, "
     assert shown in doc
     assert refused(MINIMAL.replace("channel: support", "channel: suport"))[0].startswith(shown)
+
+
+# --- whatever the record, a mapping answers with touchpoints or named problems ---------------
+
+TRICKY = st.sampled_from(
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-11-30T08:00:00",
+        "31.12.9999 23:59:59",
+        "01.01.0001 00:00:00",
+        "1e400",
+        "NaN",
+        2**64,
+        -1,
+        1e300,
+        "",
+        "RAISED",
+        "ZSP",
+        "ticket.created",
+    ]
+)
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def sample_records() -> list[tuple[str, dict[str, Any]]]:
+    alarm_record = json.loads(jsonl("equipment-alarms.jsonl")[0])
+    return [
+        ("service-ticket", data("service-tickets.json")[0]),
+        ("equipment-alarm", alarm_record),
+        ("spare-part-order", {"orders": [data("spare-part-orders.json")["orders"][0]]}),
+    ]
+
+
+def _replace(document: Any, path: list[str | int], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(document, dict) and head in document:
+        return {**document, head: _replace(document[head], rest, value)}
+    if isinstance(document, list) and isinstance(head, int) and head < len(document):
+        return [_replace(v, rest, value) if i == head else v for i, v in enumerate(document)]
+    return document
+
+
+def _paths(document: Any, prefix: list[str | int]) -> list[list[str | int]]:
+    found = [prefix]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            found += _paths(value, [*prefix, key])
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found += _paths(value, [*prefix, index])
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_any_value_anywhere_maps_or_is_refused_with_problems(data: st.DataObject) -> None:
+    name, record = data.draw(st.sampled_from(sample_records()))
+    paths = _paths(record, [])
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        record = _replace(record, path, data.draw(TRICKY | JSON_VALUES))
+    try:
+        mapped = shipped(name).map_body(record, RECEIVED)
+    except RecordRejected as rejected:
+        assert rejected.problems and all(p["field"] and p["message"] for p in rejected.problems)
+        return
+    for event in mapped.events:
+        assert event.occurred_at.tzinfo is UTC
+    try:
+        envelopes(mapped.events, 4)  # as the publisher encodes them
+    except UnpublishableTouchpoints as refused:
+        assert refused.problems
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_that_leaves_the_calendar_in_utc_is_refused(value: str) -> None:
+    with pytest.raises(RecordRejected) as caught:
+        minimal().to_touchpoint({"id": 1, "account": "a", "at": value}, RECEIVED)
+    [problem] = caught.value.problems
+    assert problem["message"] == (
+        "$.at: expected a time within years 1 to 9999 once in UTC, found one outside"
+    )
