@@ -121,6 +121,8 @@ def decode(document: Any) -> tuple[LinearScorer, int]:
         if not isinstance(row, list) or len(row) != 4:
             raise ModelFormatError(f"{where}: expected [name, count, mean, var], found {row!r}")
         name = _text(row[0], f"{where}.name")
+        if name in counts:
+            raise ModelFormatError(f"{where}.name: expected each name once, {name!r} appears twice")
         counts[name] = _integer(row[1], f"{where}.count")
         means[name] = _number(row[2], f"{where}.mean")
         variances[name] = _number(row[3], f"{where}.var")
@@ -130,6 +132,10 @@ def decode(document: Any) -> tuple[LinearScorer, int]:
         if not isinstance(row, list) or len(row) != 2:
             raise ModelFormatError(f"{where}: expected [feature, [category, ...]], found {row!r}")
         name = _text(row[0], f"{where}.feature")
+        if name in model.categories:
+            raise ModelFormatError(
+                f"{where}.feature: expected each feature once, {name!r} appears twice"
+            )
         values = _list(row[1], f"{where}.categories", CATEGORIES_MAX + 1)
         model.categories[name] = [_text(v, f"{where}.categories") for v in values]
     weights: Any = utils.VectorDict()
@@ -137,7 +143,10 @@ def decode(document: Any) -> tuple[LinearScorer, int]:
         where = f"model.weights[{index}]"
         if not isinstance(row, list) or len(row) != 2:
             raise ModelFormatError(f"{where}: expected [name, weight], found {row!r}")
-        weights[_text(row[0], f"{where}.name")] = _number(row[1], f"{where}.weight")
+        name = _text(row[0], f"{where}.name")
+        if name in weights:
+            raise ModelFormatError(f"{where}.name: expected each name once, {name!r} appears twice")
+        weights[name] = _number(row[1], f"{where}.weight")
     model.regression._weights = weights
     model.regression.intercept = _number(document["intercept"], "model.intercept")
     model.regression.optimizer.n_iterations = _integer(

@@ -220,6 +220,11 @@ class ScoreModel:
     """One score's champion, challenger, drift detector and running evaluation."""
 
     def __init__(self, spec: ScoreSpec, champion: Scorer | None = None, version: int = 0) -> None:
+        if champion is not None and champion.spec != spec.model:
+            raise ValueError(
+                f"score {spec.name!r}: expected a model for {spec.model}, found one for "
+                f"{champion.spec}; a changed model definition starts from a new model"
+            )
         self.spec = spec
         self.champion: Scorer = champion if champion is not None else build(spec.model)
         self.challenger: Scorer | None = (

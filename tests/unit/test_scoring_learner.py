@@ -225,3 +225,17 @@ def test_a_snapshot_of_an_unknown_shape_is_refused(bad: object) -> None:
 
 def test_a_customer_state_alone_is_enough_to_train() -> None:
     assert learn(ScoreModel(WIN), snap(0, 1.0), 0, CustomerState("c9")) is not None
+
+
+def test_a_label_older_than_a_snapshot_leaves_that_snapshot_open() -> None:
+    kept = remember(None, "win", snap(0, 1.0), keep=8)
+    kept = remember(kept, "win", snap(10, 2.0), keep=8)
+    still, examples = settle(WIN, "c1", kept, US0 + 5 * DAY, label=0)  # a late label event
+    assert [(e.features["x"], e.label) for e in examples] == [(1.0, 0)]
+    assert [s.features["x"] for s in still.by_score["win"]] == [2.0]
+
+
+def test_a_champion_built_for_other_settings_is_refused() -> None:
+    other = LinearScorer(ModelSpec(learning_rate=0.5))
+    with pytest.raises(ValueError, match=r"expected a model for .*learning_rate=0\.01.*found"):
+        ScoreModel(WIN, champion=other)

@@ -213,3 +213,16 @@ def test_round_trip_is_exact_for_any_stream(
     assert to_bytes(again) == to_bytes(model)
     for x, _ in examples:
         assert again.predict(x) == model.predict(x)
+
+
+def test_a_name_given_twice_is_refused() -> None:
+    model = trained(ModelSpec())
+    assert isinstance(model, LinearScorer)
+    document = encode(model)
+    document["weights"].append(list(document["weights"][0]))
+    document.pop("checksum")
+    from engine.scoring.codec import _checksum
+
+    document["checksum"] = _checksum(document)
+    with pytest.raises(ModelFormatError, match=r"model.weights\[\d+\].name: .* appears twice"):
+        decode(document)

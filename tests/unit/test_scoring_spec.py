@@ -147,3 +147,11 @@ def test_too_many_scores_are_refused() -> None:
     text = f"bundle: many\nversion: 1\nscoring:\n  scores:\n{scores}"
     found = problems(text)
     assert any(f"expected at most {SCORES_MAX} scores" in p for p in found), found
+
+
+def test_a_score_name_two_bundles_declare_is_taken_from_the_first_by_name() -> None:
+    other = BUNDLE.replace("bundle: scores", "bundle: zzz-scores").replace(
+        "churned: 1, renewed: 0", "cancelled: 1, renewed: 0"
+    )
+    book = RuleBook(load_bundle(other), load_bundle(BUNDLE))
+    assert book.scores["churn"].labels == {"churned": 1, "renewed": 0}
