@@ -290,7 +290,7 @@ def parse_xml(data: bytes, what: str) -> dict[str, str]:
         raise BadEnvelope(f"({what})", "expected plain XML, found a DOCTYPE or ENTITY declaration")
     try:
         root = ET.fromstring(data)  # entities refused above; expat bounds expansion
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # also encodings expat lacks
         raise BadEnvelope(f"({what})", f"expected XML, found: {exc}") from None
     if root.tag != "xml":
         raise BadEnvelope(f"({what})", f"expected an <xml> root element, found <{root.tag[:40]}>")

@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from connectors.publisher import MemoryTouchpointSink
@@ -23,6 +25,7 @@ from connectors.wecom import (
     BadSignature,
     NotATouchpoint,
     WeComCallback,
+    WeComRefused,
     WrongReceiver,
     aes_key,
     create_wecom_app,
@@ -431,3 +434,37 @@ async def test_messages_that_are_not_touchpoints_are_taken_and_counted(
     assert response.status == 200
     assert sink.published == []
     assert (await (await client.get("/healthz")).json())["ignored"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml version="1.0" encoding="bogus"?><xml><Encrypt>x</Encrypt></xml>',
+        b'<?xml version="1.0" encoding="gbk"?><xml><Encrypt>\xc4\xe3</Encrypt></xml>',
+        b'<?xml version="1.0" encoding="utf-16"?><xml/>',
+        b"\xff\xfe<\x00x\x00",
+        b"",
+    ],
+    ids=["unknown-encoding", "multi-byte-encoding", "wrong-encoding", "utf-16-bytes", "empty"],
+)
+def test_xml_in_encodings_expat_cannot_read_is_refused(body: bytes) -> None:
+    with pytest.raises(BadEnvelope, match="expected XML"):
+        open_post({"msg_signature": "x", "timestamp": "1", "nonce": "1"}, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_any_body_is_taken_or_refused_with_a_reason(body: bytes) -> None:
+    try:
+        open_post({"msg_signature": "x", "timestamp": "1", "nonce": "1"}, body)
+    except WeComRefused as refused:
+        assert refused.field and str(refused)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_any_decrypted_message_maps_or_is_refused_with_a_reason(message: bytes) -> None:
+    try:
+        to_message(open_post(*envelope(message)), CORP, NOW)
+    except WeComRefused as refused:
+        assert refused.field and str(refused)
