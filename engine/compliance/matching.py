@@ -85,6 +85,8 @@ class Term:
     tier: Verdict
     near: tuple[Near, ...]
     """The category's requirements and the term's own."""
+    unless: tuple[Near, ...] = ()
+    """The category's and the term's own: any one met makes the term innocent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +325,10 @@ def _term_findings(
             x for x in excepts if x.entry.index == -1 and x.entry.detail == term.category
         ]
         met = _nearby(term.near, text, hit, start, end, near_hits, category_excepts)
-        if met is None:
+        if met is None or any(
+            _nearby((unless,), text, hit, start, end, near_hits, []) is not None
+            for unless in term.unless
+        ):
             continue
         notes.extend(met)
         if category.near_number is not None:

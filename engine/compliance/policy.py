@@ -311,8 +311,8 @@ class _PolicyCompiler:
             path,
             ("id", "tier"),
             (
-                "description", "terms", "except", "near", "near_number", "pii", "own", "kinds",
-                "templates",
+                "description", "terms", "except", "near", "unless", "near_number", "pii", "own",
+                "kinds", "templates",
             ),
         )  # fmt: skip
         category_id = c.name(spec, "id", path)
@@ -320,7 +320,7 @@ class _PolicyCompiler:
         if ("terms" in spec) == ("pii" in spec):
             c.refuse(line, path, "expected either terms or pii (detectors), not both or neither")
         if "pii" in spec:
-            for key in ("except", "near", "near_number"):
+            for key in ("except", "near", "unless", "near_number"):
                 if key in spec:
                     c.refuse(spec.lines[key], f"{path}.{key}", "applies to terms only, not to pii")
         elif "own" in spec:
@@ -353,6 +353,9 @@ class _PolicyCompiler:
         near: tuple[Near, ...] = ()
         if "near" in spec:
             near = self.near(spec["near"], spec.lines["near"], f"{path}.near")
+        unless: tuple[Near, ...] = ()
+        if "unless" in spec:
+            unless = self.near(spec["unless"], spec.lines["unless"], f"{path}.unless")
         if "except" in spec:
             self.phrases_of(
                 spec["except"], spec.lines["except"], f"{path}.except", "phrases",
@@ -360,7 +363,7 @@ class _PolicyCompiler:
             )  # fmt: skip
         if "terms" in spec:
             self.category_terms(
-                spec["terms"], spec.lines["terms"], f"{path}.terms", index, tier, near
+                spec["terms"], spec.lines["terms"], f"{path}.terms", index, tier, near, unless
             )
         return Category(
             category_id=category_id,
@@ -405,13 +408,22 @@ class _PolicyCompiler:
         return Own(frozenset(detectors), tuple(windows))
 
     def category_terms(
-        self, value: Any, line: int, path: str, category: int, tier: Verdict, near: tuple[Near, ...]
+        self,
+        value: Any,
+        line: int,
+        path: str,
+        category: int,
+        tier: Verdict,
+        near: tuple[Near, ...],
+        unless: tuple[Near, ...],
     ) -> None:
         seen: dict[str, int] = {}
         for item, item_line, item_path in self.items(
             value, line, path, "terms", POLICY_PHRASES_MAX
         ):
-            self.attempt_with(self.term, item, item_line, item_path, category, tier, near, seen)
+            self.attempt_with(
+                self.term, item, item_line, item_path, category, tier, near, unless, seen
+            )
 
     def term(
         self,
@@ -421,13 +433,14 @@ class _PolicyCompiler:
         category: int,
         tier: Verdict,
         near: tuple[Near, ...],
+        unless: tuple[Near, ...],
         seen: dict[str, int],
     ) -> None:
         c = self.checker
         spec: _Located | None = None
         if isinstance(value, dict):
             spec = c.mapping(value, line, path)
-            c.keys(spec, path, ("term",), ("tier", "except", "near"))
+            c.keys(spec, path, ("term",), ("tier", "except", "near", "unless"))
             written, key = self.phrase(spec["term"], spec.lines["term"], f"{path}.term")
             if "tier" in spec:
                 tier = self.tier(spec, path)
@@ -445,12 +458,15 @@ class _PolicyCompiler:
         own_near: tuple[Near, ...] = ()
         if spec is not None and "near" in spec:
             own_near = self.near(spec["near"], spec.lines["near"], f"{path}.near")
+        own_unless: tuple[Near, ...] = ()
+        if spec is not None and "unless" in spec:
+            own_unless = self.near(spec["unless"], spec.lines["unless"], f"{path}.unless")
         if spec is not None and "except" in spec:
             self.phrases_of(
                 spec["except"], spec.lines["except"], f"{path}.except", "phrases",
                 Entry(Role.EXCEPT, index, category),
             )  # fmt: skip
-        self.terms.append(Term(written, category, tier, near + own_near))
+        self.terms.append(Term(written, category, tier, near + own_near, unless + own_unless))
         self.automaton.add(key, Entry(Role.TERM, index))
 
     def near(self, value: Any, line: int, path: str) -> tuple[Near, ...]:

@@ -291,3 +291,24 @@ policy:
     found = judge([policy], draft("明天肯定到")).policies[0].findings
     assert [f.term for f in found] == ["肯定到"]
     assert judge([policy], draft("明天送到")).verdict is Verdict.ALLOW
+
+
+def test_a_term_is_innocent_near_an_unless_term_or_pattern() -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  categories:
+    - id: principal
+      tier: block
+      terms: [零风险, {term: risk-free, unless: [{within: 20, patterns: ['\\bv\\d+\\b']}]}]
+      unless: [{within: 15, terms: [升级, upgrade]}]
+"""
+    ).policy
+    assert policy is not None
+    assert judge([policy], draft("这次升级零风险")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("The upgrade is risk-free")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("Moving to v2 is risk-free")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("这个理财零风险")).verdict is Verdict.BLOCK
+    assert judge([policy], draft("It's risk-free money")).verdict is Verdict.BLOCK
