@@ -227,7 +227,7 @@ def convert(value: Any, to: Type) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,19}\s*", value):
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,19}\s*", value):
             return int(value)
     elif to is Type.FLOAT:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -292,7 +292,7 @@ class TimeSpec:
 
     def _epoch(self, value: Any) -> datetime:
         number: Any = value
-        if isinstance(value, str) and re.fullmatch(r"\s*\d{1,20}(\.\d+)?\s*", value):
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,20}(\.[0-9]+)?\s*", value):
             number = float(value) if "." in value else int(value)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise _Bad(f"expected {self.format} as a number, found {_kind_of(value)}", value)

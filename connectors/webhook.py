@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -93,7 +94,7 @@ def verify(
     seconds of ``now`` (Unix seconds)."""
     if not timestamp:
         raise BadSignature(f"expected a {TIMESTAMP_HEADER} header (Unix seconds), found none")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp):
         raise BadSignature(f"expected {TIMESTAMP_HEADER} as Unix seconds, found other text")
     skew = abs(now - int(timestamp))
     if skew > window:

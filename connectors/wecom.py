@@ -40,6 +40,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import struct
 import sys
 import xml.etree.ElementTree as ET
@@ -80,6 +81,8 @@ CONTACT_CHANGES = {
 MESSAGE_TYPES = frozenset({"text", "image", "voice", "video", "file", "link", "location"})
 
 Clock = Callable[[], datetime]
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def utc_now() -> datetime:
@@ -227,7 +230,7 @@ class WeComCallback:
                 "expected the SHA-1 of the sorted token, timestamp, nonce and ciphertext, "
                 "found another signature",
             )
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not _UNIX_SECONDS.fullmatch(timestamp):
             raise BadSignature("timestamp", "expected Unix seconds, found other text")
         skew = abs(now - int(timestamp))
         if skew > self.freshness_seconds:
@@ -324,8 +327,10 @@ def to_message(xml: bytes, corp_id: str, received_at: datetime) -> WeComMessage:
     fields = parse_xml(xml, "message")
     msg_type = fields.get("MsgType", "")
     created = fields.get("CreateTime", "")
-    if not created.isdigit() or len(created) > 12:
-        raise NotATouchpoint("CreateTime", "expected Unix seconds, found other text or none")
+    if not _UNIX_SECONDS.fullmatch(created) or int(created) > _LAST_SECOND:
+        raise NotATouchpoint(
+            "CreateTime", "expected Unix seconds (ASCII digits, before 10000), found other"
+        )
     occurred_at = datetime.fromtimestamp(int(created), UTC)
     user_id, external = fields.get("UserID", ""), fields.get("ExternalUserID", "")
     if msg_type == "event":

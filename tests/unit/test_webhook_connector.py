@@ -280,3 +280,9 @@ async def test_a_body_over_the_limit_is_413(client: TestClient[Any, Any]) -> Non
     body = b"[" + b"0," * 600_000 + b"0]"
     response = await client.post("/v1/webhooks/helpdesk", data=body, headers=signed(body))
     assert response.status == 413
+
+
+@pytest.mark.parametrize("stamp", ["²", "１７６４４９２０００", "9" * 13])
+def test_a_timestamp_in_other_digits_or_too_long_is_refused(stamp: str) -> None:
+    with pytest.raises(BadSignature, match="as Unix seconds, found other text"):
+        verify(SECRET, stamp, signature(SECRET, stamp, b"{}"), b"{}", SIGNED_AT.timestamp())

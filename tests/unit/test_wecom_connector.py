@@ -468,3 +468,21 @@ def test_any_decrypted_message_maps_or_is_refused_with_a_reason(message: bytes) 
         to_message(open_post(*envelope(message)), CORP, NOW)
     except WeComRefused as refused:
         assert refused.field and str(refused)
+
+
+@pytest.mark.parametrize("created", ["999999999999", "²", "１７６４４８９６００"])
+def test_a_create_time_out_of_range_or_in_other_digits_is_refused(created: str) -> None:
+    xml = sample("external-text-inbound.xml").replace(b"1764489600", created.encode())
+    with pytest.raises(NotATouchpoint) as caught:
+        to_message(xml, CORP, NOW)
+    assert caught.value.field == "CreateTime"
+
+
+@pytest.mark.parametrize("stamp", ["²", "１７６４４８９６００"])
+def test_a_timestamp_in_other_digits_is_refused(stamp: str) -> None:
+    query, body = envelope(sample("external-text-inbound.xml"))
+    encrypted = body.split(b"<![CDATA[")[2].split(b"]]>")[0].decode()
+    query["timestamp"] = stamp
+    query["msg_signature"] = msg_signature(TOKEN, stamp, query["nonce"], encrypted)
+    with pytest.raises(BadSignature, match="expected Unix seconds"):
+        open_post(query, body)
