@@ -580,8 +580,10 @@ def meeting_event_id(info: MeetingInfo, transcript: bytes) -> str:
 
 
 def meeting_attributes(
-    figures: MeetingFigures, fmt: TranscriptFormat
+    figures: MeetingFigures, fmt: TranscriptFormat, rep_ids: Mapping[str, str]
 ) -> dict[str, str | int | float | bool]:
+    """The figures as attributes. Speakers are listed by rep id (``rep_ids`` maps
+    normalised speaker names to them) or as ``customer-<n>``, never by name."""
     attributes: dict[str, str | int | float | bool] = {
         "transcript_format": fmt,
         "duration_seconds": figures.duration_seconds,
@@ -600,8 +602,14 @@ def meeting_attributes(
         attributes[f"keyword_{name}_rep"] = count
     for name, count in figures.keywords_customer.items():
         attributes[f"keyword_{name}_customer"] = count
+    customers = 0
     for n, speaker in enumerate(figures.speakers[:MAX_SPEAKERS_LISTED], start=1):
-        attributes[f"speaker_{n}_name"] = speaker.name[:128]
+        if speaker.role == "rep":
+            label = rep_ids.get(_normalised(speaker.name).strip(), f"rep-speaker-{n}")
+        else:
+            customers += 1
+            label = f"customer-{customers}"
+        attributes[f"speaker_{n}_id"] = label
         attributes[f"speaker_{n}_role"] = speaker.role
         attributes[f"speaker_{n}_talk_seconds"] = speaker.talk_seconds
         attributes[f"speaker_{n}_talk_share"] = speaker.share
@@ -634,7 +642,7 @@ def meeting_touchpoint(
         direction=Direction.NONE,
         rep_id=rep_ids.get(_normalised(lead.name).strip()) if lead else None,
         contact_id=info.contact_id,
-        attributes=meeting_attributes(figures, fmt),
+        attributes=meeting_attributes(figures, fmt, rep_ids),
         source=SOURCE,
         industry=info.industry,
     )

@@ -160,8 +160,10 @@ def test_the_touchpoint_carries_the_figures_and_reuses_its_event_id_on_re_readin
     assert attributes["rep_questions"] == 3
     assert attributes["longest_customer_monologue_seconds"] == 23.0
     assert attributes["keyword_product_talk_rep"] == 3
-    assert attributes["speaker_1_name"] == "Dana Chen"
-    assert attributes["speaker_1_role"] == "customer"
+    # speakers are named by rep id, or customer-<n>: people's names stay off the touchpoint
+    assert (attributes["speaker_1_id"], attributes["speaker_1_role"]) == ("customer-1", "customer")
+    assert (attributes["speaker_2_id"], attributes["speaker_2_role"]) == ("rep-li", "rep")
+    assert not any(v in ("Dana Chen", "Li Wei") for v in attributes.values())
     assert attributes["transcript_format"] == "webvtt"
     assert first.text is None  # the transcript itself is not carried
 
