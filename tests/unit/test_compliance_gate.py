@@ -5,9 +5,18 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.bundle import load_bundle
-from engine.compliance import CompiledPolicy, Draft, Template, Verdict, judge
+from engine.compliance import (
+    CompiledPolicy,
+    Draft,
+    Template,
+    Verdict,
+    find_personal_data,
+    judge,
+)
 from schemas.models import Severity
 
 POLICY = """\
@@ -312,3 +321,35 @@ policy:
     assert judge([policy], draft("Moving to v2 is risk-free")).verdict is Verdict.ALLOW
     assert judge([policy], draft("这个理财零风险")).verdict is Verdict.BLOCK
     assert judge([policy], draft("It's risk-free money")).verdict is Verdict.BLOCK
+
+
+FRAGMENTS = [
+    "保本", "保 本", "不", "高收益", "8%", "明天", "发货", "risk-free", "not ", "guaranteed return",
+    "13812345678", "11010519491231002X", "4111 1111 1111 1111", "a.b@example.com", "我的",
+    "客户", "\u200b", "，", ". ", "\n", "@", "$", "ｇ", "穩", " ", "x",
+]  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=3)),
+        max_size=30,
+    ),
+    st.sampled_from(["message", "visit_report", "email"]),
+)
+def test_every_decision_is_consistent_with_the_text(parts: list[str], kind: str) -> None:
+    text = "".join(parts)
+    decision = judge([ENFORCED], draft(text, kind))
+    [verdict] = decision.policies
+    assert len(decision.masked_text) == len(text)
+    tiers = [f.tier for f in verdict.findings]
+    assert verdict.verdict.rank >= Verdict.strictest(tiers).rank
+    assert decision.verdict is verdict.verdict
+    for finding in verdict.findings:
+        assert 0 <= finding.start < finding.end <= len(text)
+        assert finding.excerpt == decision.masked_text[finding.start : finding.end]
+    for item in find_personal_data(text):
+        raw = text[item.start : item.end]
+        for finding in verdict.findings:
+            assert raw not in finding.excerpt + finding.reason + finding.term
+        assert raw not in verdict.reason
