@@ -118,8 +118,9 @@ def create_app(settings: Settings) -> Warroom:
         analytics=Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
         audit_heads=_store(rocks, heads, int, head_codec),
         bundle_decisions=BundleDecisions(),
+        rules_loaded=asyncio.Event(),
     )
-    rules_loaded = asyncio.Event()
+    rules_loaded = warroom.rules_loaded
 
     async def touchpoint_agent(stream: StreamT[bytes]) -> None:
         await run_agent(warroom, stream, rules_loaded)

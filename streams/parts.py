@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,8 @@ class Warroom:
     analytics: Analytics
     audit_heads: TableStore[StoredHead]
     bundle_decisions: BundleDecisions
+    rules_loaded: asyncio.Event
+    """Set once every bundle on the rules topics has been read (touchpoints wait for it)."""
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last slice (in-memory store, no copy)."""
@@ -61,6 +64,18 @@ class Warroom:
             return None
         count: int = app.rebalancing_count
         return count
+
+    def readiness_problems(self) -> list[str]:
+        """Why the worker cannot take its share of the work right now (none: ready)."""
+        app: Any = self.app
+        problems = []
+        if not self.rules_loaded.is_set():
+            problems.append("rule bundles are still being read from the rules topics")
+        if app.rebalancing:
+            problems.append("the consumer group is rebalancing")
+        if app.in_recovery:
+            problems.append("tables are being recovered from their changelogs")
+        return problems
 
     def assignment(self) -> frozenset[int]:
         """Partitions of the touchpoints topic this worker owns right now."""

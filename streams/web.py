@@ -1,8 +1,11 @@
 """The worker's web pages: open health and metrics, admin pages behind a bearer token.
 
-``/metrics`` and ``/healthz`` answer anyone who reaches the port. ``/customers/{id}``
-(a customer's state and why each rule did or did not fire) and ``/rules`` (the running
-bundles) show customer data and configuration, so they need
+``/metrics``, ``/healthz`` (liveness: the event loop answers; never depends on the
+broker), ``/readyz`` (503 with the reasons while bundles are read, the group rebalances
+or tables recover) and ``/startupz`` (503 until the worker was ready once, for a
+startup probe that covers long recoveries) answer anyone who reaches the port.
+``/customers/{id}`` (a customer's state and why each rule did or did not fire) and
+``/rules`` (the running bundles) show customer data and configuration, so they need
 ``Authorization: Bearer <WARROOM_ADMIN_TOKEN>``; without a configured token they are
 off (403). Faust's own table and router views are switched off in ``create_app``.
 """
@@ -72,7 +75,28 @@ def register_pages(warroom: Warroom) -> None:
         return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def health_page(web: Any, request: Any) -> Any:
+        # Liveness: answered by the event loop alone, never by asking the broker.
         return web.json({"status": "ok"})
+
+    started = False
+
+    async def ready_page(web: Any, request: Any) -> Any:
+        nonlocal started
+        problems = warroom.readiness_problems()
+        if problems:
+            return web.json({"status": "not ready", "reasons": problems}, status=503)
+        started = True
+        return web.json({"status": "ready", "partitions": sorted(warroom.assignment())})
+
+    async def startup_page(web: Any, request: Any) -> Any:
+        # Startup: done once the worker has been ready (rules read, tables recovered)
+        # at least once; a long first recovery keeps it 503 without failing liveness.
+        nonlocal started
+        if not started and not warroom.readiness_problems():
+            started = True
+        if started:
+            return web.json({"status": "started"})
+        return web.json({"status": "starting", "reasons": warroom.readiness_problems()}, status=503)
 
     async def rules_page(web: Any, request: Any) -> Any:
         return web.json(
@@ -94,6 +118,8 @@ def register_pages(warroom: Warroom) -> None:
     token = warroom.settings.admin_token
     app.page("/metrics")(metrics_page)
     app.page("/healthz")(health_page)
+    app.page("/readyz")(ready_page)
+    app.page("/startupz")(startup_page)
     app.page("/rules")(admin_only(token, rules_page))
     app.page("/customers/{customer_id}")(admin_only(token, customer_page))
 
