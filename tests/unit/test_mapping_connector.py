@@ -38,6 +38,7 @@ from engine.reducer import apply
 from engine.state import CustomerState
 from schemas.codec import decode_touchpoint, encode_touchpoint
 from schemas.models import Channel, Direction, InterventionCommand, TouchpointEvent
+from streams.tail import format_intervention
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "connectors" / "mappings"
@@ -909,3 +910,12 @@ def test_a_time_that_leaves_the_calendar_in_utc_is_refused(value: str) -> None:
     assert problem["message"] == (
         "$.at: expected a time within years 1 to 9999 once in UTC, found one outside"
     )
+
+
+def test_the_reference_shows_the_task_the_captured_ticket_makes() -> None:
+    request = ROOT / "tests" / "data" / "connectors" / "webhook" / "helpdesk-ticket-created.http"
+    body = json.loads(request.read_bytes().split(b"\r\n\r\n", 1)[1])
+    [task] = run_pack(shipped("service-ticket").map_body(body, RECEIVED).events)
+    shown = format_intervention(task)
+    doc = (ROOT / "docs" / "connectors.md").read_text(encoding="utf-8")
+    assert shown in doc
