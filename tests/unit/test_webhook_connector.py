@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from connectors.mapping import load_mapping
+from connectors.mapping_service import run_webhooks
 from connectors.publisher import MemoryTouchpointSink, PublishUnavailable
+from connectors.settings import IntakeSettings
 from connectors.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -286,3 +288,22 @@ async def test_a_body_over_the_limit_is_413(client: TestClient[Any, Any]) -> Non
 def test_a_timestamp_in_other_digits_or_too_long_is_refused(stamp: str) -> None:
     with pytest.raises(BadSignature, match="as Unix seconds, found other text"):
         verify(SECRET, stamp, signature(SECRET, stamp, b"{}"), b"{}", SIGNED_AT.timestamp())
+
+
+def test_serving_refuses_to_start_without_a_source_secret_and_names_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    intake = IntakeSettings("127.0.0.1:1", "touchpoints", 4, "test")
+    mapping = str(ROOT / "connectors" / "mappings" / "service-ticket.yaml")
+    assert run_webhooks(intake, [f"help-desk={mapping}"], "127.0.0.1", 0, {}) == 2
+    assert capsys.readouterr().err == (
+        "warroom webhook serve: source help-desk: expected its secret in "
+        "WARROOM_WEBHOOK_SECRET_HELP_DESK, found none\n"
+    )
+    short = {"WARROOM_WEBHOOK_SECRET_HELP_DESK": "too-short"}
+    assert run_webhooks(intake, [f"help-desk={mapping}"], "127.0.0.1", 0, short) == 2
+    err = capsys.readouterr().err
+    assert "at least 16 characters" in err and "too-short" not in err
+    assert run_webhooks(intake, ["help-desk"], "127.0.0.1", 0, {}) == 2
+    assert "expected NAME=MAPPING.yaml, found 'help-desk'" in capsys.readouterr().err
+    assert run_webhooks(intake, [], "127.0.0.1", 0, {}) == 2

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from connectors.publisher import MemoryTouchpointSink
+from connectors.settings import IntakeSettings
 from connectors.wecom import (
     BadEnvelope,
     BadSignature,
@@ -32,6 +33,7 @@ from connectors.wecom import (
     decrypt,
     encrypt,
     msg_signature,
+    run_callback,
     to_message,
 )
 from schemas.models import Channel, Direction, TouchpointEvent
@@ -486,3 +488,23 @@ def test_a_timestamp_in_other_digits_is_refused(stamp: str) -> None:
     query["msg_signature"] = msg_signature(TOKEN, stamp, query["nonce"], encrypted)
     with pytest.raises(BadSignature, match="expected Unix seconds"):
         open_post(query, body)
+
+
+def test_serving_refuses_to_start_without_its_settings_and_never_shows_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    intake = IntakeSettings("127.0.0.1:1", "touchpoints", 4, "test")
+    assert run_callback(intake, "127.0.0.1", 0, {"WARROOM_WECOM_TOKEN": TOKEN}) == 2
+    assert capsys.readouterr().err == (
+        "warroom wecom serve: expected WARROOM_WECOM_AES_KEY, WARROOM_WECOM_CORP_ID in the "
+        "environment, found none\n"
+    )
+    environ = {
+        "WARROOM_WECOM_TOKEN": TOKEN,
+        "WARROOM_WECOM_AES_KEY": KEY_TEXT[:-1],
+        "WARROOM_WECOM_CORP_ID": CORP,
+    }
+    assert run_callback(intake, "127.0.0.1", 0, environ) == 2
+    err = capsys.readouterr().err
+    assert "EncodingAESKey: expected 43 characters, found 42" in err
+    assert KEY_TEXT[:-1] not in err and TOKEN not in err
