@@ -210,10 +210,26 @@ def _hits(policy: CompiledPolicy, text: Normalised) -> list[_Hit]:
             if extended is None:
                 continue
             end = extended
-        if end - start > 1 and not text.one_segment(start, end):
+        if (
+            end - start > 1
+            and not text.one_segment(start, end)
+            and not _spelt_out(text, start, end)
+        ):
             continue
         hits.extend(_Hit(start, end, entry) for entry in entries)
     return hits
+
+
+def _spelt_out(text: Normalised, start: int, end: int) -> bool:
+    """A term of three characters or more spelt out with something between its characters:
+    between all of them up to four (稳，赚，不，赔), between at least half of them beyond
+    (g. u. a. r. a. n. t. e. e. d return). Deliberate, so it is matched across sentence and
+    clause marks; "成本高，收益低" is no 高收益."""
+    length = end - start
+    if length < 3:
+        return False
+    gaps = sum(1 for unit in range(start + 1, end) if text.gap_before(unit))
+    return gaps == length - 1 if length <= 4 else 2 * gaps >= length - 1
 
 
 def _word_end(text: Normalised, end: int) -> int | None:

@@ -353,3 +353,25 @@ def test_every_decision_is_consistent_with_the_text(parts: list[str], kind: str)
         for finding in verdict.findings:
             assert raw not in finding.excerpt + finding.reason + finding.term
         assert raw not in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "text", ["稳，赚，不，赔", "保。本。保。息", "g. u. a. r. a. n. t. e. e. d return"]
+)
+def test_a_term_spelt_out_across_sentence_marks_is_still_found(text: str) -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  categories:
+    - {id: r, tier: block, terms: [稳赚不赔, 保本保息, guaranteed return]}
+"""
+    ).policy
+    assert policy is not None
+    assert judge([policy], draft(text)).verdict is Verdict.BLOCK
+
+
+def test_a_term_across_a_clause_mark_is_no_term() -> None:
+    assert findings("我们提供担保，本公司负责") == []
+    assert findings("成本高，收益低") == []
