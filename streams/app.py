@@ -56,6 +56,7 @@ from .web import register_pages
 from .writer import BatchWriter
 
 ASSIGNEE_TABLE = "assignee-sent"
+LAG_INTERVAL_SECONDS = 5.0
 AUDIT_HEADS_TABLE = "audit-heads"
 """Partition -> the head of that partition's audit chain (streams.audit_chain)."""
 STATE_TABLE = "customer-state"
@@ -247,7 +248,14 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
             generation=warroom.generation,
         )
 
+    async def lag() -> None:
+        while True:
+            await asyncio.sleep(LAG_INTERVAL_SECONDS)
+            if warroom.generation() is not None:
+                warroom.update_lag()
+
     app.task(rules)
+    app.task(lag)
     app.agent(feedback, name="warroom.feedback")(count_feedback)
     app.task(analytics)
     app.task(timers)

@@ -186,6 +186,9 @@ async def _finish_slice(
     warroom.analytics.record_verdicts(v for _, v in result.verdicts)
     warroom.analytics.record_consents(c for _, c, applied in result.consent_changes if applied)
     _observe(warroom.metrics, result, events, started, direct)
+    for event in events:
+        message = event.message
+        warroom.progress[(message.topic, message.partition)] = message.offset + 1
 
 
 def _forget_expired(warroom: Warroom, result: BatchResult) -> list[OutRecord]:

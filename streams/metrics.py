@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -27,6 +27,9 @@ class WorkerMetrics:
     suppressed: Counter
     verdicts: Counter
     consents: Counter
+    lag: Gauge
+    """Records not yet processed per assigned partition (what `kafka_consumergroup_lag`
+    reports from outside, measured here from the fetcher's high watermark)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -119,6 +122,13 @@ class WorkerMetrics:
                 "counts as other; (stale) for a change older than the recorded one) and "
                 "change.",
                 ["purpose", "change"],
+                registry=registry,
+            ),
+            lag=Gauge(
+                "warroom_consumer_lag",
+                "Records behind the end of each assigned input partition (high watermark "
+                "minus the next offset to process), by topic and partition.",
+                ["topic", "partition"],
                 registry=registry,
             ),
             batch_duration=Histogram(

@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -51,6 +52,8 @@ class Warroom:
     bundle_decisions: BundleDecisions
     rules_loaded: asyncio.Event
     """Set once every bundle on the rules topics has been read (touchpoints wait for it)."""
+    progress: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(topic, partition) -> the next offset to process, as of the last slice."""
 
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last slice (in-memory store, no copy)."""
@@ -76,6 +79,24 @@ class Warroom:
         if app.in_recovery:
             problems.append("tables are being recovered from their changelogs")
         return problems
+
+    def update_lag(self) -> None:
+        """Set the lag gauge of every assigned input partition; forget the others."""
+        app: Any = self.app
+        gauge = self.metrics.lag
+        assigned = set()
+        for tp in app.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            assigned.add(key)
+            done = self.progress.get(key)
+            end = app.consumer.highwater(tp)
+            if done is not None and end is not None:
+                gauge.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+        for key in list(self.progress):
+            if key not in assigned:
+                del self.progress[key]
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key[0], str(key[1]))
 
     def assignment(self) -> frozenset[int]:
         """Partitions of the touchpoints topic this worker owns right now."""
