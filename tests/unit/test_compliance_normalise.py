@@ -126,3 +126,8 @@ def test_letter_stand_ins_next_to_latin_letters_still_stand_for_letters() -> Non
 @pytest.mark.parametrize(("written", "reads"), [("9uaranteed", "guaranteed"), ("dou8le", "double")])
 def test_more_digit_stand_ins(written: str, reads: str) -> None:
     assert Normalised(written).folded == fold(reads)
+
+
+@pytest.mark.parametrize("written", ["ɢᴜᴀʀᴀɴᴛᴇᴇᴅ", "gսaranteed", "ɡʋɑrɑntɛɛd"])
+def test_small_capitals_and_other_latin_look_alikes(written: str) -> None:
+    assert Normalised(written).folded == fold("guaranteed")
