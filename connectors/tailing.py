@@ -148,12 +148,37 @@ def split_lines(data: bytes, first_line: int, final: bool) -> tuple[list[RawReco
     return records, used, lines
 
 
+_QUOTE, _COMMA = ord('"'), ord(",")
+_FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+
+def _ends_quoted(data: bytes, start: int, stop: int, quoted: bool) -> bool:
+    """Whether a CSV record is inside a quoted field at ``stop`` (a line end), given
+    whether it was at ``start`` (a line start). As RFC 4180 and Python's csv read it: a
+    quote opens a quoted field only at the start of a field; inside one, ``""`` is a
+    quote; elsewhere (``55" TV``) a quote is a character."""
+    if data.find(b'"', start, stop) < 0:
+        return quoted
+    state = _QUOTED if quoted else _FIELD_START
+    for byte in data[start:stop]:
+        if state == _QUOTED:
+            if byte == _QUOTE:
+                state = _QUOTE_IN_QUOTED
+        elif state == _QUOTE_IN_QUOTED:
+            state = _QUOTED if byte == _QUOTE else _FIELD_START if byte == _COMMA else _UNQUOTED
+        elif byte == _COMMA:
+            state = _FIELD_START
+        elif state == _FIELD_START:
+            state = _QUOTED if byte == _QUOTE else _UNQUOTED
+    return state == _QUOTED
+
+
 def split_csv(data: bytes, first_line: int, final: bool) -> tuple[list[RawRecord], int, int]:
-    """CSV records (RFC 4180): a record ends at a newline outside double quotes."""
+    """CSV records (RFC 4180): a record ends at a newline outside a quoted field."""
     records: list[RawRecord] = []
     used, lines = 0, 0
     while used < len(data):
-        end, quotes, spanned = used, 0, 0
+        end, quoted, spanned = used, False, 0
         record: RawRecord | None = None
         while True:
             newline = data.find(b"\n", end)
@@ -161,10 +186,10 @@ def split_csv(data: bytes, first_line: int, final: bool) -> tuple[list[RawRecord
                 if not final:
                     break
                 newline = len(data)
-            quotes += data.count(b'"', end, newline)
+            quoted = _ends_quoted(data, end, newline, quoted)
             spanned += 1
             end = min(newline + 1, len(data))
-            if quotes % 2 == 0:
+            if not quoted:
                 record = RawRecord(first_line + lines, data[used:newline].rstrip(b"\r"))
                 break
             if spanned >= MAX_CSV_RECORD_LINES or (end >= len(data) and final):

@@ -13,6 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.pos import (
     PosDefaults,
@@ -447,3 +449,57 @@ async def test_numeric_ids_in_json_are_read_as_text(
     assert answer.status == 202, await answer.text()
     [event] = events(sink)
     assert (event.event_id, event.customer_id) == ("pos:web/20261120/2", "10086")
+
+
+async def test_a_quote_inside_an_unquoted_field_is_a_character_not_an_opening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sales.csv"
+    tv = 'O-{n},1,S1,M-1,TV 55" stand,1,99.00,CNY,2026-11-20T10:00:00Z\n'
+    path.write_text(HEADER + tv.format(n=1) + csv_line(2) + csv_line(3) + tv.format(n=4))
+    sink, letters = MemoryTouchpointSink(), MemoryDeadLetterSink()
+    await read_files([path], sink, letters, PosDefaults())
+    assert letters.letters == []
+    assert ids(sink) == [f"pos:S1/O-{n}/1" for n in range(1, 5)]
+    assert events(sink)[0].attributes["product"] == 'TV 55" stand'
+
+
+def test_csv_records_split_where_an_rfc_4180_reader_would() -> None:
+    data = b'a,"x ""quoted"", y\nz",1\nb,5" tv,2\n"c",3\n'
+    records, used, lines = split_csv(data, 1, final=False)
+    assert [r.data for r in records] == [b'a,"x ""quoted"", y\nz",1', b'b,5" tv,2', b'"c",3']
+    assert [r.first_line for r in records] == [1, 3, 4]
+    assert (used, lines) == (len(data), 4)
+
+
+@given(
+    rows=st.lists(
+        st.lists(st.text(alphabet='ab ,"\n\u00e9', max_size=8), min_size=1, max_size=4),
+        min_size=1,
+        max_size=8,
+    ),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+)
+def test_csv_split_agrees_with_the_csv_module_on_any_written_rows(
+    rows: list[list[str]], terminator: str
+) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=terminator).writerows(rows)
+    records, used, _ = split_csv(buffer.getvalue().encode(), 1, final=False)
+    assert used == len(buffer.getvalue().encode())
+    parsed = [
+        next(csv.reader(io.StringIO(r.data.decode(), newline=""))) if r.data else [""]
+        for r in records
+    ]
+
+    def written(row: list[str]) -> str:
+        one = io.StringIO()
+        csv.writer(one, lineterminator=terminator).writerow(row)
+        return one.getvalue()
+
+    expected = [row for row in rows if written(row).strip()]  # blank lines are skipped
+    assert [r.problem for r in records] == [None] * len(records)
+    assert parsed == expected
