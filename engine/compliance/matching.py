@@ -197,11 +197,30 @@ class _Hit:
     entry: Entry
 
 
-def _hits(policy: CompiledPolicy, text: Normalised) -> list[_Hit]:
+_TERM_ROLES = frozenset(
+    (Role.TERM, Role.EXCEPT, Role.NEGATE_BEFORE, Role.NEGATE_AFTER, Role.NOT_NEGATION, Role.NEAR)
+)
+
+
+def _hits(policy: CompiledPolicy, text: Normalised, draft: Draft, personal: bool) -> list[_Hit]:
+    """The automaton's matches that stand (word edges, one segment), of the roles that can
+    matter for this draft: negation and nearby words only when a term was found, topics
+    only for a kind that has required content, markers only when there is personal data."""
     if policy.automaton is None or not text.folded:
         return []
+    found = list(policy.automaton.iter(text.folded))
+    roles: set[Role] = set()
+    if any(e.role is Role.TERM for _, value in found for e in value[3]):
+        roles |= _TERM_ROLES
+    if any(r.kind == draft.kind for r in policy.requirements):
+        roles.add(Role.TOPIC)
+    if personal:
+        roles |= {Role.OWN, Role.OTHER}
     hits: list[_Hit] = []
-    for last, (length, english_start, english_end, entries) in policy.automaton.iter(text.folded):
+    for last, (length, english_start, english_end, all_entries) in found:
+        entries = [e for e in all_entries if e.role in roles]
+        if not entries:
+            continue
         start, end = last - length + 1, last + 1
         if english_start and not text.starts_at_word_edge(start):
             continue
@@ -255,7 +274,7 @@ def evaluate(
     masked: str,
 ) -> PolicyVerdict:
     """What ``policy`` decides about ``draft`` (before its mode is applied)."""
-    hits = _hits(policy, text)
+    hits = _hits(policy, text, draft, bool(personal))
     by_role: dict[Role, list[_Hit]] = {}
     for hit in hits:
         by_role.setdefault(hit.entry.role, []).append(hit)

@@ -154,9 +154,8 @@ def find_personal_data(text: str) -> tuple[PersonalData, ...]:
     """Every piece of personal data in ``text``, in order of position."""
     view = text.translate(_ASCII_VIEW)
     found: list[PersonalData] = []
-    if any(ch.isdigit() for ch in view):
-        for number in _NUMBER.finditer(view):
-            found.extend(_numbers(view, number.start(), number.group()))
+    for number in _NUMBER.finditer(view):
+        found.extend(_numbers(view, number.start(), number.group()))
     lowered = view.lower()
     if "@" in view or "at" in lowered:
         found.extend(_emails(view))
