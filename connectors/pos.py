@@ -221,7 +221,7 @@ def _describe(problem: dict[str, Any]) -> str:
     if "line" in problem:
         where = f"line {problem['line']}: "
     elif "index" in problem:
-        where = f"line {problem['index']} of the request: "
+        where = f"item {problem['index']} of the request: "
     else:
         where = ""
     found = f" (found {problem['found']!r})" if "found" in problem else ""
