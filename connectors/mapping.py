@@ -873,8 +873,16 @@ class _Checker:
                         line, where, "expected a path: a constant event time is never right"
                     )
                     return None
+                if spec.default is not MISSING or spec.values is not None or spec.type:
+                    self.refuse(
+                        line,
+                        where,
+                        "expected no default, map or type: an event time comes from the "
+                        "record, or the record is refused",
+                    )
+                    return None
                 if spec.time is None:
-                    spec = ValueSpec(path=spec.path, default=spec.default, time=TimeSpec())
+                    spec = ValueSpec(path=spec.path, time=TimeSpec())
             elif spec.time is not None:
                 self.refuse(line, where, "expected no time: only occurred_at is a time")
                 return None

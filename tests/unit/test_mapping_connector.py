@@ -160,6 +160,11 @@ def test_a_minimal_mapping_maps_a_record() -> None:
             "right",
         ),
         (
+            ("occurred_at: $.at", "occurred_at: {field: $.at, default: '2026-01-01T00:00:00Z'}"),
+            "m.yaml:6: touchpoint.occurred_at: expected no default, map or type: an event "
+            "time comes from the record, or the record is refused",
+        ),
+        (
             ("version: 3", "version: 0"),
             "m.yaml:2: version: expected a whole number from 1 to 2147483647, found 0",
         ),
