@@ -176,7 +176,7 @@ def create_webhook_app(
             log.warning("webhook %s: refused: %s", name, bad)
             return _error(401, [{"field": "(signature)", "message": str(bad)}])
         assert signed is not None
-        replayed = recent.get(signed, time.monotonic())
+        replayed = recent.get(f"{name} {signed}", time.monotonic())
         if replayed is not None:
             return web.json_response(
                 {"accepted": 0, "duplicate": True, "event_ids": replayed}, dumps=_dumps
@@ -213,7 +213,7 @@ def create_webhook_app(
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
             return response
         event_ids = [e.event_id for e in mapped.events]
-        recent.add(signed, time.monotonic(), event_ids)
+        recent.add(f"{name} {signed}", time.monotonic(), event_ids)
         counts["accepted"] += len(event_ids)
         return web.json_response(
             {"accepted": len(event_ids), "skipped": mapped.skipped, "event_ids": event_ids},
