@@ -69,6 +69,7 @@ from .features import FeatureMemory, features, observe
 from .interventions import intervention_id
 from .journeys import HOLDOUT, CompiledJourney, JourneySignal
 from .memories import JourneyMemory, RuleMemory
+from .profile import Purchase, StoreProfile, benefits
 from .reducer import apply, apply_timer, next_deadline
 from .retention import Fitted, expired, fit_state
 from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
@@ -114,6 +115,7 @@ __all__ = [
     "JourneyStatus",
     "Kept",
     "PolicyVerdict",
+    "Purchase",
     "RuleBook",
     "RuleBundle",
     "RuleMemory",
@@ -124,6 +126,7 @@ __all__ = [
     "Snapshot",
     "Snapshots",
     "StateFormatError",
+    "StoreProfile",
     "Tally",
     "TimestampPolicy",
     "TrainingRule",
@@ -136,6 +139,7 @@ __all__ = [
     "apply_consent",
     "apply_timer",
     "assignee_key",
+    "benefits",
     "deletion_refused",
     "expired",
     "explain",

@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     from .compliance import CompiledPolicy
 
 ONE_MICROSECOND = timedelta(microseconds=1)
+TIERS_MAX = 50
+BENEFITS_MAX = 50
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -140,6 +142,8 @@ class RuleBundle:
     bundles' caps to every intervention of every bundle (builtin included), rules and
     journey steps alike; shadow decisions neither count nor are held back."""
     journeys: tuple[CompiledJourney, ...] = ()
+    tiers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Membership tier -> the benefits store staff are shown (the bundle's ``tiers``)."""
     restricted_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Attribute -> the consent purposes it may be used for (the bundle's ``fields``)."""
     per_rep_per_day: int | None = None
@@ -315,6 +319,38 @@ class _Checker:
     reads: set[str] = field(default_factory=set)
     """Attributes read by the rule or journey being compiled."""
 
+    def tiers(self, top: _Located) -> dict[str, tuple[str, ...]]:
+        """``tiers: {<tier>: {benefits: [<text>, ...]}}``"""
+        spec = self.mapping(top["tiers"], top.lines["tiers"], "tiers")
+        if len(spec) > TIERS_MAX:
+            self.refuse(
+                top.lines["tiers"],
+                "tiers",
+                f"expected at most {TIERS_MAX} tiers, found {len(spec)}",
+            )
+        found: dict[str, tuple[str, ...]] = {}
+        for name, value in spec.items():
+            path = _join("tiers", str(name))
+            line = spec.lines[name]
+            if not isinstance(name, str) or not 0 < len(name) <= SHORT_NAME_MAX:
+                self.refuse(line, path, f"expected a tier name of 1 to {SHORT_NAME_MAX} characters")
+            entry = self.mapping(value, line, path)
+            self.keys(entry, path, ("benefits",))
+            listed = entry["benefits"]
+            if (
+                not isinstance(listed, list)
+                or len(listed) > BENEFITS_MAX
+                or not all(isinstance(b, str) and 0 < len(b) <= TITLE_MAX for b in listed)
+            ):
+                self.refuse(
+                    entry.lines["benefits"],
+                    _join(path, "benefits"),
+                    f"expected a list of at most {BENEFITS_MAX} texts of 1 to {TITLE_MAX} "
+                    f"characters, found {_show(listed)}",
+                )
+            found[name] = tuple(listed)
+        return found
+
     # consent
 
     def fields(self, top: _Located) -> None:
@@ -444,6 +480,7 @@ class _Checker:
                     "fields",
                     "scoring",
                     "policy",
+                    "tiers",
                 ),
             )
         except _Refused:
@@ -459,11 +496,13 @@ class _Checker:
             self.attempt(lambda: self.read_managers(top))
         if "fields" in top:
             self.attempt(lambda: self.fields(top))
+        tiers = self.attempt(lambda: self.tiers(top)) if "tiers" in top else None
         if (
             "scoring" not in top
             and "rules" not in top
             and "journeys" not in top
             and "policy" not in top
+            and "tiers" not in top
         ):
             self.problems.append(
                 BundleProblem(
@@ -552,6 +591,7 @@ class _Checker:
             per_rep_per_day=caps[1],
             journeys=journeys or (),
             restricted_fields=dict(self.restricted),
+            tiers=tiers or {},
             scoring=scoring,
             policy=policy,
         )

@@ -14,6 +14,7 @@ from .consent import missing_purposes, visible_attributes
 from .errors import EvaluationError
 from .journeys import CompiledJourney, JourneySignal
 from .memories import JourneyMemory, RuleMemory
+from .profile import concerns_profile, fold
 from .retention import MAX_KIND_COUNTS, OTHER_KINDS
 from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
@@ -81,6 +82,11 @@ def apply(
         rule_memories=state.rule_memories,
         journey_memories=state.journey_memories,
         consents=state.consents,
+        profile=(
+            fold(state.profile, event.kind, micros(at), event.attributes)
+            if concerns_profile(event.kind, event.attributes)
+            else state.profile
+        ),
     )
     if restricted and event.attributes:
         visible = visible_attributes(event.attributes, restricted, updated)
@@ -224,6 +230,7 @@ def _with_memories(
         rule_memories=rule_memories,
         journey_memories=journey_memories,
         consents=state.consents,
+        profile=state.profile,
     )
 
 

@@ -56,6 +56,8 @@ class RuleBook:
         self.per_rep_per_day: int | None = None
         self.journeys: tuple[CompiledJourney, ...] = ()
         self.restricted_fields: dict[str, frozenset[str]] = {}
+        self.tiers: dict[str, tuple[str, ...]] = {}
+        """Membership tier -> benefits, over all bundles (the first bundle by name wins)."""
         """Attribute -> the consent purposes it may be used for, over all bundles."""
         self.scores: dict[str, ScoreSpec] = {}
         """Score name -> its spec, over the running bundles (the first bundle by name wins
@@ -179,6 +181,11 @@ class RuleBook:
                 # Two bundles restricting one field: only the purposes both allow.
                 restricted[name] = restricted.get(name, purposes) & purposes
         self.restricted_fields = restricted
+        tiers: dict[str, tuple[str, ...]] = {}
+        for name in sorted(self._bundles):
+            for tier, listed in self._bundles[name].tiers.items():
+                tiers.setdefault(tier, listed)  # the first bundle by name says
+        self.tiers = tiers
 
 
 def _line_of(text: str, key: str) -> int:

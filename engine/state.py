@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .memories import JourneyMemory, RuleMemory
+from .profile import StoreProfile
 
 RECENT_EVENT_IDS = 32
 """How many event ids a customer's state remembers to drop redelivered events."""
@@ -58,6 +59,8 @@ class CustomerState:
     """Journey id -> where the customer stands in that journey (variant, steps)."""
     consents: Mapping[str, Consent] = field(default_factory=dict)
     """Purpose -> the customer's latest grant or revocation (engine.consent)."""
+    profile: StoreProfile | None = None
+    """Purchases, totals and membership tier, for store staff (engine.profile)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form; times are microseconds since the Unix epoch. Consents
@@ -78,6 +81,8 @@ class CustomerState:
         }
         if self.consents:
             data["consents"] = {k: c.to_json() for k, c in self.consents.items()}
+        if self.profile is not None:
+            data["profile"] = self.profile.to_json()
         return data
 
     @classmethod
@@ -112,6 +117,7 @@ class CustomerState:
             rule_memories=rule_memories,
             journey_memories=journey_memories,
             consents={k: Consent.from_json(v) for k, v in data.get("consents", {}).items()},
+            profile=StoreProfile.from_json(data["profile"]) if "profile" in data else None,
         )
 
 

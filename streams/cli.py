@@ -117,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--url", default="http://127.0.0.1:6066", help="the worker's web address")
     explain.set_defaults(run=_explain)
 
+    profile = commands.add_parser(
+        "profile", help="a customer's purchases, totals, tier and benefits, for store staff"
+    )
+    profile.add_argument("customer_id")
+    profile.add_argument("--url", default="http://127.0.0.1:6066", help="the worker's web address")
+    profile.set_defaults(run=_profile)
+
     tail = commands.add_parser("tail", help="print a stream readably as it arrives")
     tail.add_argument("stream", choices=[t.name for t in TAILABLE])
     tail.add_argument("--from-beginning", action="store_true")
@@ -348,6 +355,12 @@ def _explain(args: argparse.Namespace) -> int:
     from .explain_cli import show_customer
 
     return asyncio.run(show_customer(args.url, args.customer_id, Settings().admin_token))
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from .explain_cli import show_profile
+
+    return asyncio.run(show_profile(args.url, args.customer_id, Settings().admin_token))
 
 
 def _tail(args: argparse.Namespace) -> int:

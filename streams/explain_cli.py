@@ -55,3 +55,42 @@ async def show_customer(url: str, customer_id: str, token: SecretStr | None = No
             return 1
         print(format_explanation(await response.json()))
     return 0
+
+
+def format_profile(data: dict[str, Any]) -> str:
+    lines = [f"customer {data['customer_id']} (partition {data['partition']})"]
+    if not data["owned_here"]:
+        lines.append("  this worker does not own that partition; ask the worker that does")
+    tier = data["tier"] or "no tier"
+    lines.append(f"  {tier}: {', '.join(data['benefits']) or 'no benefits listed'}")
+    totals = ", ".join(
+        f"{amount:,.2f} {currency}".strip() for currency, amount in data["totals"].items()
+    )
+    lines.append(f"  {data['purchases']} purchases, total {totals or '0'}")
+    for purchase in data["recent"]:
+        quantity = purchase["quantity"]
+        amount = purchase["amount"]
+        lines.append(
+            f"  {purchase['at']}  {purchase['product'] or purchase['kind']}"
+            + (f" x{quantity:g}" if quantity is not None else "")
+            + (
+                f"  {amount:,.2f} {purchase['currency'] or ''}".rstrip()
+                if amount is not None
+                else ""
+            )
+            + (f"  at {purchase['store']}" if purchase["store"] else "")
+        )
+    return "\n".join(lines)
+
+
+async def show_profile(url: str, customer_id: str, token: SecretStr | None = None) -> int:
+    address = f"{url.rstrip('/')}/customers/{quote(customer_id, safe='')}/profile"
+    async with (
+        aiohttp.ClientSession(headers=bearer(token)) as session,
+        session.get(address) as response,
+    ):
+        if response.status != 200:
+            print(f"{address}: HTTP {response.status}: {await response.text()}", file=sys.stderr)
+            return 1
+        print(format_profile(await response.json()))
+    return 0

@@ -15,19 +15,19 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from engine import CustomerState, explain, explain_journeys
+from engine import EPOCH, CustomerState, benefits, explain, explain_journeys
 from schemas.partitioning import customer_partition
 
 if TYPE_CHECKING:
     from .parts import Warroom
 
-ADMIN_PAGES = ("/rules", "/customers/{customer_id}")
+ADMIN_PAGES = ("/rules", "/customers/{customer_id}", "/customers/{customer_id}/profile")
 
 
 def authorization_problem(header: str | None, token: SecretStr | None) -> tuple[int, str] | None:
@@ -115,6 +115,9 @@ def register_pages(warroom: Warroom) -> None:
             explain_customer(warroom, customer_id, warroom.assignment(), datetime.now(UTC))
         )
 
+    async def profile_page(web: Any, request: Any, customer_id: str) -> Any:
+        return web.json(customer_profile(warroom, customer_id, warroom.assignment()))
+
     token = warroom.settings.admin_token
     app.page("/metrics")(metrics_page)
     app.page("/healthz")(health_page)
@@ -122,6 +125,7 @@ def register_pages(warroom: Warroom) -> None:
     app.page("/startupz")(startup_page)
     app.page("/rules")(admin_only(token, rules_page))
     app.page("/customers/{customer_id}")(admin_only(token, customer_page))
+    app.page("/customers/{customer_id}/profile")(admin_only(token, profile_page))
 
 
 def explain_customer(
@@ -159,6 +163,43 @@ def explain_customer(
                 "deadline": _iso(j.deadline),
             }
             for j in explain_journeys(state, warroom.pipeline.rulebook.journeys, now)
+        ],
+    }
+
+
+def customer_profile(warroom: Warroom, customer_id: str, owned: frozenset[int]) -> dict[str, Any]:
+    """What store staff see: recent purchases, totals, membership tier and its benefits."""
+    partition = customer_partition(customer_id, warroom.settings.partitions)
+    state = warroom.stored_state(customer_id)
+    profile = None if state is None else state.profile
+    tier = None if profile is None else profile.tier
+    return {
+        "customer_id": customer_id,
+        "partition": partition,
+        "owned_here": partition in owned,
+        "known": state is not None,
+        "tier": tier,
+        "benefits": list(benefits(warroom.pipeline.rulebook.tiers, tier)),
+        "purchases": 0 if profile is None else profile.purchases,
+        "totals": {} if profile is None else dict(profile.totals),
+        "last_purchase_at": (
+            _iso(EPOCH + timedelta(microseconds=profile.recent[-1].at))
+            if profile is not None and profile.recent
+            else None
+        ),
+        "recent": []
+        if profile is None
+        else [
+            {
+                "at": _iso(EPOCH + timedelta(microseconds=p.at)),
+                "kind": p.kind,
+                "product": p.product,
+                "quantity": p.quantity,
+                "amount": p.amount,
+                "currency": p.currency,
+                "store": p.store,
+            }
+            for p in reversed(profile.recent)
         ],
     }
 
