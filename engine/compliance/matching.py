@@ -9,7 +9,8 @@ automaton built when the bundle is loaded; a draft is read once, in its matching
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -163,6 +164,11 @@ class Automaton:
         automaton.make_automaton()
         return automaton
 
+    @property
+    def longest(self) -> int:
+        """The longest key, in matching-view characters."""
+        return max((len(key) for key in self.entries), default=0)
+
 
 def _english(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
@@ -184,6 +190,8 @@ class CompiledPolicy:
     automaton: Any = None
     keys: int = 0
     """How many distinct keys the automaton holds."""
+    longest: int = 0
+    """The longest key: how far back a phrase holding a match can start."""
 
     def category(self, category_id: str) -> Category | None:
         return next((c for c in self.categories if c.category_id == category_id), None)
@@ -317,38 +325,31 @@ def _term_findings(
     terms = by_role.get(Role.TERM)
     if not terms:
         return []
-    excepts = by_role.get(Role.EXCEPT, [])
-    not_negations = by_role.get(Role.NOT_NEGATION, [])
-    before = [hit for hit in by_role.get(Role.NEGATE_BEFORE, []) if not _inside(hit, not_negations)]
-    after = [hit for hit in by_role.get(Role.NEGATE_AFTER, []) if not _inside(hit, not_negations)]
-    near_hits = by_role.get(Role.NEAR, [])
-    negated = {
-        id(hit): word
-        for hit in terms
-        if (word := _negation(policy.negation, text, hit, before, after)) is not None
-    }
-    negated_spans = [hit for hit in terms if id(hit) in negated]
+    reach = policy.longest + max(map(len, ENGLISH_ENDINGS))
+    excepts = _Excepts(by_role.get(Role.EXCEPT, []), reach)
+    not_negations = _Spans(by_role.get(Role.NOT_NEGATION, []), reach)
+    negators = _Negators(
+        policy.negation,
+        text,
+        [h for h in by_role.get(Role.NEGATE_BEFORE, []) if not not_negations.covers(h)],
+        [h for h in by_role.get(Role.NEGATE_AFTER, []) if not not_negations.covers(h)],
+    )
+    near_hits = _NearHits(text, by_role.get(Role.NEAR, []))
+    negated = {id(hit): word for hit in terms if (word := negators.word(hit)) is not None}
+    negated_spans = _Spans([hit for hit in terms if id(hit) in negated], reach)
     candidates: list[tuple[Finding, int]] = []
     for hit in terms:
         term = policy.terms[hit.entry.index]
         category = policy.categories[term.category]
         if category.kinds is not None and draft.kind not in category.kinds:
             continue
-        if any(
-            x.start <= hit.start
-            and hit.end <= x.end
-            and (
-                x.entry.index == hit.entry.index
-                or (x.entry.index == -1 and x.entry.detail == term.category)
-            )
-            for x in excepts
-        ):
+        if excepts.excepted(hit, term.category):
             continue
         tier = term.tier
         notes: list[str] = []
-        negation = negated.get(id(hit)) or next(
-            (negated[id(h)] for h in negated_spans if _inside(hit, (h,))), None
-        )
+        negation = negated.get(id(hit))
+        if negation is None:
+            negation = next((negated[id(h)] for h in negated_spans.covering(hit)), None)
         if negation is not None:
             if policy.negation.effect is NegationEffect.DROP or tier is Verdict.REMIND:
                 continue
@@ -356,12 +357,10 @@ def _term_findings(
             notes.append(f"negated by {negation!r}: {tier} lowered to {lowered}")
             tier = lowered
         start, end = text.span(hit.start, hit.end)
-        category_excepts = [
-            x for x in excepts if x.entry.index == -1 and x.entry.detail == term.category
-        ]
-        met = _nearby(term.near, text, hit, start, end, near_hits, category_excepts)
+        category_excepts = excepts.of_category(term.category)
+        met = _nearby(term.near, text, start, end, near_hits, category_excepts)
         if met is None or any(
-            _nearby((unless,), text, hit, start, end, near_hits, []) is not None
+            _nearby((unless,), text, start, end, near_hits, None) is not None
             for unless in term.unless
         ):
             continue
@@ -399,41 +398,118 @@ def _term_findings(
 _LOWER = {Verdict.BLOCK: "confirm", Verdict.CONFIRM: "remind", Verdict.REMIND: "allow"}
 
 
-def _inside(hit: _Hit, spans: Iterable[_Hit]) -> bool:
-    return any(s.start <= hit.start and hit.end <= s.end for s in spans)
+class _Spans:
+    """Hits sorted by start, to find those holding a span in logarithmic time: a hit
+    holding ``start`` starts at most ``reach`` characters before it."""
+
+    def __init__(self, hits: Iterable[_Hit], reach: int) -> None:
+        self.hits = sorted(hits, key=lambda h: h.start)
+        self.starts = [h.start for h in self.hits]
+        self.reach = reach
+
+    def covering(self, hit: _Hit) -> Iterator[_Hit]:
+        first = bisect_left(self.starts, hit.start - self.reach)
+        last = bisect_right(self.starts, hit.start)
+        for index in range(first, last):
+            span = self.hits[index]
+            if span.end >= hit.end:
+                yield span
+
+    def covers(self, hit: _Hit) -> bool:
+        return next(self.covering(hit), None) is not None
 
 
-def _negation(
-    negation: Negation, text: Normalised, hit: _Hit, before: list[_Hit], after: list[_Hit]
-) -> str | None:
-    """The negation word that takes the promise back, if any."""
-    for word in before:
-        if (
-            word.end <= hit.start
-            and text.words_between(word.end, hit.start, negation.before_window)
-            <= negation.before_window
-            and text.one_segment(word.start, hit.end)
-        ):
-            return text.text[slice(*text.span(word.start, word.end))]
-    for word in after:
-        if (
-            word.start >= hit.end
-            and text.words_between(hit.end, word.start, negation.after_window)
-            <= negation.after_window
-            and text.one_segment(hit.start, word.end)
-        ):
-            return text.text[slice(*text.span(word.start, word.end))]
-    return None
+class _Excepts:
+    """Exception phrases by the term they belong to, and by category."""
+
+    def __init__(self, hits: list[_Hit], reach: int) -> None:
+        by_term: dict[int, list[_Hit]] = {}
+        by_category: dict[int, list[_Hit]] = {}
+        for hit in hits:
+            if hit.entry.index == -1:
+                by_category.setdefault(hit.entry.detail, []).append(hit)
+            else:
+                by_term.setdefault(hit.entry.index, []).append(hit)
+        self.by_term = {k: _Spans(v, reach) for k, v in by_term.items()}
+        self.by_category = {k: _Spans(v, reach) for k, v in by_category.items()}
+
+    def of_category(self, category: int) -> _Spans | None:
+        return self.by_category.get(category)
+
+    def excepted(self, hit: _Hit, category: int) -> bool:
+        own = self.by_term.get(hit.entry.index)
+        shared = self.by_category.get(category)
+        return (own is not None and own.covers(hit)) or (shared is not None and shared.covers(hit))
+
+
+class _Negators:
+    """The negation words of a draft; a term is checked against the nearest one on each
+    side (a farther one has at least as many words and segment ends between)."""
+
+    def __init__(
+        self, negation: Negation, text: Normalised, before: list[_Hit], after: list[_Hit]
+    ) -> None:
+        self.negation, self.text = negation, text
+        self.before = sorted(before, key=lambda h: (h.end, h.start))
+        self.before_ends = [h.end for h in self.before]
+        self.after = sorted(after, key=lambda h: (h.start, h.end))
+        self.after_starts = [h.start for h in self.after]
+
+    def word(self, hit: _Hit) -> str | None:
+        """The negation word that takes the promise back, if any."""
+        text, negation = self.text, self.negation
+        index = bisect_right(self.before_ends, hit.start) - 1
+        if index >= 0:
+            word = self.before[index]
+            if text.words_between(
+                word.end, hit.start, negation.before_window
+            ) <= negation.before_window and text.one_segment(word.start, hit.end):
+                return text.text[slice(*text.span(word.start, word.end))]
+        index = bisect_left(self.after_starts, hit.end)
+        if index < len(self.after):
+            word = self.after[index]
+            if text.words_between(
+                hit.end, word.start, negation.after_window
+            ) <= negation.after_window and text.one_segment(hit.start, word.end):
+                return text.text[slice(*text.span(word.start, word.end))]
+        return None
+
+
+class _NearHits:
+    """Nearby-term matches by requirement, sorted by their position in the original."""
+
+    def __init__(self, text: Normalised, hits: list[_Hit]) -> None:
+        groups: dict[int, list[tuple[int, int, _Hit]]] = {}
+        for hit in hits:
+            start, end = text.span(hit.start, hit.end)
+            groups.setdefault(hit.entry.index, []).append((start, end, hit))
+        self.groups = {group: sorted(found, key=lambda f: f[0]) for group, found in groups.items()}
+        self.starts = {group: [f[0] for f in found] for group, found in self.groups.items()}
+
+    def within(
+        self, group: int, lo: int, hi: int, excepts: _Spans | None
+    ) -> tuple[int, int] | None:
+        """The first match of ``group`` lying in original positions lo:hi, not inside an
+        exception."""
+        found = self.groups.get(group)
+        if not found:
+            return None
+        index = bisect_left(self.starts[group], lo)
+        while index < len(found) and found[index][0] < hi:
+            start, end, hit = found[index]
+            if end <= hi and (excepts is None or not excepts.covers(hit)):
+                return start, end
+            index += 1
+        return None
 
 
 def _nearby(
     requirements: tuple[Near, ...],
     text: Normalised,
-    hit: _Hit,
     start: int,
     end: int,
-    near_hits: list[_Hit],
-    excepts: list[_Hit],
+    near_hits: _NearHits,
+    excepts: _Spans | None,
 ) -> list[str] | None:
     """Notes on what was found near the term, or None if a requirement is not met. A
     nearby term may be part of the term itself (肯定到 holds 肯定); one inside an
@@ -442,13 +518,9 @@ def _nearby(
     for near in requirements:
         lo, hi = start - near.within, end + near.within
         found: str | None = None
-        for other in near_hits:
-            if other.entry.index != near.group or _inside(other, excepts):
-                continue
-            other_start, other_end = text.span(other.start, other.end)
-            if lo <= other_start and other_end <= hi:
-                found = text.text[other_start:other_end]
-                break
+        span = near_hits.within(near.group, lo, hi, excepts)
+        if span is not None:
+            found = text.text[span[0] : span[1]]
         if found is None and near.patterns:
             literal, origin = text.literal(lo, hi)
             for pattern in near.patterns:
@@ -467,15 +539,16 @@ def _without_overlaps(candidates: list[tuple[Finding, int]]) -> list[Finding]:
     ordered = sorted(
         candidates, key=lambda c: (-c[0].tier.rank, -(c[0].end - c[0].start), c[0].start)
     )
-    kept: list[tuple[Finding, int]] = []
+    kept_by_category: dict[int, list[tuple[int, int]]] = {}
+    kept: list[Finding] = []
     for finding, category in ordered:
-        if any(
-            category == other_category and finding.start < other.end and other.start < finding.end
-            for other, other_category in kept
-        ):
+        spans = kept_by_category.setdefault(category, [])  # disjoint, sorted
+        index = bisect_left(spans, (finding.end,))
+        if index > 0 and spans[index - 1][1] > finding.start:
             continue
-        kept.append((finding, category))
-    return [finding for finding, _ in kept]
+        insort(spans, (finding.start, finding.end))
+        kept.append(finding)
+    return kept
 
 
 _DETECTOR_NAMES = {
@@ -497,12 +570,14 @@ def _personal_findings(
     if not personal:
         return []
     own = {contact_key(c) for c in (*draft.sender_contacts, *draft.recipient_contacts)}
+    markers = [*by_role.get(Role.OWN, ()), *by_role.get(Role.OTHER, ())]
     findings: list[Finding] = []
     for index, category in enumerate(policy.categories):
         if not category.detectors or (
             category.kinds is not None and draft.kind not in category.kinds
         ):
             continue
+        marked = None if category.own is None else _Markers(category.own, index, text, markers)
         for item in personal:
             if item.detector not in category.detectors or not item.reportable:
                 continue
@@ -510,7 +585,7 @@ def _personal_findings(
                 continue
             if item.detector == EMAIL and _own_domain(domain_of(item.value), policy.own_domains):
                 continue
-            if category.own is not None and _marked_own(category.own, index, text, by_role, item):
+            if marked is not None and marked.says_own(item):
                 continue
             findings.append(
                 Finding(
@@ -529,25 +604,36 @@ def _personal_findings(
     return findings
 
 
-def _marked_own(
-    own: Own, category: int, text: Normalised, by_role: dict[Role, list[_Hit]], item: PersonalData
-) -> bool:
-    """Whether the nearest marker before ``item`` says it is the sender's or recipient's."""
-    if item.detector not in own.detectors:
+class _Markers:
+    """Own and other markers of one category, sorted by where they end in the original
+    (an own marker before an other marker ending at the same place)."""
+
+    def __init__(self, own: Own, category: int, text: Normalised, hits: list[_Hit]) -> None:
+        self.own = own
+        self.markers = sorted(
+            (text.span(h.start, h.end)[1], h.entry.role is Role.OTHER, h.entry.detail)
+            for h in hits
+            if h.entry.index == category
+        )
+        self.ends = [m[0] for m in self.markers]
+        self.reach = max(own.windows, default=0)
+
+    def says_own(self, item: PersonalData) -> bool:
+        """Whether the nearest marker before ``item`` that counts is an own marker (an own
+        marker counts within its group's window, an other marker at any distance)."""
+        if item.detector not in self.own.detectors:
+            return False
+        index = bisect_right(self.ends, item.start) - 1
+        while index >= 0:
+            end, other, group = self.markers[index]
+            if item.start - end > self.reach:
+                return False
+            if other:
+                return False
+            if item.start - end <= self.own.windows[group]:
+                return True
+            index -= 1
         return False
-    nearest: tuple[int, bool] | None = None  # (original end, own?)
-    for role in (Role.OWN, Role.OTHER):
-        for hit in by_role.get(role, ()):
-            if hit.entry.index != category:
-                continue
-            _, end = text.span(hit.start, hit.end)
-            if end > item.start:
-                continue
-            if role is Role.OWN and item.start - end > own.windows[hit.entry.detail]:
-                continue
-            if nearest is None or end > nearest[0] or (end == nearest[0] and role is Role.OTHER):
-                nearest = (end, role is Role.OWN)
-    return nearest is not None and nearest[1]
 
 
 def _own_domain(domain: str, own: tuple[str, ...]) -> bool:

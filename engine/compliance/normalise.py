@@ -324,14 +324,16 @@ class Normalised:
         character is a word of its own), counting no further than ``limit + 1``."""
         words = 0
         origin, text, table = self.origin, self.source, _INFO
-        previous_cjk = end > 0 and table[ord(text[origin[end - 1]])].cjk
-        for unit in range(end, start):
+        # counted backwards from ``start``: the work stops after limit + 1 words, however
+        # far away ``end`` is
+        following_cjk = start < len(origin) and table[ord(text[origin[start]])].cjk
+        for unit in range(start - 1, end - 1, -1):
             cjk = table[ord(text[origin[unit]])].cjk
-            if cjk or previous_cjk or self.gap_before(unit):
+            if cjk or following_cjk or self.gap_before(unit + 1):
                 words += 1
                 if words > limit:
                     break
-            previous_cjk = cjk
+            following_cjk = cjk
         return words
 
     def literal(self, start: int = 0, end: int | None = None) -> tuple[str, list[int]]:

@@ -177,6 +177,8 @@ def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
             sizes.append(len(chunks[last][1]))
             if len(value) > 19:
                 break
+            if len(value) < 11:  # no detector takes fewer digits
+                continue
             detector, normalised = _classify(value, sizes)
             if detector is None:
                 continue

@@ -143,6 +143,7 @@ class _PolicyCompiler:
             own_domains=own_domains,
             automaton=self.automaton.build(),
             keys=len(self.automaton.entries),
+            longest=self.automaton.longest,
         )
 
     def attempt(self, build: Callable[[], T], default: T) -> T:
