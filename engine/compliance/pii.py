@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import calendar
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 RESIDENT_ID = "resident_id"
 MOBILE = "mobile"
@@ -265,12 +267,15 @@ def _emails(view: str) -> Iterable[PersonalData]:
 
 
 def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData]:
+    taken = sorted((item.start, item.end) for item in found)
+    reach = list(accumulate((e for _, e in taken), max))  # furthest end so far
     for match in _SPELT_EMAIL.finditer(view):
         start, end = match.span()
         tld = match.group(2).split()[-1]
         if not (tld.isalpha() and 2 <= len(tld) <= 24):
             continue
-        if any(item.start < end and start < item.end for item in found):
+        index = bisect_left(taken, (end,))  # found data starting before this one ends
+        if index > 0 and reach[index - 1] > start:
             continue
         domain = _DOT_WORD.sub(".", match.group(2)).lower()
         value = match.group(1).lower() + "@" + domain
