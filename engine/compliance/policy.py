@@ -61,6 +61,7 @@ T = TypeVar("T")
 TIERS = (Verdict.REMIND.value, Verdict.CONFIRM.value, Verdict.BLOCK.value)
 MODES = tuple(m.value for m in PolicyMode)
 DEFAULT_REQUIRED_CATEGORY = "required_content"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _DOMAIN = re.compile(
     r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
 )
@@ -88,6 +89,10 @@ class _PolicyCompiler:
     templates: dict[str, int] = field(default_factory=dict)
     near_groups: int = 0
     terms: list[Term] = field(default_factory=list)
+    lists: dict[str, tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]] = field(
+        default_factory=dict
+    )
+    """Named lists: their terms (as written) and patterns (as written, compiled)."""
 
     # the section
 
@@ -103,6 +108,7 @@ class _PolicyCompiler:
                 "description",
                 "mode",
                 "own_domains",
+                "lists",
                 "negation",
                 "categories",
                 "required",
@@ -119,6 +125,8 @@ class _PolicyCompiler:
             c.attempt(lambda: c.text(spec, "description", "policy"))
         none: tuple[Any, ...] = ()
         own_domains: tuple[str, ...] = self.attempt(lambda: self.own_domains(spec), none)
+        if "lists" in spec:
+            self.checker.attempt(lambda: self.read_lists(spec))
         negation = self.attempt(lambda: self.negation(spec), Negation())
         categories: tuple[Category, ...] = self.attempt(lambda: self.categories(spec), none)
         required: tuple[Requirement, ...] = self.attempt(lambda: self.required(spec), none)
@@ -222,6 +230,50 @@ class _PolicyCompiler:
         if key not in spec:
             c.refuse(spec.line, f"{path}.{key}", f"is required: one of {', '.join(TIERS)}")
         return Verdict(c.choice(spec, key, path, TIERS))
+
+    # named lists
+
+    def read_lists(self, spec: _Located) -> None:
+        c = self.checker
+        lists = c.mapping(spec["lists"], spec.lines["lists"], "policy.lists")
+        for name, value in lists.items():
+            path = f"policy.lists.{name}"
+            line = lists.lines[name]
+            if not isinstance(name, str) or not _NAME.match(name):
+                self.attempt_with(
+                    c.refuse,
+                    line,
+                    path,
+                    "expected a name of lower-case letters, digits, '.', '_' or '-', found "
+                    f"{name!r}",
+                )
+                continue
+            self.attempt_with(self.read_list, name, value, line, path)
+
+    def read_list(self, name: str, value: Any, line: int, path: str) -> None:
+        c = self.checker
+        spec = c.mapping(value, line, path)
+        c.keys(spec, path, (), ("terms", "patterns"))
+        if not spec:
+            c.refuse(line, path, "expected terms, patterns or both")
+        terms: list[str] = []
+        if "terms" in spec:
+            for item, item_line, item_path in self.items(
+                spec["terms"], spec.lines["terms"], f"{path}.terms", "terms", POLICY_PHRASES_MAX
+            ):
+                pair = self.attempt_with(self.phrase, item, item_line, item_path)
+                if pair is not None:
+                    terms.append(pair[0])
+        patterns: list[tuple[str, Any]] = []
+        if "patterns" in spec:
+            for item, item_line, item_path in self.items(
+                spec["patterns"], spec.lines["patterns"], f"{path}.patterns", "patterns",
+                POLICY_PATTERNS_MAX,
+            ):  # fmt: skip
+                program = self.attempt_with(self.pattern, item, item_line, item_path)
+                if program is not None:
+                    patterns.append((item, program))
+        self.lists[name] = (tuple(terms), tuple(patterns))
 
     # own domains and negation
 
@@ -475,9 +527,9 @@ class _PolicyCompiler:
         compiled: list[Near] = []
         for item, item_line, item_path in self.items(value, line, path, "requirements", 10):
             spec = c.mapping(item, item_line, item_path)
-            c.keys(spec, item_path, ("within",), ("terms", "patterns"))
-            if "terms" not in spec and "patterns" not in spec:
-                c.refuse(item_line, item_path, "expected terms, patterns or both")
+            c.keys(spec, item_path, ("within",), ("terms", "patterns", "lists"))
+            if not any(key in spec for key in ("terms", "patterns", "lists")):
+                c.refuse(item_line, item_path, "expected terms, patterns, lists or some of them")
             within = c.integer(spec, "within", item_path, minimum=1, maximum=NEAR_WITHIN_MAX)
             group = self.near_groups
             self.near_groups += 1
@@ -498,6 +550,24 @@ class _PolicyCompiler:
                     if program is not None:
                         sources.append(pattern)
                         programs.append(program)
+            if "lists" in spec:
+                for name, name_line, name_path in self.items(
+                    spec["lists"], spec.lines["lists"], f"{item_path}.lists", "lists", 50
+                ):
+                    if name not in self.lists:
+                        known = ", ".join(sorted(self.lists)) or "none"
+                        c.refuse(
+                            name_line,
+                            name_path,
+                            f"expected one of this policy's lists ({known}), found {_kind(name)}",
+                        )
+                    list_terms, list_patterns = self.lists[name]
+                    for written in list_terms:
+                        self.phrases += 1  # each use is a phrase of the automaton
+                        self.automaton.add(fold(written), Entry(Role.NEAR, group))
+                    terms += list_terms
+                    sources += [source for source, _ in list_patterns]
+                    programs += [program for _, program in list_patterns]
             compiled.append(Near(within, group, terms, tuple(programs), tuple(sources)))
         return tuple(compiled)
 

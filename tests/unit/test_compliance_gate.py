@@ -375,3 +375,29 @@ policy:
 def test_a_term_across_a_clause_mark_is_no_term() -> None:
     assert findings("我们提供担保，本公司负责") == []
     assert findings("成本高，收益低") == []
+
+
+def test_named_lists_are_shared_by_nearby_requirements() -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  lists:
+    rate: {patterns: ['\\d+\\s*%']}
+    returns: {terms: [收益, return]}
+  categories:
+    - id: returns
+      tier: confirm
+      terms:
+        - {term: 保证, near: [{within: 10, lists: [returns, rate]}]}
+        - {term: guarantee, near: [{within: 20, lists: [returns], terms: [yield]}]}
+"""
+    ).policy
+    assert policy is not None
+    assert judge([policy], draft("保证8%")).verdict is Verdict.CONFIRM
+    assert judge([policy], draft("保证收益")).verdict is Verdict.CONFIRM
+    assert judge([policy], draft("保证质量")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("we guarantee a return")).verdict is Verdict.CONFIRM
+    assert judge([policy], draft("we guarantee a yield")).verdict is Verdict.CONFIRM
+    assert judge([policy], draft("we guarantee 8%")).verdict is Verdict.ALLOW

@@ -375,3 +375,26 @@ def test_the_reference_bundles_load_or_print_what_the_reference_says() -> None:
             load_bundle(body, "policy.yaml")
         assert "\n".join(str(p) for p in refused.value.problems) == printed
     assert shown >= 3
+
+
+def test_a_list_must_be_declared_and_used_as_declared() -> None:
+    found = problems(
+        """\
+        bundle: p
+        version: 1
+        policy:
+          lists:
+            rate: {patterns: ['\\d+%']}
+            Bad Name: {terms: [x]}
+          categories:
+            - id: a
+              tier: remind
+              terms: [{term: x, near: [{within: 5, lists: [rates]}]}]
+        """
+    )
+    assert found == [
+        "policy.yaml:6: policy.lists.Bad Name: expected a name of lower-case letters, digits, "
+        "'.', '_' or '-', found 'Bad Name'",
+        "policy.yaml:10: policy.categories[0].terms[0].near[0].lists[0]: expected one of this "
+        "policy's lists (rate), found str 'rates'",
+    ]
