@@ -14,7 +14,8 @@ Detectors:
   or 2221-2720) or a word such as 卡号, card or account comes just before it, so a
   Luhn-valid order or tracking number is not taken for a card.
 - ``email``: ``local@domain.tld``, also written with ``[at]``/``(at)`` and
-  ``[dot]``/``(dot)``, or ``local at domain dot tld`` with both words spelt out.
+  ``[dot]``/``(dot)``, or ``local at domain dot tld`` with both words spelt out. A role
+  mailbox (support@, info@, sales@, ...) is masked but not reported.
 
 Digits may be full-width or Chinese numerals (一三八…, 幺 for 1) and grouped with spaces,
 dashes, dots, brackets or invisible characters (``138 1234 5678``,
@@ -92,6 +93,15 @@ _SPELT_EMAIL = re.compile(
 """``name at example dot com``: only with both words spelt out."""
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _LOCAL_MAX = 64
+ROLE_MAILBOXES = frozenset(
+    (
+        "admin", "billing", "contact", "customerservice", "enquiries", "feedback", "hello",
+        "help", "hr", "info", "invoice", "invoices", "kefu", "marketing", "no-reply", "noreply",
+        "office", "orders", "postmaster", "press", "sales", "service", "support", "team",
+        "webmaster",
+    )
+)  # fmt: skip
+"""Mailboxes of a role, not of a person: masked, not reported as personal data."""
 _DOMAIN_MAX = 255
 
 
@@ -107,7 +117,8 @@ class PersonalData:
     hidden: tuple[int, ...]
     """Positions of the characters a mask replaces."""
     reportable: bool = True
-    """False for a Luhn-valid number with no sign of being a card: masked, not flagged."""
+    """False for a Luhn-valid number with no sign of being a card, or a role mailbox
+    (support@, info@, ...): masked, not flagged."""
 
 
 def resident_id_valid(value: str) -> bool:
@@ -263,7 +274,7 @@ def _emails(view: str) -> Iterable[PersonalData]:
         value = local.lower() + "@" + _DOT_WORD.sub(".", domain.group()).lower()
         hidden = tuple(range(start + 1, left))
         last_end = end
-        yield PersonalData(EMAIL, start, end, value, hidden)
+        yield PersonalData(EMAIL, start, end, value, hidden, local.lower() not in ROLE_MAILBOXES)
 
 
 def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData]:
@@ -278,8 +289,11 @@ def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData
         if index > 0 and reach[index - 1] > start:
             continue
         domain = _DOT_WORD.sub(".", match.group(2)).lower()
-        value = match.group(1).lower() + "@" + domain
-        yield PersonalData(EMAIL, start, end, value, tuple(range(start + 1, match.end(1))))
+        local = match.group(1).lower()
+        hidden = tuple(range(start + 1, match.end(1)))
+        yield PersonalData(
+            EMAIL, start, end, local + "@" + domain, hidden, local not in ROLE_MAILBOXES
+        )
 
 
 def mask_pii(text: str) -> str:

@@ -221,8 +221,8 @@ def test_own_contact_details_are_not_flagged() -> None:
 
 
 def test_the_company_domain_is_own() -> None:
-    assert findings("write to sales@acme.example or sales@eu.acme.example") == []
-    assert [t for _, t, *_ in findings("write to sales@acme.example.evil.com")] == ["email"]
+    assert findings("write to li.lei@acme.example or li.lei@eu.acme.example") == []
+    assert [t for _, t, *_ in findings("write to li.lei@acme.example.evil.com")] == ["email"]
 
 
 def test_markers_say_whose_contact_it_is() -> None:

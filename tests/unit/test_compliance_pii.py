@@ -181,3 +181,13 @@ def test_emails_spelt_out_with_at_and_dot() -> None:
     ]
     assert found("meet at example dot") == []
     assert found("see you at the office") == []
+
+
+@pytest.mark.parametrize(
+    "address", ["support@vendor.example", "Info@vendor.example", "kefu@shop.example"]
+)
+def test_role_mailboxes_are_not_reported(address: str) -> None:
+    [item] = find_personal_data(f"write to {address}")
+    assert item.detector == "email" and not item.reportable
+    [person] = find_personal_data("write to li.na@vendor.example")
+    assert person.reportable
