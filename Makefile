@@ -26,7 +26,7 @@ kafka: $(STAMP) ## download the Apache Kafka broker jars from Maven Central (cac
 run: venv kafka ## start a local broker, the worker and the chat endpoint; feed the demo (Ctrl-C stops all)
 	deploy/run-local.sh
 
-test: venv kafka ## unit, streams, integration and reduced chaos tests against a fresh local broker
+test: venv kafka validate-deploy ## unit, streams, integration and reduced chaos tests against a fresh local broker
 	$(BROKER) run -- $(PY) -m pytest -m "not long" $(PYTEST_ARGS)
 
 test-unit: venv ## run only the tests that need no broker
@@ -61,3 +61,8 @@ clean: ## remove the venv and caches (keeps downloaded broker jars)
 .PHONY: bench-scoring
 bench-scoring: venv ## churn score on real data (modeldata/wa_churn, offline): AUC, log loss, events/s
 	$(PY) bench/scoring_eval.py $(BENCH_ARGS)
+
+.PHONY: validate-deploy
+validate-deploy: venv ## offline checks of deploy/: manifests, compose, alert rules (promtool), YAML lint
+	deploy/prometheus/install-promtool.sh
+	$(PY) deploy/validate.py
