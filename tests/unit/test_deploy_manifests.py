@@ -86,7 +86,12 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_committed_topics_and_users_are_what_the_registry_generates() -> None:
-    assert generate.stale(generate.Layout()) == []
+    stale = generate.stale(generate.Layout())
+    assert not stale, (
+        "expected deploy/kubernetes/base/topics.yaml and users.yaml as generated from "
+        "schemas/topics.py, found:\n" + "\n".join(stale) + "\nrun: .venv/bin/python "
+        "deploy/kubernetes/generate.py (and grant new topics in its components)"
+    )
 
 
 def test_a_stale_generated_file_is_reported_with_a_diff(
@@ -215,6 +220,61 @@ def test_the_operator_writes_rules_and_reads_what_the_cli_tails() -> None:
     assert writers == {RULES.name}
     assert {"Read", "Describe"} <= operator[COMPLIANCE_VERDICTS.name]
     assert {"Read", "Describe"} <= operator[AUDIT.name]
+
+
+WORKER_MODULES = sorted(
+    set((ROOT / "streams").glob("*.py"))
+    - {ROOT / "streams" / n for n in ("cli.py", "gate_service.py", "rules_push.py", "tail.py")}
+    - {ROOT / "streams" / n for n in ("audit_cli.py", "explain_cli.py", "topics.py")}
+)
+
+
+def topics_named_in(path: Path) -> set[str]:
+    """Registry topics a module names in ``settings.topic(X)`` (or any ``.topic(X)``)."""
+    import schemas.topics as registry
+
+    constants = {n: v for n, v in vars(registry).items() if isinstance(v, registry.Topic)}
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "topic"
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id in constants
+        ):
+            found.add(constants[node.args[0].id].name)
+    return found
+
+
+def test_the_worker_may_use_every_topic_its_modules_name() -> None:
+    worker = _topic_grants(_users(rendered("rocksdb"))["warroom-worker"])
+    named = set().union(*(topics_named_in(path) for path in WORKER_MODULES))
+    assert {TOUCHPOINTS.name, INTERVENTIONS.name, AUDIT.name} <= named
+    missing = named - set(worker)
+    assert not missing, (
+        f"expected the warroom-worker KafkaUser to grant every topic streams/ names, found "
+        f"no grant for {sorted(missing)}: add them to the worker's reads or writes in "
+        "deploy/kubernetes/generate.py (components) and run it"
+    )
+
+
+def test_the_worker_may_describe_every_registry_topic_it_checks_at_start() -> None:
+    # ensure_topics lists the topics at start and creates those it cannot see.
+    worker = _topic_grants(_users(rendered("rocksdb"))["warroom-worker"])
+    hidden = [t.name for t in ALL_TOPICS if "Describe" not in worker.get(t.name, set())]
+    assert not hidden, (
+        f"expected the worker to see every registry topic, found no Describe on {hidden}: "
+        "grant them in deploy/kubernetes/generate.py (components) and run it"
+    )
+
+
+def test_the_gate_may_use_every_topic_its_module_names() -> None:
+    gate = _topic_grants(_users(rendered("rocksdb"))["warroom-gate"])
+    named = topics_named_in(ROOT / "streams" / "gate_service.py")
+    assert named == {MESSAGE_DRAFTS.name}
+    assert named <= set(gate)
 
 
 # --- workloads --------------------------------------------------------------------------
