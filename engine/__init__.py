@@ -74,7 +74,8 @@ from .reducer import apply, apply_timer, next_deadline
 from .retention import Fitted, expired, fit_state
 from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
 from .rules import CompiledRule, Decision, RuleMode
-from .state import RECENT_EVENT_IDS, CustomerState
+from .scoring.spec import ScoreSpec
+from .state import RECENT_EVENT_IDS, CustomerState, Score
 from .timestamps import TimestampPolicy, timestamp_problem
 from .training import Findings, Tally, profile, tally
 
@@ -114,6 +115,8 @@ __all__ = [
     "JourneySignal",
     "JourneyStatus",
     "Kept",
+    "LinearScorer",
+    "ModelFormatError",
     "PolicyVerdict",
     "Purchase",
     "RuleBook",
@@ -121,7 +124,9 @@ __all__ = [
     "RuleMemory",
     "RuleMode",
     "RuleStatus",
+    "Score",
     "ScoreModel",
+    "ScoreSpec",
     "Sent",
     "Snapshot",
     "Snapshots",
@@ -140,7 +145,9 @@ __all__ = [
     "apply_timer",
     "assignee_key",
     "benefits",
+    "decode_model",
     "deletion_refused",
+    "encode_model",
     "expired",
     "explain",
     "explain_journeys",
@@ -161,6 +168,7 @@ __all__ = [
     "remember",
     "remember_snapshot",
     "score_snapshot",
+    "settle_on_touchpoint",
     "settle_snapshots",
     "tally",
     "timestamp_problem",
@@ -168,10 +176,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .scoring.codec import ModelFormatError
+    from .scoring.codec import decode as decode_model
+    from .scoring.codec import encode as encode_model
     from .scoring.learner import Example, ScoreModel, Snapshot, Snapshots
+    from .scoring.learner import on_touchpoint as settle_on_touchpoint
     from .scoring.learner import remember as remember_snapshot
     from .scoring.learner import settle as settle_snapshots
     from .scoring.learner import snapshot as score_snapshot
+    from .scoring.models import LinearScorer
 
 _SCORING = {
     "ScoreModel": "ScoreModel",
@@ -181,12 +194,22 @@ _SCORING = {
     "remember_snapshot": "remember",
     "settle_snapshots": "settle",
     "score_snapshot": "snapshot",
+    "settle_on_touchpoint": "on_touchpoint",
+}
+_SCORING_ELSEWHERE = {
+    "LinearScorer": (".scoring.models", "LinearScorer"),
+    "ModelFormatError": (".scoring.codec", "ModelFormatError"),
+    "decode_model": (".scoring.codec", "decode"),
+    "encode_model": (".scoring.codec", "encode"),
 }
 """Declared names from engine.scoring.learner, imported on first use: River takes a
 second and a half to import, and only a worker that scores needs it."""
 
 
 def __getattr__(name: str) -> Any:
+    elsewhere = _SCORING_ELSEWHERE.get(name)
+    if elsewhere is not None:
+        return getattr(importlib.import_module(elsewhere[0], __name__), elsewhere[1])
     attribute = _SCORING.get(name)
     if attribute is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -102,7 +102,15 @@ STATE_FEATURES = (
     "days_since_last_inbound",
     "days_since_last_outbound",
 )
-"""Plus ``count.<kind>``: how many touchpoints of that kind the customer has had."""
+"""Plus ``count.<kind>``: how many touchpoints of that kind the customer has had, and
+``score.<name>``: the customer's latest score of that name (a customer with no such score
+does not pass the test)."""
+SCORE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def _score_value(state: CustomerState, name: str) -> float | None:
+    score = state.scores.get(name)
+    return None if score is None else score.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -1193,6 +1201,15 @@ class _Checker:
             return lambda state, at: state.kind_counts.get(kind, 0)
         if name == "touchpoints":
             return lambda state, at: state.touchpoints
+        if name.startswith("score."):
+            score = name.removeprefix("score.")
+            if not SCORE_NAME.match(score):
+                self.refuse(
+                    line,
+                    path,
+                    f"expected score.<name> with a lower_snake_case score name, found {name!r}",
+                )
+            return lambda state, at: _score_value(state, score)
         attribute = {
             "days_since_first_seen": "first_seen_at",
             "days_since_last_event": "last_event_at",
@@ -1203,8 +1220,8 @@ class _Checker:
             self.refuse(
                 line,
                 path,
-                f"unknown state feature; expected one of {', '.join(STATE_FEATURES)} "
-                "or count.<kind>",
+                f"unknown state feature; expected one of {', '.join(STATE_FEATURES)}, "
+                "count.<kind> or score.<name>",
                 _suggest(name, STATE_FEATURES),
             )
         return _days_since(attribute)

@@ -150,13 +150,14 @@ class StateThreshold:
 
     def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
         value = self.get(moment.state, moment.at)
-        if not self.test(value):
+        # None: a value the customer does not have yet (a score never predicted).
+        if value is None or not self.test(value):
             return None, None
         return None, Observation(((self.label, _shown(value)),), ())
 
     def describe(self, memory: Any, moment: Moment) -> str:
         value = self.get(moment.state, moment.at)
-        verdict = "holds" if self.test(value) else "does not hold"
+        verdict = "holds" if value is not None and self.test(value) else "does not hold"
         return f"{self.label}: {verdict} now ({self.feature} = {_shown(value)})"
 
     def deadline(self, memory: Any) -> int | None:

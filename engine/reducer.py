@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -19,6 +19,10 @@ from .retention import MAX_KIND_COUNTS, OTHER_KINDS
 from .rules import CompiledRule, Decision
 from .state import RECENT_EVENT_IDS, CustomerState
 
+ScoreHook = Callable[[CustomerState, TouchpointEvent], CustomerState]
+"""Folds a touchpoint into a state's feature memory, snapshots and scores (the worker's
+streams.scoring); called after the touchpoint is folded in and before any rule runs."""
+
 
 def apply(
     state: CustomerState | None,
@@ -29,8 +33,13 @@ def apply(
     journeys: Sequence[CompiledJourney] = (),
     signals: list[JourneySignal] | None = None,
     restricted: Mapping[str, frozenset[str]] | None = None,
+    score: ScoreHook | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Fold ``event`` into ``state`` and evaluate ``rules`` and ``journeys``.
+
+    ``score`` updates the customer's scores before rules see the state; the scores an
+    intervention was decided with are carried in its explanation
+    (:func:`explained_scores`).
 
     ``restricted`` maps attribute names to the consent purposes they may be used for:
     rules and journeys see such an attribute only if the customer granted one of them.
@@ -87,7 +96,12 @@ def apply(
             if concerns_profile(event.kind, event.attributes)
             else state.profile
         ),
+        feature_memory=state.feature_memory,
+        snapshots=state.snapshots,
+        scores=state.scores,
     )
+    if score is not None:
+        updated = score(updated, event)
     if restricted and event.attributes:
         visible = visible_attributes(event.attributes, restricted, updated)
         if visible is not None:
@@ -190,11 +204,32 @@ def _evaluate(
             running = {journey.journey_id for journey in journeys}
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
         state = _with_memories(state, kept_rules, kept_journeys)
+    if decisions and state.scores:
+        decisions = [_with_scores(d, explained_scores(state)) for d in decisions]
     if any(d.needs for d in decisions):
         decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions
+
+
+def explained_scores(state: CustomerState) -> dict[str, float]:
+    """The customer's scores as an explanation carries them: ``<score>`` the value,
+    ``<score>.model_version`` the model version that gave it and
+    ``<score>.contribution.<feature>`` what each top feature added to the log-odds."""
+    out: dict[str, float] = {}
+    for name, score in state.scores.items():
+        out[name] = score.value
+        out[f"{name}.model_version"] = float(score.model_version)
+        for feature, _value, contribution in score.top:
+            out[f"{name}.contribution.{feature}"] = contribution
+    return out
+
+
+def _with_scores(decision: Decision, scores: dict[str, float]) -> Decision:
+    command = decision.intervention
+    explanation = command.explanation.model_copy(update={"scores": scores})
+    return replace(decision, intervention=command.model_copy(update={"explanation": explanation}))
 
 
 def _consent_gate(state: CustomerState, decisions: list[Decision]) -> list[Decision]:
@@ -231,6 +266,9 @@ def _with_memories(
         journey_memories=journey_memories,
         consents=state.consents,
         profile=state.profile,
+        feature_memory=state.feature_memory,
+        snapshots=state.snapshots,
+        scores=state.scores,
     )
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .memories import JourneyMemory, RuleMemory
 from .profile import StoreProfile
+
+if TYPE_CHECKING:
+    from .features import FeatureMemory
+    from .scoring.learner import Snapshots
 
 RECENT_EVENT_IDS = 32
 """How many event ids a customer's state remembers to drop redelivered events."""
@@ -39,6 +43,38 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class Score:
+    """A customer's latest score of one name, as the model version that gave it saw them."""
+
+    value: float
+    """Probability of label 1."""
+    model_version: int
+    at: int
+    """Event time of the touchpoint it was predicted at, µs since the epoch."""
+    top: tuple[tuple[str, float | str, float], ...] = ()
+    """(feature, value, contribution to the log-odds) of the features that weighed most."""
+
+    def to_json(self) -> list[Any]:
+        return [self.value, self.model_version, self.at, [list(t) for t in self.top]]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Score:
+        if not isinstance(data, list) or len(data) != 4 or not isinstance(data[3], list):
+            raise ValueError(f"score: expected [value, version, at, top], found {data!r}")
+        value, version, at, top = data
+        if not isinstance(version, int) or not isinstance(at, int):
+            raise ValueError(f"score: expected a whole version and time, found {data!r}")
+        rows: list[tuple[str, float | str, float]] = []
+        for row in top:
+            if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
+                raise ValueError(
+                    f"score.top: expected [feature, value, contribution], found {row!r}"
+                )
+            rows.append((row[0], row[1], float(row[2])))
+        return cls(float(value), version, at, tuple(rows))
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """Everything the engine knows about one customer."""
 
@@ -61,6 +97,14 @@ class CustomerState:
     """Purpose -> the customer's latest grant or revocation (engine.consent)."""
     profile: StoreProfile | None = None
     """Purchases, totals and membership tier, for store staff (engine.profile)."""
+    feature_memory: FeatureMemory | None = None
+    """What scoring remembers beyond this state (engine.features); None until a running
+    bundle declares a score."""
+    snapshots: Snapshots | None = None
+    """Features as they were at recent predictions, kept until a label settles them
+    (engine.scoring.learner); None for a customer who refused training."""
+    scores: Mapping[str, Score] = field(default_factory=dict)
+    """Score name -> the latest prediction."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form; times are microseconds since the Unix epoch. Consents
@@ -83,6 +127,12 @@ class CustomerState:
             data["consents"] = {k: c.to_json() for k, c in self.consents.items()}
         if self.profile is not None:
             data["profile"] = self.profile.to_json()
+        if self.feature_memory is not None:
+            data["feature_memory"] = self.feature_memory.to_json()
+        if self.snapshots is not None:
+            data["snapshots"] = self.snapshots.to_json()
+        if self.scores:
+            data["scores"] = {k: s.to_json() for k, s in self.scores.items()}
         return data
 
     @classmethod
@@ -103,6 +153,15 @@ class CustomerState:
             rule_memories[key] = RuleMemory.from_json(key, memory)
         for key, memory in data.get("journey_memories", {}).items():
             journey_memories[key] = JourneyMemory.from_json(key, memory)
+        feature_memory = snapshots = None
+        if "feature_memory" in data:
+            from .features import FeatureMemory
+
+            feature_memory = FeatureMemory.from_json(data["feature_memory"])
+        if "snapshots" in data:
+            from .scoring.learner import Snapshots
+
+            snapshots = Snapshots.from_json(data["snapshots"])
         return cls(
             customer_id=data["customer_id"],
             owner_rep_id=data.get("owner_rep_id"),
@@ -118,6 +177,9 @@ class CustomerState:
             journey_memories=journey_memories,
             consents={k: Consent.from_json(v) for k, v in data.get("consents", {}).items()},
             profile=StoreProfile.from_json(data["profile"]) if "profile" in data else None,
+            feature_memory=feature_memory,
+            snapshots=snapshots,
+            scores={k: Score.from_json(v) for k, v in data.get("scores", {}).items()},
         )
 
 

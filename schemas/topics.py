@@ -66,6 +66,23 @@ AUDIT = Topic(
     purpose="hash-chained decision log, one chain per partition (engine.audit)",
 )
 METRICS = Topic("metrics", Partitioning.SINGLE, purpose="business metrics as JSON")
+SCORING_EXAMPLES = Topic(
+    "scoring-examples",
+    Partitioning.SINGLE,
+    purpose="labelled examples keyed by score name, in the order the learner folds them",
+)
+MODELS = Topic(
+    "models",
+    Partitioning.SINGLE,
+    {"cleanup.policy": "compact"},
+    purpose="the latest model version per score name, as plain data (streams.scoring)",
+)
+SCORE_LEADERS = Topic(
+    "score-leaders",
+    Partitioning.SINGLE,
+    {"cleanup.policy": "compact"},
+    purpose="each partition's top customers per score and rep, keyed by score/partition",
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     TOUCHPOINTS,
@@ -81,6 +98,9 @@ ALL_TOPICS: tuple[Topic, ...] = (
     RULES_ACCEPTED,
     AUDIT,
     METRICS,
+    SCORING_EXAMPLES,
+    MODELS,
+    SCORE_LEADERS,
 )
 CUSTOMER_TOPICS: tuple[Topic, ...] = tuple(
     t for t in ALL_TOPICS if t.partitioning is Partitioning.CUSTOMER

@@ -49,6 +49,7 @@ from .patches.tables import TableStore, use_codecs
 from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
 from .rules_feed import follow_rules
+from .scoring import Scoring
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
 from .timers import Expiry, Schedule, run_scheduler
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> Warroom:
     # rocksdb://: values reach disk after their commit (streams.patches.rocks).
     rocks = RocksStores(app, commit_lock) if settings.store == "rocksdb://" else None
     rulebook = RuleBook(BUILTIN_BUNDLE)
+    scoring = Scoring(rulebook)
     warroom = Warroom(
         settings=settings,
         app=app,
@@ -105,7 +107,7 @@ def create_app(settings: Settings) -> Warroom:
         states=_store(rocks, states, partition_of, state_codec),
         assignees=_store(rocks, assignees, partition_of, sent_codec),
         metrics=WorkerMetrics.create(),
-        pipeline=build_pipeline(settings, rulebook),
+        pipeline=build_pipeline(settings, rulebook, scoring),
         writer=BatchWriter(
             app,
             settings.topic(TOUCHPOINTS),
@@ -119,6 +121,7 @@ def create_app(settings: Settings) -> Warroom:
         analytics=Analytics(worker=f"{socket.gethostname()}:{os.getpid()}"),
         audit_heads=_store(rocks, heads, int, head_codec),
         bundle_decisions=BundleDecisions(),
+        scoring=scoring,
         rules_loaded=asyncio.Event(),
     )
     rules_loaded = warroom.rules_loaded
@@ -188,7 +191,9 @@ def _store(
     return rocks.table_store(table, partition_of, codec)
 
 
-def build_pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:
+def build_pipeline(
+    settings: Settings, rulebook: RuleBook, scoring: Scoring | None = None
+) -> Pipeline:
     """The worker's batch pipeline over ``rulebook``, configured from ``settings``."""
     return Pipeline(
         rulebook=rulebook,
@@ -204,6 +209,7 @@ def build_pipeline(settings: Settings, rulebook: RuleBook) -> Pipeline:
         dead_letter_raw_bytes=settings.dead_letter_raw_bytes,
         state_max_bytes=settings.state_max_bytes,
         customer_ttl=timedelta(days=settings.customer_ttl_days),
+        scoring=scoring,
     )
 
 

@@ -29,7 +29,14 @@ from engine.assignees import assignee_key
 from engine.consent import KNOWN_PURPOSES
 from schemas.codec import compliance_verdict_codec, encode_dead_letter
 from schemas.partitioning import customer_partition
-from schemas.topics import AUDIT, COMPLIANCE_VERDICTS, DLQ, INTERVENTIONS, REP_CANDIDATES
+from schemas.topics import (
+    AUDIT,
+    COMPLIANCE_VERDICTS,
+    DLQ,
+    INTERVENTIONS,
+    REP_CANDIDATES,
+    SCORING_EXAMPLES,
+)
 
 from .audit_chain import BUNDLE_CHAIN, chain_records
 from .metrics import WorkerMetrics
@@ -269,6 +276,18 @@ def _output(
                 customer_partition(rep, settings.partitions),
                 rep.encode(),
                 value,
+                source_partition=partition,
+            )
+    if result.examples:
+        from .scoring import encode_example  # only a worker that scores imports River
+
+        examples = settings.topic(SCORING_EXAMPLES)
+        for partition, example in result.examples:
+            yield OutRecord(
+                examples,
+                0,
+                example.score.encode(),
+                encode_example(example),
                 source_partition=partition,
             )
     dlq = settings.topic(DLQ)

@@ -26,6 +26,7 @@ from .metrics import WorkerMetrics
 from .patches.tables import TableStore
 from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
+from .scoring import Scoring
 from .settings import Settings
 from .state_codec import CustomerStateCodec
 from .timers import Schedule
@@ -50,6 +51,8 @@ class Warroom:
     analytics: Analytics
     audit_heads: TableStore[StoredHead]
     bundle_decisions: BundleDecisions
+    scoring: Scoring
+    """The models this worker predicts with (streams.scoring)."""
     rules_loaded: asyncio.Event
     """Set once every bundle on the rules topics has been read (touchpoints wait for it)."""
     progress: dict[tuple[str, int], int] = field(default_factory=dict)

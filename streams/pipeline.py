@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.compliance import mask_pii
 from engine.conditions import EPOCH
-from engine.consent import apply_consent, remember
+from engine.consent import apply_consent, may_train, remember
 from engine.errors import EvaluationError
 from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
@@ -46,6 +46,11 @@ from schemas.partitioning import customer_partition
 
 from .timers import decode_tick
 from .verdicts import decide, review_entry, verdict_entry
+
+if TYPE_CHECKING:
+    from engine import Example
+
+    from .scoring import Scoring
 
 WORKER_DECIDER = "worker"
 
@@ -94,6 +99,8 @@ class BatchResult:
     verdicts: list[tuple[int, ComplianceVerdict]] = field(default_factory=list)
     """Verdicts on drafts, written to compliance-verdicts once per draft."""
     reviews: list[tuple[int, DraftReview]] = field(default_factory=list)
+    examples: list[tuple[int, Example]] = field(default_factory=list)
+    """(partition, labelled example) for the scoring-examples topic."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ class Pipeline:
     """Records of this topic are consent changes."""
     drafts_topic: str = "message-drafts"
     """Records of this topic are message drafts, gate answers and manager reviews."""
+    scoring: Scoring | None = None
+    """Scores the running bundles declare, predicted as touchpoints are folded in
+    (streams.scoring); None: no scoring."""
 
     def encode_states(
         self, result: BatchResult, dump: Callable[[CustomerState], bytes]
@@ -225,9 +235,12 @@ class Pipeline:
                     journeys,
                     signals,
                     self.rulebook.restricted_fields,
+                    self.scoring,
                 )
                 emitted = self._encode(decisions)
             except (EvaluationError, _TooLarge) as exc:
+                if self.scoring is not None:
+                    self.scoring.take()  # the touchpoint is not accepted: nor its examples
                 raw = record.value if single else encode_touchpoint(event)
                 where = "" if single else f"event {index} of the batch: "
                 self._reject(result, record, _reason(exc), where + str(exc), raw, now)
@@ -237,6 +250,8 @@ class Pipeline:
                 continue
             result.processed += 1
             changed[customer_id] = updated
+            if self.scoring is not None and self.scoring.pending:
+                result.examples.extend((partition, e) for e in self.scoring.take())
             if event.kind == DOCUMENT_VIEWED:
                 result.audit.append((partition, _document_view(event)))
             result.signals.extend(signals)
@@ -276,7 +291,9 @@ class Pipeline:
         if outcome.state is state:
             result.duplicates += 1
             return
-        changed[change.customer_id] = outcome.state
+        changed[change.customer_id] = (
+            outcome.state if self.scoring is None else _without_training(outcome.state)
+        )
         result.consent_changes.append((partition, change, outcome.changed))
         result.audit.append(
             (
@@ -500,6 +517,14 @@ class _TooLarge(Exception):
 def _reason(exc: EvaluationError | _TooLarge) -> str:
     """The dead-letter reason for a touchpoint whose processing raised ``exc``."""
     return "too_large" if isinstance(exc, _TooLarge) else "processing_error"
+
+
+def _without_training(state: CustomerState) -> CustomerState:
+    """``state`` without open snapshots once the customer refuses training (a consent
+    change): what was kept for learning is not kept any longer."""
+    if state.snapshots is not None and not may_train(state):
+        return replace(state, snapshots=None)
+    return state
 
 
 def _sort(result: BatchResult, partition: int, decisions: Sequence[Decision]) -> None:

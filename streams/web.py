@@ -141,6 +141,7 @@ def explain_customer(
         "owned_here": partition in owned,
         "known": state is not None,
         "state": None if state is None else _readable(state),
+        "scores": {} if state is None else _scores(state),
         "rules": [
             {
                 "rule_id": s.rule_id,
@@ -213,6 +214,23 @@ def _readable(state: CustomerState) -> dict[str, Any]:
         "last_inbound_at": _iso(state.last_inbound_at),
         "last_outbound_at": _iso(state.last_outbound_at),
         "kind_counts": dict(state.kind_counts),
+    }
+
+
+def _scores(state: CustomerState) -> dict[str, Any]:
+    """Each score: its value, the model version that gave it, when, and the features that
+    weighed most (value and contribution to the log-odds)."""
+    return {
+        name: {
+            "value": score.value,
+            "model_version": score.model_version,
+            "at": _iso(EPOCH + timedelta(microseconds=score.at)),
+            "top": [
+                {"feature": feature, "value": value, "contribution": contribution}
+                for feature, value, contribution in score.top
+            ],
+        }
+        for name, score in state.scores.items()
     }
 
 

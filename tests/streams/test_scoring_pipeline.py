@@ -1,0 +1,208 @@
+"""Scoring in the worker's batch pipeline: touchpoints scored, snapshots kept, labels
+settled into examples (never for a customer who refused training), scores in rules and
+in intervention explanations, models read from the models topic."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.builtin import BUILTIN_BUNDLE
+from engine.bundle import InvalidBundle, load_bundle
+from engine.rulebook import RuleBook
+from engine.scoring.learner import Example, ScoreModel
+from engine.scoring.models import LinearScorer
+from engine.state import CustomerState
+from engine.timestamps import TimestampPolicy
+from schemas.codec import consent_change_codec, encode_intervention
+from schemas.models import ConsentChange
+from schemas.partitioning import customer_partition
+from streams.pipeline import BatchResult, Pipeline, RawRecord
+from streams.scoring import (
+    ModelRecord,
+    Scoring,
+    ScoringRecordError,
+    decode_example,
+    encode_example,
+)
+from tests.streams.test_pipeline import PARTITIONS, single, touchpoint
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+BUNDLE = """\
+bundle: scoring
+version: 1
+scoring:
+  profile: [plan]
+  snapshots: 3
+  scores:
+    churn:
+      features: [touchpoints, count.*, profile.plan, unanswered_outbound]
+      labels: {churned: 1, renewed: 0}
+rules:
+  - id: churn_watch
+    when:
+      all:
+        - event: {kind: email_received}
+        - state: {score.churn: {gte: 0.0}}
+    then: {kind: task, title: 'Call {customer_id}', due_in: 1h}
+  - id: unknown_score
+    when:
+      all:
+        - event: {kind: email_received}
+        - state: {score.missing: {gte: 0.0}}
+    then: {kind: task, title: 'Never {customer_id}', due_in: 1h}
+"""
+
+
+def make() -> tuple[Pipeline, Scoring, RuleBook]:
+    book = RuleBook(BUILTIN_BUNDLE, load_bundle(BUNDLE, "scoring.yaml"))
+    scoring = Scoring(book)
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=scoring)
+    return pipeline, scoring, book
+
+
+class Store:
+    def __init__(self) -> None:
+        self.states: dict[str, CustomerState] = {}
+
+    def run(self, pipeline: Pipeline, records: list[RawRecord]) -> BatchResult:
+        result = pipeline.process(records, self.states.get, NOW)
+        for changed in result.states.values():
+            self.states.update(changed)
+        return result
+
+
+def test_a_touchpoint_is_scored_and_its_snapshot_kept() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(1, "c1", attributes={"plan": "pro"}))])
+    state = store.states["c1"]
+    score = state.scores["churn"]
+    assert 0.0 < score.value < 1.0
+    assert score.model_version == 0  # untrained until a model is published
+    assert state.feature_memory is not None and state.feature_memory.profile == {"plan": "pro"}
+    assert state.snapshots is not None
+    (kept,) = state.snapshots.by_score["churn"]
+    assert kept.features["profile.plan"] == "pro"
+    assert "days_since_first_seen" not in kept.features  # only the score's features
+
+
+def test_state_with_scores_survives_its_json_round_trip() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(n, "c1", attributes={"plan": "pro"})) for n in (1, 2)])
+    state = store.states["c1"]
+    assert CustomerState.from_dict(state.to_dict()) == state
+
+
+def test_a_label_event_settles_the_snapshots_into_examples() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(n, "c1")) for n in (1, 2)])
+    result = store.run(pipeline, [single(touchpoint(3, "c1", kind="churned"))])
+    examples = [e for _, e in result.examples]
+    assert [e.label for e in examples] == [1, 1]
+    assert [e.features["touchpoints"] for e in examples] == [1.0, 2.0]
+    assert {p for p, _ in result.examples} == {customer_partition("c1", PARTITIONS)}
+    snapshots = store.states["c1"].snapshots
+    assert snapshots is None or "churn" not in snapshots.by_score  # all settled
+    assert decode_example(encode_example(examples[0])) == examples[0]
+
+
+def test_snapshots_are_bounded_by_the_bundle() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(n, "c1")) for n in range(1, 8)])
+    snapshots = store.states["c1"].snapshots
+    assert snapshots is not None and len(snapshots.by_score["churn"]) == 3
+
+
+def consent(customer: str, granted: bool, minute: int) -> RawRecord:
+    at = NOW - timedelta(hours=1) + timedelta(minutes=minute)
+    change = ConsentChange(
+        change_id=f"{customer}-{minute}",
+        customer_id=customer,
+        purpose="profiling",
+        granted=granted,
+        occurred_at=at,
+        source="test/1",
+    )
+    value = consent_change_codec().encode(change)
+    return RawRecord(
+        "consents", customer_partition(customer, PARTITIONS), minute, customer.encode(), value
+    )
+
+
+def test_a_customer_who_revoked_profiling_gives_no_example_and_keeps_no_snapshot() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(1, "c1")), single(touchpoint(1, "c2"))])
+    store.run(pipeline, [consent("c1", False, 2)])
+    assert store.states["c1"].snapshots is None  # dropped at the revocation
+    store.run(pipeline, [single(touchpoint(3, "c1")), single(touchpoint(3, "c2"))])
+    assert store.states["c1"].snapshots is None
+    assert "churn" in store.states["c1"].scores  # still scored, never learnt from
+    result = store.run(
+        pipeline,
+        [single(touchpoint(4, "c1", kind="churned")), single(touchpoint(4, "c2", kind="churned"))],
+    )
+    assert {e.customer_id for _, e in result.examples} == {"c2"}
+
+
+def test_scores_reach_rules_and_the_intervention_explanation() -> None:
+    pipeline, _, _ = make()
+    store = Store()
+    result = store.run(pipeline, [single(touchpoint(1, "c1", "inbound"))])
+    fired = [c for _, c in result.interventions if c.rule_id == "churn_watch"]
+    assert len(fired) == 1
+    scores = fired[0].explanation.scores
+    assert scores["churn"] == store.states["c1"].scores["churn"].value
+    assert scores["churn.model_version"] == 0.0
+    assert any(k.startswith("churn.contribution.") for k in scores) or scores["churn"] == 0.5
+    # a score nobody declares: the condition is false, nothing fires
+    assert not [c for _, c in result.interventions if c.rule_id == "unknown_score"]
+    assert encode_intervention(fired[0])  # the explanation still encodes
+
+
+def trained_record(book: RuleBook, version_examples: int) -> bytes:
+    spec = book.scores["churn"]
+    model = ScoreModel(spec)
+
+    for n in range(version_examples):
+        x: dict[str, float | str] = {"touchpoints": float(n % 5), "profile.plan": "pro"}
+        model.learn(Example("churn", f"c{n}", x, n % 2, n, n))
+    assert isinstance(model.champion, LinearScorer)
+    return ModelRecord("churn", version_examples, model.champion, model.version, {}).to_bytes()
+
+
+def test_a_model_read_from_the_topic_is_the_one_predictions_use() -> None:
+    pipeline, scoring, book = make()
+    store = Store()
+    store.run(pipeline, [single(touchpoint(1, "c1"))])
+    assert store.states["c1"].scores["churn"].model_version == 0
+    scoring.receive(b"churn", trained_record(book, 12))
+    store.run(pipeline, [single(touchpoint(2, "c1"))])
+    assert store.states["c1"].scores["churn"].model_version == 12
+
+
+def test_a_model_record_that_cannot_be_used_is_refused_naming_the_field() -> None:
+    _, scoring, book = make()
+    good = trained_record(book, 3)
+    with pytest.raises(ScoringRecordError, match="expected 'other'"):
+        scoring.receive(b"other", good)
+    tampered = json.loads(good)
+    tampered["model"]["intercept"] += 1.0
+    with pytest.raises(ScoringRecordError, match="checksum"):
+        scoring.receive(b"churn", json.dumps(tampered).encode())
+    with pytest.raises(ScoringRecordError, match="expected JSON"):
+        scoring.receive(b"churn", b"\x80\x04pickle")
+    assert scoring.records == {}
+
+
+def test_a_bundle_naming_a_bad_score_is_refused_at_load() -> None:
+    text = BUNDLE.replace("score.missing", "score.Bad-Name")
+    with pytest.raises(InvalidBundle, match=r"score\.<name>"):
+        load_bundle(text, "scoring.yaml")
