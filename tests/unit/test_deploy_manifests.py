@@ -602,3 +602,10 @@ def test_the_renderer_refuses_a_kustomization_field_it_does_not_render(tmp_path:
     (tmp_path / "kustomization.yaml").write_text("resources: []\npatches: []\n")
     with pytest.raises(render.RenderError, match="'patches' is not rendered"):
         render.render(tmp_path)
+
+
+def test_a_trigger_authentication_env_entry_takes_no_key() -> None:
+    auth = only(rendered("memory"), "TriggerAuthentication", "warroom-worker-kafka")
+    auth["spec"]["env"][0]["key"] = "username"
+    (problem,) = validate.resource_problems(auth, "test")
+    assert "spec.env.0" in problem and "'key'" in problem
