@@ -857,8 +857,16 @@ class ThreadMemory:
         return seen.thread_id if seen is not None else start
 
     def observe(self, parsed: ParsedEmail) -> None:
-        self._seen[parsed.message_id] = _Seen(self.thread_of(parsed), parsed.sent_at)
-        self._seen.move_to_end(parsed.message_id)
+        self.remember(parsed.message_id, self.thread_of(parsed), parsed.sent_at)
+
+    def entries(self) -> list[tuple[str, str, datetime]]:
+        """(message id, thread root, date), least recently seen first."""
+        return [(key, seen.thread_id, seen.sent_at) for key, seen in self._seen.items()]
+
+    def remember(self, message_id: str, thread_id: str, sent_at: datetime) -> None:
+        """Put back an entry of :meth:`entries` (as the most recently seen)."""
+        self._seen[message_id] = _Seen(thread_id, sent_at)
+        self._seen.move_to_end(message_id)
         while len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
+import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 200
 PASSWORD_ENV = "WARROOM_IMAP_PASSWORD"
 Clock = Callable[[], datetime]
+
+
+class StateFileError(ValueError):
+    """A state or thread-memory file that cannot be read back; says which and why."""
 
 
 def utc_now() -> datetime:
@@ -170,6 +177,46 @@ class EmailPublisher:
         return refused
 
 
+def load_threads(path: Path, threads: ThreadMemory) -> int:
+    """Fill ``threads`` from a file :func:`save_threads` wrote (none: nothing); returns
+    how many entries were read. A damaged line is refused naming the line."""
+    if not path.exists():
+        return 0
+    count = 0
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                message_id, thread_id, sent_at = json.loads(line)
+                when = datetime.fromisoformat(sent_at)
+                if when.tzinfo is None:
+                    raise ValueError("a date without a zone")
+            except (ValueError, TypeError) as exc:
+                raise StateFileError(
+                    f"{path}:{number}: expected [message id, thread id, ISO date with zone], "
+                    f"found: {exc}"
+                ) from None
+            threads.remember(str(message_id), str(thread_id), when)
+            count += 1
+    return count
+
+
+def save_threads(path: Path, threads: ThreadMemory) -> None:
+    """Write the thread memory (one JSON array per line), replacing the file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            for message_id, thread_id, sent_at in threads.entries():
+                out.write(json.dumps([message_id, thread_id, sent_at.isoformat()]) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 async def publish_files(
     paths: Sequence[Path], publisher: EmailPublisher, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Counter[str]:
@@ -209,6 +256,13 @@ def add_email_commands(email: argparse.ArgumentParser, outputs: Outputs) -> None
     imap.add_argument("--poll-seconds", type=float, default=60.0)
     for command in (read, imap):
         command.add_argument("--config", type=Path, help="YAML file of email settings")
+        command.add_argument(
+            "--threads",
+            type=Path,
+            default=None,
+            help="keep the thread memory (for reply latency) in this file between runs "
+            "(imap default: the state file's name + .threads.jsonl)",
+        )
         command.add_argument(
             "--company-domain", action="append", help="repeatable; overrides the config"
         )
@@ -266,6 +320,9 @@ def _run(args: argparse.Namespace, outputs: Outputs) -> int:
     intake, dlq_topic = outputs(args)
     try:
         counts = asyncio.run(_publish(args, settings, imap, intake, dlq_topic))
+    except StateFileError as exc:  # refused before anything was read
+        print(f"warroom email: {exc}", file=sys.stderr)
+        return 2
     except PublishUnavailable as exc:
         print(f"warroom email: stopped, Kafka did not take a batch: {exc}", file=sys.stderr)
         return 3
@@ -305,28 +362,37 @@ async def _publish(
 
     sink = KafkaTouchpointSink(intake)
     letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic)
-    await sink.start()
-    await letters.start()
+    publisher = EmailPublisher(settings, sink, letters)
+    threads_file: Path | None = args.threads
+    if threads_file is None and imap is not None:
+        threads_file = imap.state_file.with_name(imap.state_file.name + ".threads.jsonl")
+    if threads_file is not None:
+        load_threads(threads_file, publisher.threads)
+    state = None if imap is None else ImapState.load(imap.state_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)  # the batch in hand is finished first
+    await sink.start()
     try:
-        publisher = EmailPublisher(settings, sink, letters)
-        if imap is None:
-            for path in args.files:
-                for batch in batches(read_file(path, settings), args.batch_size):
-                    await publisher.publish(batch)
-                    if stop.is_set():
-                        return publisher.counts
-            return publisher.counts
-        state = ImapState.load(imap.state_file)
-        connect = functools.partial(ImaplibMailbox, imap)
-        if args.follow:
-            return await follow(imap, connect, publisher, state, stop)
-        return await read_new(imap, connect, publisher, state, stop)
-    finally:
+        await letters.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, stop.set)  # the batch in hand is finished first
+        try:
+            if imap is None or state is None:
+                for path in args.files:
+                    for batch in batches(read_file(path, settings), args.batch_size):
+                        await publisher.publish(batch)
+                        if stop.is_set():
+                            return publisher.counts
+                return publisher.counts
+            connect = functools.partial(ImaplibMailbox, imap)
+            if args.follow:
+                return await follow(imap, connect, publisher, state, stop)
+            return await read_new(imap, connect, publisher, state, stop)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            if threads_file is not None:
+                save_threads(threads_file, publisher.threads)
+    finally:
         await letters.stop()
         await sink.stop()

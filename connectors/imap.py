@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .email import RAW_HEAD_BYTES, RawEmail
-from .email_service import EmailPublisher, Positioned
+from .email_service import EmailPublisher, Positioned, StateFileError
 from .publisher import PublishUnavailable
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class ImapState:
             for key, value in data["mailboxes"].items():
                 state.cursors[key] = Cursor(int(value["uidvalidity"]), int(value["last_uid"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(
+            raise StateFileError(
                 f"{path}: expected an IMAP state file "
                 '({"version": 1, "mailboxes": {KEY: {"uidvalidity": N, "last_uid": N}}}), '
                 f"found: {exc}"

@@ -35,9 +35,12 @@ from connectors.email import (
 from connectors.email_service import (
     EmailPublisher,
     Positioned,
+    StateFileError,
     load_settings,
+    load_threads,
     publish_files,
     read_file,
+    save_threads,
 )
 from connectors.imap import (
     Cursor,
@@ -760,7 +763,7 @@ async def test_a_message_over_the_size_limit_is_fetched_as_its_head_and_rejected
 def test_a_damaged_state_file_is_refused_saying_what_was_expected(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"version": 1, "mailboxes": {"k": {"uidvalidity": "x"}}}')
-    with pytest.raises(ValueError, match="expected an IMAP state file"):
+    with pytest.raises(StateFileError, match="expected an IMAP state file"):
         ImapState.load(path)
 
 
@@ -957,3 +960,24 @@ def test_separator_dates_of_common_mbox_writers(separator: bytes) -> None:
     data = separator + b"\nFrom: a@acme.cn\n\nbody\n"
     [found] = split_mbox(io.BytesIO(data), 10**6)
     assert found.separator_date == datetime(2025, 7, 14, 1, 0, tzinfo=UTC)
+
+
+async def test_the_thread_memory_can_be_kept_between_runs(tmp_path: Path) -> None:
+    items = mbox_items(raw("thread.mbox"))
+    path = tmp_path / "threads.jsonl"
+    earlier = ThreadMemory(100)
+    convert(items[:3], SETTINGS, earlier, RECEIVED)
+    save_threads(path, earlier)
+    later = ThreadMemory(2)
+    assert load_threads(path, later) == 3 and len(later) == 2  # the oldest is forgotten
+    assert later.entries() == earlier.entries()[1:]
+    [reply] = convert(items[4:], SETTINGS, later, RECEIVED).events
+    assert reply.attributes["reply_latency_seconds"] == 7200.0
+    assert reply.attributes["thread_id"] == "t1@mail.warroom-demo.com"
+
+
+def test_a_damaged_thread_file_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "threads.jsonl"
+    path.write_text('["a@x", "a@x", "2025-07-14T01:00:00+00:00"]\n["b@x", "a@x", "2025-07-14"]\n')
+    with pytest.raises(StateFileError, match=r"threads.jsonl:2: expected \[message id"):
+        load_threads(path, ThreadMemory(9))
