@@ -38,9 +38,12 @@ from schemas.topics import (  # noqa: E402
     INTERVENTIONS,
     MESSAGE_DRAFTS,
     METRICS,
+    MODELS,
     REP_CANDIDATES,
     RULES,
     RULES_ACCEPTED,
+    SCORE_LEADERS,
+    SCORING_EXAMPLES,
     TAILABLE,
     TIMERS,
     TOUCHPOINTS,
@@ -128,6 +131,7 @@ def components(layout: Layout) -> tuple[Component, ...]:
                 FEEDBACK,
                 RULES,
                 RULES_ACCEPTED,
+                MODELS,
             ),
             writes=(
                 INTERVENTIONS,
@@ -138,6 +142,8 @@ def components(layout: Layout) -> tuple[Component, ...]:
                 TIMERS,
                 METRICS,
                 RULES_ACCEPTED,
+                SCORING_EXAMPLES,
+                SCORE_LEADERS,
             ),
             extra=(
                 # Table changelogs and Faust's leader topic are named <app_id>-...
