@@ -84,7 +84,7 @@ async def read_mailbox(settings: Settings, imap: ImapSettings) -> dict[str, int]
     await sink.start()
     await letters.start()
     try:
-        publisher = EmailPublisher(EmailSettings(), sink, letters)
+        publisher = EmailPublisher(EmailSettings(max_message_bytes=100_000), sink, letters)
         state = ImapState.load(imap.state_file)
         counts = await read_new(imap, lambda: ImaplibMailbox(imap), publisher, state)
     finally:
@@ -106,6 +106,8 @@ async def test_mail_appended_over_imap_reaches_the_worker_once_even_when_read_tw
         sent = now - timedelta(minutes=10 - number)
         client.append("INBOX", None, None, message(number, domain, sent))
     client.append("INBOX", None, None, message(4, domain, now, From=""))  # no sender
+    big = message(5, domain, now).replace(b"Hello,", b"Hello, " + b"x" * 120_000)
+    client.append("INBOX", None, None, big)  # over the limit: only its head is fetched
     client.logout()
 
     imap = ImapSettings(
@@ -118,7 +120,13 @@ async def test_mail_appended_over_imap_reaches_the_worker_once_even_when_read_tw
         fetch_batch=2,
     )
     first = await read_mailbox(settings, imap)
-    assert first == {"read": 4, "touchpoints": 3, "missing_sender": 1, "internal": 0}
+    assert first == {
+        "read": 5,
+        "touchpoints": 3,
+        "missing_sender": 1,
+        "too_large": 1,
+        "internal": 0,
+    }
     assert await read_mailbox(settings, imap) == {}  # resumed after the last UID: nothing
 
     def for_customer(found: list[Any]) -> bool:
@@ -130,12 +138,15 @@ async def test_mail_appended_over_imap_reaches_the_worker_once_even_when_read_tw
     assert command.rule_id == "builtin.unanswered-outbound"
     assert command.rep_id == "ana.li@warroom-demo.com"
     assert command.explanation.triggering_event_ids == [event_id(n, domain) for n in (1, 2, 3)]
-    [letter] = await read_topic(settings, "dlq", bool, decode_dead_letter, worker)
-    assert (letter.source_topic, letter.offset, letter.reason) == (
-        f"imap:{imap_server.host}/INBOX",
-        4,
-        "missing_sender",
-    )
+    letters = await read_topic(settings, "dlq", lambda f: len(f) >= 2, decode_dead_letter, worker)
+    source = f"imap:{imap_server.host}/INBOX"
+    assert sorted((x.source_topic, x.offset, x.reason) for x in letters) == [
+        (source, 4, "missing_sender"),
+        (source, 5, "too_large"),
+    ]
+    too_large = next(x for x in letters if x.reason == "too_large")
+    assert big.startswith(too_large.raw_value) and len(too_large.raw_value) == 65_536
+    assert too_large.detail == f"uid 5: expected at most 100000 bytes, found {len(big)}"
 
     # The state file is lost: the whole mailbox is read and published again.
     imap.state_file.unlink()
