@@ -554,7 +554,6 @@ def parse_email(
             Reason.NOT_EMAIL, "expected RFC 5322 header lines (Name: value), found none"
         )
     ratio = settings.max_bad_byte_ratio
-    body_charset = _body_charset(message)
     notes: list[str] = []
 
     def header(name: str) -> str:
@@ -562,7 +561,8 @@ def parse_email(
         if value is None:
             return ""
         try:
-            decoded = decode_header_value(value, ratio, hint=body_charset)
+            hint = None if value.isascii() else _body_charset(message)  # only for raw 8-bit
+            decoded = decode_header_value(value, ratio, hint=hint)
         except BadCharset as exc:
             raise RejectedEmail(Reason.BAD_CHARSET, f"header {name.title()}: {exc}") from None
         if decoded.note:
