@@ -162,6 +162,15 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="post the built-in demo conversation")
     demo.add_argument("--url", default="http://127.0.0.1:8080")
+    demo.add_argument(
+        "--gate", default=None, help="also ask the compliance gate at this URL about two drafts"
+    )
+    demo.add_argument(
+        "--files",
+        type=Path,
+        default=None,
+        help="also write sample files for the usage, POS, email and meeting connectors here",
+    )
     demo.set_defaults(run=_demo)
     return parser
 
@@ -384,9 +393,19 @@ def _audit_export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from connectors.demo import post_demo
+    import uuid
+    from datetime import UTC, datetime
 
-    return asyncio.run(post_demo(args.url))
+    from connectors.demo import post_demo, post_drafts, write_sample_files
+
+    status = asyncio.run(post_demo(args.url))
+    if status == 0 and args.gate:
+        status = asyncio.run(post_drafts(args.gate))
+    if status == 0 and args.files is not None:
+        run = uuid.uuid4().hex[:6]
+        for source, path in write_sample_files(args.files, datetime.now(UTC), run).items():
+            print(f"demo: wrote the {source} sample to {path}", flush=True)
+    return status
 
 
 def _add_mapping_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

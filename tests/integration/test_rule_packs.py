@@ -76,9 +76,15 @@ SCENARIOS = [
     tp("deal-1", 1, "stage_changed", 20 * d, channel=Channel.CRM, stage="proposal"),
     tp("deal-2", 1, "stage_changed", 20 * d, channel=Channel.CRM, stage="proposal"),
     tp("deal-2", 2, "email_received", 10 * d, "inbound", Channel.EMAIL),
+    # meeting-coaching: the rep talked through the meeting, and a near miss.
+    tp("meet-1", 1, "meeting_held", 2 * h, channel=Channel.MEETING, rep_talk_share=0.72,
+       rep_questions=1),
+    tp("meet-2", 1, "meeting_held", 2 * h, channel=Channel.MEETING, rep_talk_share=0.72,
+       rep_questions=5),
 ]  # fmt: skip
 
 EXPECTED = {
+    ("meet-1", "meeting.rep-talked-through", ("meet-1-1",)),
     ("trial-1", "trial.api-video-then-sandbox-error", ("trial-1-1", "trial-1-2")),
     ("buyer-1", "outbound.three-unanswered", ("buyer-1-1", "buyer-1-2", "buyer-1-3")),
     ("buyer-1", "builtin.unanswered-outbound", ("buyer-1-1", "buyer-1-2", "buyer-1-3")),
@@ -93,6 +99,7 @@ async def test_every_shipped_pack_raises_exactly_its_interventions(
 ) -> None:
     assert [p.name for p in PACKS] == [
         "email-follow-up.yaml",
+        "meeting-coaching.yaml",
         "new-lead-no-contact.yaml",
         "refill-due.yaml",
         "saas-trial-health.yaml",

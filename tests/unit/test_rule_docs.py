@@ -38,6 +38,7 @@ DOC = ROOT / "docs" / "rules.md"
 EXAMPLES = ROOT / "rules" / "examples"
 PACKS = (
     "email-follow-up.yaml",
+    "meeting-coaching.yaml",
     "new-lead-no-contact.yaml",
     "refill-due.yaml",
     "saas-trial-health.yaml",
@@ -129,7 +130,7 @@ def test_every_bundle_marked_invalid_is_refused_as_printed(example: DocBundle) -
 # --- the packs --------------------------------------------------------------------------
 
 
-def test_the_five_packs_are_there() -> None:
+def test_the_shipped_packs_are_there() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(PACKS)
 
 
