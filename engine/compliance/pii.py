@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import calendar
 import re
+import unicodedata
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate
+
+from .normalise import HOMOGLYPHS
 
 RESIDENT_ID = "resident_id"
 MOBILE = "mobile"
@@ -46,34 +49,62 @@ _PROVINCES = frozenset(
      50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91)
 )  # fmt: skip
 
-_ASCII_VIEW = (
-    {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
-    | {
-        0x3000: " ",
-        0x200B: " ",
-        0x200C: " ",
-        0x200D: " ",
-        0x2060: " ",
-        0xFEFF: " ",
-        0x00A0: " ",
-        0x2010: "-",
-        0x2011: "-",
-        0x2012: "-",
-        0x2013: "-",
-        0x2014: "-",
-        0x2212: "-",
-    }
-    | {ord(numeral): str(value) for value, numeral in enumerate("〇一二三四五六七八九")}
-    | {
-        ord("零"): "0",
-        ord("幺"): "1",
-    }
-)
-"""Full-width forms to ASCII, Chinese numerals to digits and invisible characters to
-spaces, one character for one, so positions in the view are positions in the text."""
+_CHINESE_DIGITS = {numeral: str(value) for value, numeral in enumerate("〇一二三四五六七八九")} | {
+    "零": "0",
+    "幺": "1",
+}
+_INVISIBLE = "\x00"
+"""What an invisible character becomes in the view: skipped inside an email, a separator
+between digits."""
 
-_NUMBER = re.compile(r"[0-9](?:[ \t\n\-.()]{0,2}[0-9])*(?:[ \-]?[xX](?![A-Za-z0-9]))?")
-_CHUNK = re.compile(r"[0-9]+[xX]?|[xX]")
+
+def _view_of(ch: str) -> str:
+    """One character of the view: digits of any script and Chinese numerals as ASCII
+    digits, compatibility forms (full-width, mathematical, circled) and Cyrillic or Greek
+    look-alikes as the ASCII character, invisible characters as NUL; one for one."""
+    if ch.isascii():
+        return ch
+    digit = unicodedata.decimal(ch, None)
+    if digit is not None:
+        return str(digit)
+    if ch in _CHINESE_DIGITS:
+        return _CHINESE_DIGITS[ch]
+    category = unicodedata.category(ch)
+    if category in ("Cf", "Mn", "Me") or ch in "\u115f\u1160\u3164\uffa0\u2800\u180e":
+        return _INVISIBLE
+    if category.startswith("Z"):
+        return " "
+    if category == "Pd":
+        return "-"
+    compatible = unicodedata.normalize("NFKC", ch)
+    if len(compatible) == 1 and compatible.isascii():
+        return compatible
+    lowered = ch.casefold()
+    look_alike = HOMOGLYPHS.get(lowered, "") if len(lowered) == 1 else ""
+    if len(look_alike) == 1:
+        return look_alike.upper() if ch != lowered else look_alike
+    return ch
+
+
+class _View(dict[int, str]):
+    def __missing__(self, code: int) -> str:
+        viewed = _view_of(chr(code))
+        if len(self) < 100_000:
+            self[code] = viewed
+        return viewed
+
+
+_VIEW = _View()
+
+_DIGIT_LETTERS = {"O": "0", "o": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8",
+                  "Z": "2", "z": "2", "б": "6"}  # fmt: skip
+"""Letters written for digits, read as digits only inside a number."""
+_NUMBER = re.compile(
+    r"[0-9OoIlSBZzб|](?:[ \t\n\-.()/*_~\x00]{0,3}[0-9OoIlSBZzб|])*(?:[ \-]?[xX](?![A-Za-z0-9]))?"
+)
+_NUMBER_DIGITS_MIN = 7
+"""Real digits a number must hold before letters in it are read as digits."""
+_CHUNK = re.compile(r"[0-9OoIlSBZzб|]+[xX]?|[xX]")
 _CARD_WORDS = re.compile(r"卡|card|account|acct|a/c|账号|账户|帐号|帐户", re.IGNORECASE)
 _CARD_CONTEXT = 20
 """Characters before a Luhn-valid number searched for a card word."""
@@ -165,21 +196,28 @@ def _card_scheme(digits: str) -> bool:
 
 def find_personal_data(text: str) -> tuple[PersonalData, ...]:
     """Every piece of personal data in ``text``, in order of position."""
-    view = text.translate(_ASCII_VIEW)
+    view = text.translate(_VIEW)
     found: list[PersonalData] = []
     for number in _NUMBER.finditer(view):
-        found.extend(_numbers(view, number.start(), number.group()))
+        group = number.group()
+        if sum(ch.isdigit() for ch in group) >= _NUMBER_DIGITS_MIN:
+            found.extend(_numbers(view, number.start(), group))
     lowered = view.lower()
     if "@" in view or "at" in lowered:
-        found.extend(_emails(view))
-    if " at " in lowered and " dot " in lowered:
-        found.extend(_spelt_emails(view, found))
+        visible, origin = _without_invisible(view)
+        emails = list(_emails(visible))
+        if " at " in lowered and " dot " in lowered:
+            emails.extend(_spelt_emails(visible, emails))
+        found.extend(_moved(item, origin) for item in emails)
     found.sort(key=lambda item: item.start)
     return tuple(found)
 
 
 def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
-    chunks = [(offset + c.start(), c.group()) for c in _CHUNK.finditer(group)]
+    chunks = [
+        (offset + c.start(), "".join(_DIGIT_LETTERS.get(ch, ch) for ch in c.group()))
+        for c in _CHUNK.finditer(group)
+    ]
     index = 0
     while index < len(chunks):
         best: tuple[int, int, str, str] | None = None  # (rank, last chunk, detector, value)
@@ -246,15 +284,34 @@ def _card_grouping(sizes: list[int]) -> bool:
     )
 
 
+def _without_invisible(view: str) -> tuple[str, list[int]]:
+    """``view`` without its invisible characters, and where each character was."""
+    if _INVISIBLE not in view:
+        return view, list(range(len(view)))
+    origin = [p for p, ch in enumerate(view) if ch != _INVISIBLE]
+    return view.replace(_INVISIBLE, ""), origin
+
+
+def _moved(item: PersonalData, origin: list[int]) -> PersonalData:
+    """``item`` found in a view without invisible characters, placed in the text."""
+    return PersonalData(
+        item.detector,
+        origin[item.start],
+        origin[item.end - 1] + 1,
+        item.value,
+        tuple(origin[p] for p in item.hidden),
+        item.reportable,
+    )
+
+
 def _emails(view: str) -> Iterable[PersonalData]:
     last_end = 0
     for at in _AT.finditer(view):
         if at.start() < last_end:
             continue
         left = at.start()
-        if at.group() != "@":
-            while left > 0 and view[left - 1] in " \t" and at.start() - left < 3:
-                left -= 1
+        while left > 0 and view[left - 1] in " \t" and at.start() - left < 2:
+            left -= 1
         start = left
         while start > 0 and view[start - 1] in _LOCAL and left - start < _LOCAL_MAX:
             start -= 1
@@ -263,9 +320,8 @@ def _emails(view: str) -> Iterable[PersonalData]:
         if start == left:
             continue
         right = at.end()
-        if at.group() != "@":
-            while right < len(view) and view[right] in " \t" and right - at.end() < 3:
-                right += 1
+        while right < len(view) and view[right] in " \t" and right - at.end() < 2:
+            right += 1
         domain = _DOMAIN.match(view[right : right + _DOMAIN_MAX])
         if domain is None:
             continue
@@ -316,7 +372,7 @@ def mask(text: str, found: Iterable[PersonalData]) -> str:
 def contact_key(contact: str) -> str:
     """A contact detail as :class:`PersonalData` ``value`` would read it: an email in lower
     case, a phone number as its 11-digit national number, anything else as its digits."""
-    view = contact.translate(_ASCII_VIEW).strip()
+    view = contact.translate(_VIEW).replace(_INVISIBLE, "").strip()
     if "@" in view:
         return view.lower()
     digits = "".join(ch for ch in view if ch.isdigit() or ch in "xX").upper()

@@ -191,3 +191,39 @@ def test_role_mailboxes_are_not_reported(address: str) -> None:
     assert item.detector == "email" and not item.reportable
     [person] = find_personal_data("write to li.na@vendor.example")
     assert person.reportable
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "𝟏𝟑𝟖𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖",  # mathematical digits
+        "١٣٨١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+        "138/1234/5678",
+        "138*1234*5678",
+        "138_1234_5678",
+        "1 3 8   1 2 3 4   5 6 7 8",
+        "l38l2345678",  # letters for digits
+        "I38-I234-S678",
+        "13812345б78",  # Cyrillic б for 6
+    ],
+)
+def test_mobile_numbers_in_disguise(text: str) -> None:
+    assert [d for d, _ in found(f"号码 {text} 谢谢")] == ["mobile"]
+
+
+def test_letters_are_read_as_digits_only_inside_a_number() -> None:
+    assert found("lOl ISO 9001 certified") == []
+    assert found("Bob's order") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "email"),
+    [
+        ("zhang\u200b.san@example.com", "zhang\u200b.san@example.com"),
+        ("zhang.san@ехample.com", "zhang.san@ехample.com"),  # Cyrillic е and х
+        ("zhang.san @ example.com", "zhang.san @ example.com"),
+        ("ＺＨＡＮＧ＠ＥＸＡＭＰＬＥ．ＣＯＭ", "ＺＨＡＮＧ＠ＥＸＡＭＰＬＥ．ＣＯＭ"),
+    ],
+)
+def test_emails_in_disguise(text: str, email: str) -> None:
+    assert found(f"mail {text} now") == [("email", email)]
