@@ -50,6 +50,7 @@ from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
 from .rules_feed import follow_rules
 from .scoring import Scoring
+from .scoring_learner import follow_models, run_learner
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
 from .timers import Expiry, Schedule, run_scheduler
@@ -122,11 +123,13 @@ def create_app(settings: Settings) -> Warroom:
         audit_heads=_store(rocks, heads, int, head_codec),
         bundle_decisions=BundleDecisions(),
         scoring=scoring,
+        models_loaded=asyncio.Event(),
         rules_loaded=asyncio.Event(),
     )
     rules_loaded = warroom.rules_loaded
 
     async def touchpoint_agent(stream: StreamT[bytes]) -> None:
+        await warroom.models_loaded.wait()
         await run_agent(warroom, stream, rules_loaded)
 
     app.agent(touchpoints, name="warroom.touchpoints")(touchpoint_agent)
@@ -260,7 +263,15 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
             if warroom.generation() is not None:
                 warroom.update_lag()
 
+    async def models() -> None:
+        await follow_models(settings, warroom.scoring, warroom.metrics, warroom.models_loaded)
+
+    async def learner() -> None:
+        await run_learner(settings, rulebook, warroom.learns, warroom.metrics, rules_loaded)
+
     app.task(rules)
+    app.task(models)
+    app.task(learner)
     app.task(lag)
     app.agent(feedback, name="warroom.feedback")(count_feedback)
     app.task(analytics)

@@ -193,6 +193,9 @@ async def _finish_slice(
     warroom.analytics.record_verdicts(v for _, v in result.verdicts)
     warroom.analytics.record_consents(c for _, c, applied in result.consent_changes if applied)
     _observe(warroom.metrics, result, events, started, direct)
+    predicted = warroom.scoring.take_predictions()
+    if predicted:
+        warroom.metrics.predictions.inc(predicted)
     for event in events:
         message = event.message
         warroom.progress[(message.topic, message.partition)] = message.offset + 1
@@ -327,6 +330,8 @@ def _observe(
         metrics.consents.labels(
             purpose if applied else "(stale)", "granted" if change.granted else "revoked"
         ).inc()
+    for _, example in result.examples:
+        metrics.examples_written.labels(example.score).inc()
     if result.trimmed_entries:
         metrics.trimmed.labels("window_entries").inc(result.trimmed_entries)
     if result.trimmed_memories:

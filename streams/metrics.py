@@ -30,6 +30,15 @@ class WorkerMetrics:
     lag: Gauge
     """Records not yet processed per assigned partition (what `kafka_consumergroup_lag`
     reports from outside, measured here from the fetcher's high watermark)."""
+    predictions: Counter
+    examples_written: Counter
+    examples_learnt: Counter
+    model_version: Gauge
+    models_published: Counter
+    model_records_refused: Counter
+    score_drifts: Counter
+    score_drifted: Gauge
+    score_quality: Gauge
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -129,6 +138,59 @@ class WorkerMetrics:
                 "Records behind the end of each assigned input partition (high watermark "
                 "minus the next offset to process), by topic and partition.",
                 ["topic", "partition"],
+                registry=registry,
+            ),
+            predictions=Counter(
+                "warroom_score_predictions",
+                "Scores predicted (a touchpoint whose features or model moved).",
+                registry=registry,
+            ),
+            examples_written=Counter(
+                "warroom_scoring_examples",
+                "Labelled examples written to scoring-examples, by score.",
+                ["score"],
+                registry=registry,
+            ),
+            examples_learnt=Counter(
+                "warroom_scoring_examples_learnt",
+                "Examples the learner folded into a model (only on the worker that learns).",
+                registry=registry,
+            ),
+            model_version=Gauge(
+                "warroom_score_model_version",
+                "The model version this worker predicts with, by score.",
+                ["score"],
+                registry=registry,
+            ),
+            models_published=Counter(
+                "warroom_score_models_published",
+                "Model versions the learner published to the models topic, by score.",
+                ["score"],
+                registry=registry,
+            ),
+            model_records_refused=Counter(
+                "warroom_score_model_records_refused",
+                "Records of the models topic that could not be used (the model in use was kept).",
+                registry=registry,
+            ),
+            score_drifts=Counter(
+                "warroom_score_drifts",
+                "Drifts of a champion's error stream (ADWIN, error rising), by score.",
+                ["score"],
+                registry=registry,
+            ),
+            score_drifted=Gauge(
+                "warroom_score_drifted",
+                "1 when the examples learnt before the latest published model showed a drift "
+                "(the champion got worse), 0 otherwise, by score.",
+                ["score"],
+                registry=registry,
+            ),
+            score_quality=Gauge(
+                "warroom_score_quality",
+                "Progressive validation at the latest published model, by score, model "
+                "(champion, challenger) and measure (log_loss, auc).",
+                ["score", "model", "measure"],
                 registry=registry,
             ),
             batch_duration=Histogram(

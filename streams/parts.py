@@ -53,6 +53,9 @@ class Warroom:
     bundle_decisions: BundleDecisions
     scoring: Scoring
     """The models this worker predicts with (streams.scoring)."""
+    models_loaded: asyncio.Event
+    """Set once the models topic has been read to where it ended at start (touchpoints
+    wait for it, so a restarted worker predicts with the version it had)."""
     rules_loaded: asyncio.Event
     """Set once every bundle on the rules topics has been read (touchpoints wait for it)."""
     progress: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -77,6 +80,8 @@ class Warroom:
         problems = []
         if not self.rules_loaded.is_set():
             problems.append("rule bundles are still being read from the rules topics")
+        if not self.models_loaded.is_set():
+            problems.append("score models are still being read from the models topic")
         if app.rebalancing:
             problems.append("the consumer group is rebalancing")
         if app.in_recovery:
@@ -100,6 +105,11 @@ class Warroom:
                 del self.progress[key]
                 with contextlib.suppress(KeyError):
                     gauge.remove(key[0], str(key[1]))
+
+    def learns(self) -> bool:
+        """Whether this worker is the learner: it owns partition 0 of the touchpoints
+        topic and is not rebalancing (streams.scoring_learner)."""
+        return self.generation() is not None and 0 in self.assignment()
 
     def assignment(self) -> frozenset[int]:
         """Partitions of the touchpoints topic this worker owns right now."""

@@ -301,6 +301,11 @@ class Scoring:
             del scores[name]  # a score no running bundle declares any more
         return replace(state, feature_memory=memory, snapshots=snapshots, scores=scores)
 
+    def take_predictions(self) -> int:
+        """Predictions made since the last call."""
+        made, self.predictions = self.predictions, 0
+        return made
+
     def take(self) -> list[Example]:
         out, self.pending = self.pending, []
         return out
