@@ -522,16 +522,22 @@ def _nearby(
         if span is not None:
             found = text.text[span[0] : span[1]]
         if found is None and near.patterns:
-            literal, origin = text.literal(lo, hi)
-            for pattern in near.patterns:
-                match = pattern.search(literal)
-                if match is not None:
-                    found = text.text[origin[match.start()] : origin[match.end() - 1] + 1]
-                    break
+            found = _pattern_near(near.patterns, text, lo, hi)
         if found is None:
             return None
         notes.append(f"with {found!r} within {near.within} characters")
     return notes
+
+
+def _pattern_near(patterns: tuple[Any, ...], text: Normalised, lo: int, hi: int) -> str | None:
+    """The original text of the first match of ``patterns`` in the literal view of
+    positions lo:hi, else in its compact view (separators inserted in a date are gone)."""
+    for view, origin in (text.literal(lo, hi), text.compact(lo, hi)):
+        for pattern in patterns:
+            match = pattern.search(view)
+            if match is not None and match.end() > match.start():
+                return text.text[origin[match.start()] : origin[match.end() - 1] + 1]
+    return None
 
 
 def _without_overlaps(candidates: list[tuple[Finding, int]]) -> list[Finding]:

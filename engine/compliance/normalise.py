@@ -62,6 +62,9 @@ class CharInfo:
     """What the character contributes to the matching view ('' unless a WORD)."""
     literal: str
     """What it contributes to the literal view."""
+    compact: str
+    """What it contributes to the compact view: the matching view's reading without the
+    stand-ins (digits and ``l`` stay, ``@`` and ``$`` go)."""
     letter: bool
     """An alphabetic character that is not CJK: it joins an English word to its
     neighbours, so a term cannot start or end next to it."""
@@ -160,20 +163,21 @@ def describe(ch: str) -> CharInfo:
     """How one character of a draft is normalised (uncached; see :func:`info`)."""
     category = unicodedata.category(ch)
     if ch in _INVISIBLE_EXTRA or category in _DROPPED_CATEGORIES:
-        return CharInfo(Kind.INVISIBLE, "", "", False, False)
+        return CharInfo(Kind.INVISIBLE, "", "", "", False, False)
     if category == "Cc" and ch not in "\t\n\r\x0b\x0c\x85":
-        return CharInfo(Kind.INVISIBLE, "", "", False, False)
+        return CharInfo(Kind.INVISIBLE, "", "", "", False, False)
     literal = _literal(ch)
     if ch in _NEWLINES:
-        return CharInfo(Kind.NEWLINE, "", "\n", False, False)
+        return CharInfo(Kind.NEWLINE, "", "\n", "", False, False)
     if ch in _BREAKS:
-        return CharInfo(Kind.BREAK, "", literal, False, False)
+        return CharInfo(Kind.BREAK, "", literal, "", False, False)
     if ch in _STOPS:
-        return CharInfo(Kind.STOP, "", literal, False, False)
+        return CharInfo(Kind.STOP, "", literal, "", False, False)
     if category.startswith("Z") or ch in "\t\r":
-        return CharInfo(Kind.SPACE, "", " ", False, False)
+        return CharInfo(Kind.SPACE, "", " ", "", False, False)
     t2s = traditional_to_simplified()
     folded: list[str] = []
+    compact: list[str] = []
     decomposed = unicodedata.normalize("NFKD", ch)
     for part in decomposed:
         if unicodedata.category(part) in _DROPPED_CATEGORIES:
@@ -187,11 +191,13 @@ def describe(ch: str) -> CharInfo:
                     folded.append(stand_in)
                 elif letter.isalnum():
                     folded.append(letter)
+                if letter.isalnum():
+                    compact.append(letter)
     text = "".join(folded)
     if not text:
-        return CharInfo(Kind.SEPARATOR, "", literal, False, False)
+        return CharInfo(Kind.SEPARATOR, "", literal, "", False, False)
     cjk = _is_cjk(text[0])
-    return CharInfo(Kind.WORD, text, literal, ch.isalpha() and not cjk, cjk)
+    return CharInfo(Kind.WORD, text, literal, "".join(compact), ch.isalpha() and not cjk, cjk)
 
 
 def _literal(ch: str) -> str:
@@ -236,6 +242,7 @@ class _Lengths(dict[int, str]):
 _INFO = _Table()
 _FOLDED = _Projection("folded")
 _LITERAL = _Projection("literal")
+_COMPACT = _Projection("compact")
 _LENGTHS = _Lengths()
 
 
@@ -339,11 +346,20 @@ class Normalised:
     def literal(self, start: int = 0, end: int | None = None) -> tuple[str, list[int]]:
         """The literal view of original positions start:end and, for each of its
         characters, the original position it came from."""
-        first = max(0, start)
-        window = self.text[first:end]
-        parts = [_LITERAL[ord(ch)] for ch in window]
-        origin = [first + p for p, part in enumerate(parts) for _ in part]
-        return "".join(parts), origin
+        return _window(self.text, _LITERAL, start, end)
+
+    def compact(self, start: int = 0, end: int | None = None) -> tuple[str, list[int]]:
+        """The compact view of original positions start:end (the matching view without
+        digit and symbol stand-ins: "3 月 5 日" reads "3月5日", "M a r c h" reads "march"),
+        and for each of its characters the original position it came from."""
+        return _window(self.source, _COMPACT, start, end)
+
+
+def _window(text: str, table: _Projection, start: int, end: int | None) -> tuple[str, list[int]]:
+    first = max(0, start)
+    parts = [table[ord(ch)] for ch in text[first:end]]
+    origin = [first + p for p, part in enumerate(parts) for _ in part]
+    return "".join(parts), origin
 
 
 def _one_segment(text: str, first: int, last: int) -> bool:

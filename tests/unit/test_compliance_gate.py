@@ -401,3 +401,23 @@ policy:
     assert judge([policy], draft("we guarantee a return")).verdict is Verdict.CONFIRM
     assert judge([policy], draft("we guarantee a yield")).verdict is Verdict.CONFIRM
     assert judge([policy], draft("we guarantee 8%")).verdict is Verdict.ALLOW
+
+
+@pytest.mark.parametrize(
+    "text", ["3 月 5 日发货", "3-月-5-日发货", "３月\u200b５日发货", "on 1 2 M a r c h we deliver"]
+)
+def test_patterns_see_through_separators_inserted_in_a_date(text: str) -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  categories:
+    - id: delivery
+      tier: remind
+      terms: [发货, deliver]
+      near: [{within: 20, patterns: ['\\d{1,2}月\\d{1,2}日', '\\d{1,2}(?:jan|feb|mar)']}]
+"""
+    ).policy
+    assert policy is not None
+    assert judge([policy], draft(text)).verdict is Verdict.REMIND
