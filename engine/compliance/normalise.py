@@ -93,10 +93,13 @@ STAND_INS: dict[str, str] = {
     "@": "a",
     "$": "s",
     "l": "i",
+    "零": "o",
+    "〇": "o",
 }
-"""Digits and symbols written in place of letters, and ``l`` folded with ``i`` (the digit
-1 stands for either). Applied to terms and drafts alike; ``@`` and ``$`` between two CJK
-characters are taken for separators instead."""
+"""Digits and symbols written in place of letters, ``l`` folded with ``i`` (the digit 1
+stands for either), and the Chinese zero with the digit (0风险 reads as 零风险). Applied
+to terms and drafts alike; ``@`` and ``$`` between two CJK characters are taken for
+separators instead."""
 
 _CJK_CLASS = (
     "\u2e80-\u2fff\u3040-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -129,6 +132,15 @@ HOMOGLYPHS: dict[str, str] = {
     "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q",
 }  # fmt: skip
 """Letters of other scripts that look like a Latin letter, after case folding."""
+
+CAPITAL_HOMOGLYPHS: dict[str, str] = {
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+    "С": "C", "Т": "T", "Х": "X", "У": "Y", "Ѕ": "S", "І": "I", "Ј": "J",
+}  # fmt: skip
+"""Greek and Cyrillic capitals that look like a Latin capital, read before case folding
+(Greek Η looks like H, its small letter η like n)."""
 
 
 @cache
@@ -182,7 +194,7 @@ def describe(ch: str) -> CharInfo:
     for part in decomposed:
         if unicodedata.category(part) in _DROPPED_CATEGORIES:
             continue
-        for lowered in part.casefold():
+        for lowered in CAPITAL_HOMOGLYPHS.get(part, part).casefold():
             simplified = t2s.get(lowered, lowered)
             mapped = HOMOGLYPHS.get(simplified, simplified)
             for letter in mapped:

@@ -131,3 +131,13 @@ def test_more_digit_stand_ins(written: str, reads: str) -> None:
 @pytest.mark.parametrize("written", ["ɢᴜᴀʀᴀɴᴛᴇᴇᴅ", "gսaranteed", "ɡʋɑrɑntɛɛd"])
 def test_small_capitals_and_other_latin_look_alikes(written: str) -> None:
     assert Normalised(written).folded == fold("guaranteed")
+
+
+@pytest.mark.parametrize("written", ["0风险", "O风险", "〇风险", "零風險"])
+def test_zero_written_as_a_digit_or_letter_in_chinese(written: str) -> None:
+    assert Normalised(written).folded == fold("零风险")
+
+
+def test_capital_greek_and_cyrillic_look_alikes_read_as_the_capital_they_imitate() -> None:
+    assert Normalised("ΗΙGΗ ΥΙΕLD").folded == fold("high yield")  # Greek Η, Ι, Υ, Ε
+    assert Normalised("НIGН").folded == fold("high")  # Cyrillic Н
