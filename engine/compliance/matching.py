@@ -336,6 +336,7 @@ def _term_findings(
     )
     near_hits = _NearHits(text, by_role.get(Role.NEAR, []))
     negated = {id(hit): word for hit in terms if (word := negators.word(hit)) is not None}
+    negators.carry(sorted(terms, key=lambda h: (h.start, h.end)), negated)
     negated_spans = _Spans([hit for hit in terms if id(hit) in negated], reach)
     candidates: list[tuple[Finding, int]] = []
     for hit in terms:
@@ -473,6 +474,25 @@ class _Negators:
             ) <= negation.after_window and text.one_segment(hit.start, word.end):
                 return text.text[slice(*text.span(word.start, word.end))]
         return None
+
+    def carry(self, terms: list[_Hit], negated: dict[int, str]) -> None:
+        """A negation carries over to a term that follows a negated term closely, in the
+        same sentence: "nobody can guarantee an 8% return", "不能保证一定高收益"."""
+        window = self.negation.before_window
+        ends: list[tuple[int, int, int]] = []  # (end, start, index in terms) of negated ones
+        for index, hit in enumerate(terms):
+            if id(hit) in negated:
+                insort(ends, (hit.end, hit.start, index))
+                continue
+            position = bisect_right(ends, (hit.start, hit.start, len(terms))) - 1
+            if position < 0:
+                continue
+            end, start, negated_index = ends[position]
+            if self.text.words_between(end, hit.start, window) <= window and (
+                self.text.one_segment(start, hit.end)
+            ):
+                negated[id(hit)] = negated[id(terms[negated_index])]
+                insort(ends, (hit.end, hit.start, index))
 
 
 class _NearHits:

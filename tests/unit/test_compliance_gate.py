@@ -421,3 +421,23 @@ policy:
     ).policy
     assert policy is not None
     assert judge([policy], draft(text)).verdict is Verdict.REMIND
+
+
+def test_a_negation_carries_over_to_the_promise_that_follows_its_term() -> None:
+    policy = load_bundle(
+        """\
+bundle: p
+version: 1
+policy:
+  negation:
+    before: {window: 2, words: [nobody, 不]}
+  categories:
+    - id: returns
+      tier: confirm
+      terms: [guarantee, 8% return, 保证, 高收益]
+"""
+    ).policy
+    assert policy is not None
+    assert judge([policy], draft("Nobody can guarantee an 8% return.")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("不能保证一定高收益")).verdict is Verdict.ALLOW
+    assert judge([policy], draft("Nobody can guarantee it. 8% return!")).verdict is Verdict.CONFIRM
