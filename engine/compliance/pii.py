@@ -76,6 +76,8 @@ def _view_of(ch: str) -> str:
         return " "
     if category == "Pd":
         return "-"
+    if ch in "。｡．":
+        return "."
     compatible = unicodedata.normalize("NFKC", ch)
     if len(compatible) == 1 and compatible.isascii():
         return compatible
@@ -96,15 +98,16 @@ class _View(dict[int, str]):
 
 _VIEW = _View()
 
-_DIGIT_LETTERS = {"O": "0", "o": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8",
-                  "Z": "2", "z": "2", "б": "6"}  # fmt: skip
+_DIGIT_LETTERS = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "B": "8", "Z": "2",
+                  "z": "2", "б": "6"}  # fmt: skip
 """Letters written for digits, read as digits only inside a number."""
 _NUMBER = re.compile(
-    r"[0-9OoIlSBZzб|](?:[ \t\n\-.()/*_~\x00]{0,3}[0-9OoIlSBZzб|])*(?:[ \-]?[xX](?![A-Za-z0-9]))?"
+    r"[0-9OoIlSBZzб](?:[ \t\n\-.,()/*_~|·•\x00]{0,3}[0-9OoIlSBZzб])*"
+    r"(?:[ \-.\x00]{0,2}[xX](?![A-Za-z0-9]))?"
 )
 _NUMBER_DIGITS_MIN = 7
 """Real digits a number must hold before letters in it are read as digits."""
-_CHUNK = re.compile(r"[0-9OoIlSBZzб|]+[xX]?|[xX]")
+_CHUNK = re.compile(r"[0-9OoIlSBZzб]+[xX]?|[xX]")
 _CARD_WORDS = re.compile(r"卡|card|account|acct|a/c|账号|账户|帐号|帐户", re.IGNORECASE)
 _CARD_CONTEXT = 20
 """Characters before a Luhn-valid number searched for a card word."""

@@ -227,3 +227,18 @@ def test_letters_are_read_as_digits_only_inside_a_number() -> None:
 )
 def test_emails_in_disguise(text: str, email: str) -> None:
     assert found(f"mail {text} now") == [("email", email)]
+
+
+@pytest.mark.parametrize(
+    ("text", "detector"),
+    [
+        ("138|1234|5678", "mobile"),
+        ("138·1234·5678", "mobile"),
+        ("138，1234，5678", "mobile"),
+        ("11010519491231002\u200bX", "resident_id"),
+        ("1101051949123l002X", "resident_id"),
+        ("zhang@example。com", "email"),
+    ],
+)
+def test_more_disguises(text: str, detector: str) -> None:
+    assert [d for d, _ in found(f"看看 {text} 吧")] == [detector]
