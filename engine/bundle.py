@@ -164,6 +164,9 @@ class RuleBundle:
     """The scores of the bundle's ``scoring:`` section (docs/scoring.md)."""
     policy: CompiledPolicy | None = None
     """The compliance policy of the bundle's ``policy:`` section (docs/compliance.md)."""
+    managers: Mapping[str, str] = field(default_factory=dict)
+    """Rep -> manager (the bundle's ``managers``): whom ``assignee: manager`` reaches, and
+    the team a rep belongs to in ``warroom top --team``."""
 
 
 def load_bundle(text: str, source: str = "<bundle>") -> RuleBundle:
@@ -602,6 +605,7 @@ class _Checker:
             tiers=tiers or {},
             scoring=scoring,
             policy=policy,
+            managers=dict(self.managers),
         )
 
     def journeys(self, top: _Located, version: int) -> tuple[CompiledJourney, ...]:

@@ -50,6 +50,7 @@ from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
 from .rules_feed import follow_rules
 from .scoring import Scoring
+from .scoring_leaders import Board, Dirty, follow_board, publish_leaders
 from .scoring_learner import follow_models, run_learner
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
@@ -123,6 +124,8 @@ def create_app(settings: Settings) -> Warroom:
         audit_heads=_store(rocks, heads, int, head_codec),
         bundle_decisions=BundleDecisions(),
         scoring=scoring,
+        leaders=Dirty(),
+        board=Board(),
         models_loaded=asyncio.Event(),
         rules_loaded=asyncio.Event(),
     )
@@ -269,9 +272,24 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
     async def learner() -> None:
         await run_learner(settings, rulebook, warroom.learns, warroom.metrics, rules_loaded)
 
+    async def leaders() -> None:
+        await publish_leaders(
+            settings,
+            rulebook,
+            warroom.states.owned,
+            warroom.assignment,
+            warroom.generation,
+            warroom.leaders,
+        )
+
+    async def board() -> None:
+        await follow_board(settings, warroom.board)
+
     app.task(rules)
     app.task(models)
     app.task(learner)
+    app.task(leaders)
+    app.task(board)
     app.task(lag)
     app.agent(feedback, name="warroom.feedback")(count_feedback)
     app.task(analytics)

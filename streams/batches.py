@@ -143,6 +143,7 @@ async def _finish_slice(
         for customer_id, state in changed.items():
             warroom.states.put(customer_id, partition, state)
             schedule.note(customer_id, partition, state)
+    warroom.leaders.note(p for p, changed in result.states.items() if changed)
     direct = warroom.pipeline.rulebook.per_rep_per_day is None
     output = removed + list(_output(warroom, result, encoded, direct))
     if held:

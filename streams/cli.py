@@ -124,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     profile.add_argument("--url", default="http://127.0.0.1:6066", help="the worker's web address")
     profile.set_defaults(run=_profile)
 
+    top = commands.add_parser(
+        "top", help="the customers with the highest score, across every worker's partitions"
+    )
+    top.add_argument("--score", required=True, help="a score a running bundle declares")
+    top.add_argument("--k", type=int, default=5, help="how many (1 to 50)")
+    top.add_argument("--rep", default=None, help="only this owner rep's customers")
+    top.add_argument("--team", default=None, help="only customers of reps this manager manages")
+    top.set_defaults(run=_top)
+
     tail = commands.add_parser("tail", help="print a stream readably as it arrives")
     tail.add_argument("stream", choices=[t.name for t in TAILABLE])
     tail.add_argument("--from-beginning", action="store_true")
@@ -370,6 +379,12 @@ def _profile(args: argparse.Namespace) -> int:
     from .explain_cli import show_profile
 
     return asyncio.run(show_profile(args.url, args.customer_id, Settings().admin_token))
+
+
+def _top(args: argparse.Namespace) -> int:
+    from .scoring_leaders import show_top
+
+    return asyncio.run(show_top(Settings(), args.score, args.k, args.rep, args.team))
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from .patches.tables import TableStore
 from .patches.transactions import BatchCommitLock
 from .pipeline import Pipeline
 from .scoring import Scoring
+from .scoring_leaders import Board, Dirty
 from .settings import Settings
 from .state_codec import CustomerStateCodec
 from .timers import Schedule
@@ -53,6 +54,10 @@ class Warroom:
     bundle_decisions: BundleDecisions
     scoring: Scoring
     """The models this worker predicts with (streams.scoring)."""
+    leaders: Dirty
+    """Partitions whose score leaders are to be published again (streams.scoring_leaders)."""
+    board: Board
+    """Every partition's score leaders as read from score-leaders (for /scores/…/top)."""
     models_loaded: asyncio.Event
     """Set once the models topic has been read to where it ended at start (touchpoints
     wait for it, so a restarted worker predicts with the version it had)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +24,17 @@ from pydantic import SecretStr
 from engine import EPOCH, CustomerState, benefits, explain, explain_journeys
 from schemas.partitioning import customer_partition
 
+from .scoring_leaders import Board, LeadersError
+
 if TYPE_CHECKING:
     from .parts import Warroom
 
-ADMIN_PAGES = ("/rules", "/customers/{customer_id}", "/customers/{customer_id}/profile")
+ADMIN_PAGES = (
+    "/rules",
+    "/customers/{customer_id}",
+    "/customers/{customer_id}/profile",
+    "/scores/{score}/top",
+)
 
 
 def authorization_problem(header: str | None, token: SecretStr | None) -> tuple[int, str] | None:
@@ -118,6 +125,13 @@ def register_pages(warroom: Warroom) -> None:
     async def profile_page(web: Any, request: Any, customer_id: str) -> Any:
         return web.json(customer_profile(warroom, customer_id, warroom.assignment()))
 
+    async def top_page(web: Any, request: Any, score: str) -> Any:
+        try:
+            answer = top_answer(warroom.board, score, request.query)
+        except LeadersError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json(answer)
+
     token = warroom.settings.admin_token
     app.page("/metrics")(metrics_page)
     app.page("/healthz")(health_page)
@@ -126,6 +140,27 @@ def register_pages(warroom: Warroom) -> None:
     app.page("/rules")(admin_only(token, rules_page))
     app.page("/customers/{customer_id}")(admin_only(token, customer_page))
     app.page("/customers/{customer_id}/profile")(admin_only(token, profile_page))
+    app.page("/scores/{score}/top")(admin_only(token, top_page))
+
+
+def top_answer(board: Board, score: str, query: Mapping[str, str]) -> dict[str, Any]:
+    """``/scores/{score}/top?k=5&rep=R&team=T``: the top customers across every worker's
+    partitions, from the score-leaders topic."""
+    raw_k = query.get("k", "5")
+    try:
+        k = int(raw_k)
+    except ValueError:
+        raise LeadersError(f"k: expected a whole number, found {raw_k!r}") from None
+    rep, team = query.get("rep"), query.get("team")
+    leaders = board.top(score, k, rep, team)
+    return {
+        "score": score,
+        "k": k,
+        "rep": rep,
+        "team": team,
+        "partitions": sorted({r.partition for r in board.records.values() if r.score == score}),
+        "customers": [leader.to_json() for leader in leaders],
+    }
 
 
 def explain_customer(

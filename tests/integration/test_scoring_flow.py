@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import orjson
+import pytest
 
 from schemas.codec import decode_intervention
 from schemas.models import Channel
 from streams.rules_push import push_bundle
 from streams.scoring import ModelRecord
+from streams.scoring_leaders import read_board, show_top
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.web import bearer
@@ -52,7 +54,7 @@ def record(customer: str, n: int, kind: str, at: datetime) -> tuple[bytes, bytes
 
 
 async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
-    settings: Settings, worker: WorkerProcess
+    settings: Settings, worker: WorkerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await ensure_topics(settings)
     await push_bundle(settings, BUNDLE, "churn.yaml")
@@ -103,3 +105,37 @@ async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
             page = await response.json()
     assert page["scores"]["churn"]["model_version"] == version
     assert page["scores"]["churn"]["value"] == scores["churn"]
+
+    # warroom top: every partition's leaders merged, as the CLI and the endpoint answer
+    for _ in range(40):
+        board = await read_board(settings)
+        leaders = board.top("churn", 9)
+        if len(leaders) == 9 and any(
+            e.customer_id == "c1" and e.model_version == version for e in leaders
+        ):
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"score leaders incomplete: {board.records}")
+    assert len({e.partition for e in leaders}) > 1
+    values = [e.value for e in leaders]
+    assert values == sorted(values, reverse=True)
+    capsys.readouterr()
+    assert await show_top(settings, "churn", 3, rep="rep-2") == 0
+    printed = capsys.readouterr().out.splitlines()
+    expected = [e for e in leaders if e.rep == "rep-2"][:3]
+    assert printed[0] == "top 3 by churn of rep rep-2"
+    assert [line.split()[1] for line in printed[1:]] == [e.customer_id for e in expected]
+    wanted = [e.customer_id for e in expected]
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{settings.web_port}/scores/churn/top?k=3&rep=rep-2"
+        for _ in range(20):  # the worker follows score-leaders on its own
+            async with session.get(url, headers=bearer(settings.admin_token)) as response:
+                assert response.status == 200
+                answer = await response.json()
+            if [c["customer_id"] for c in answer["customers"]] == wanted:
+                break
+            await asyncio.sleep(0.5)
+        async with session.get(url) as refused:
+            assert refused.status == 401
+    assert [c["customer_id"] for c in answer["customers"]] == wanted
