@@ -17,6 +17,7 @@ from .memories import JourneyMemory, RuleMemory
 from .profile import concerns_profile, fold
 from .retention import MAX_KIND_COUNTS, OTHER_KINDS
 from .rules import CompiledRule, Decision
+from .scoring.spec import ScoreSpec
 from .state import RECENT_EVENT_IDS, CustomerState
 
 ScoreHook = Callable[[CustomerState, TouchpointEvent], CustomerState]
@@ -132,8 +133,10 @@ def next_deadline(
     state: CustomerState,
     rules: Sequence[CompiledRule] = BUILTIN_RULES,
     journeys: Sequence[CompiledJourney] = (),
+    scores: Mapping[str, ScoreSpec] | None = None,
 ) -> int | None:
-    """The earliest event time (µs) at which :func:`apply_timer` can change anything."""
+    """The earliest event time (µs) at which :func:`apply_timer` can change anything, or
+    (with ``scores``) at which one of the customer's snapshots times out."""
     deadlines = [
         d
         for rule in rules
@@ -146,6 +149,11 @@ def next_deadline(
         if (journey_memory := state.journey_memories.get(journey.journey_id)) is not None
         and (d := journey.deadline(journey_memory)) is not None
     )
+    if scores and state.snapshots is not None:
+        for name, kept in state.snapshots.by_score.items():
+            spec = scores.get(name)
+            if spec is not None and spec.timeout is not None and kept:
+                deadlines.append(min(s.at for s in kept) + spec.timeout.after)
     return min(deadlines) if deadlines else None
 
 

@@ -448,9 +448,19 @@ class Pipeline:
                 result.gone.add(customer_id)
                 result.expired.append((partition, customer_id, state.last_event_at))
             return
-        deadline = next_deadline(state, rules, self.rulebook.journeys)
+        scoring = self.scoring
+        scores = self.rulebook.scores if scoring is not None else None
+        deadline = next_deadline(state, rules, self.rulebook.journeys, scores)
         if deadline is None or deadline > due:
             return  # already fired, or a touchpoint moved the deadline: a stale tick
+        if scoring is not None:
+            settled = scoring.settle_due(state, due)
+            if settled is not state:
+                state = changed[customer_id] = settled
+                result.examples.extend((partition, e) for e in scoring.take())
+            deadline = next_deadline(state, rules, self.rulebook.journeys)
+            if deadline is None or deadline > due:
+                return  # only snapshots were due: rules are not evaluated
         cap = self.rulebook.per_customer_per_day
         signals: list[JourneySignal] = []
         try:

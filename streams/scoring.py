@@ -40,6 +40,7 @@ from engine import (
     observe,
     remember_snapshot,
     settle_on_touchpoint,
+    settle_snapshots,
 )
 from schemas.models import TouchpointEvent
 
@@ -300,6 +301,21 @@ class Scoring:
         for name in [n for n in scores if n not in book.scores]:
             del scores[name]  # a score no running bundle declares any more
         return replace(state, feature_memory=memory, snapshots=snapshots, scores=scores)
+
+    def settle_due(self, state: CustomerState, at: int) -> CustomerState:
+        """``state`` with the snapshots that timed out by event time ``at`` settled (their
+        examples pending, unless the customer refuses training)."""
+        snapshots = state.snapshots
+        if snapshots is None:
+            return state
+        trainable = may_train(state)
+        for spec in self.book().scores.values():
+            snapshots, examples = settle_snapshots(spec, state.customer_id, snapshots, at)
+            if trainable:
+                self.pending.extend(examples)
+        if snapshots == state.snapshots:
+            return state
+        return replace(state, snapshots=snapshots if trainable else None)
 
     def take_predictions(self) -> int:
         """Predictions made since the last call."""

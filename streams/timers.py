@@ -67,7 +67,8 @@ class Schedule:
 
     def note(self, customer_id: str, partition: int, state: CustomerState) -> None:
         """Record the customer's next deadline (or that it has none) after a change."""
-        deadline = next_deadline(state, self.rulebook.rules, self.rulebook.journeys)
+        rulebook = self.rulebook
+        deadline = next_deadline(state, rulebook.rules, rulebook.journeys, rulebook.scores)
         if deadline is None:
             self._due.pop(customer_id, None)
             return

@@ -206,3 +206,50 @@ def test_a_bundle_naming_a_bad_score_is_refused_at_load() -> None:
     text = BUNDLE.replace("score.missing", "score.Bad-Name")
     with pytest.raises(InvalidBundle, match=r"score\.<name>"):
         load_bundle(text, "scoring.yaml")
+
+
+TIMEOUT_BUNDLE = """\
+bundle: renewals
+version: 1
+scoring:
+  scores:
+    churn:
+      features: [touchpoints]
+      labels: {churned: 1}
+      timeout: {after: 1h, label: 0}
+rules:
+  - id: any_reply
+    when: {state: {touchpoints: {gte: 1}}}
+    then: {kind: task, title: 'Call {customer_id}', due_in: 1h}
+"""
+
+
+def test_a_snapshot_timing_out_is_settled_at_its_tick_without_evaluating_rules() -> None:
+    from engine.reducer import next_deadline
+    from streams.timers import Schedule, encode_tick
+
+    book = RuleBook(load_bundle(TIMEOUT_BUNDLE, "renewals.yaml"))
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=Scoring(book))
+    store = Store()
+    event = touchpoint(1, "c1")
+    store.run(pipeline, [single(event)])
+    state = store.states["c1"]
+    assert state.snapshots is not None
+    due = next_deadline(state, book.rules, book.journeys, book.scores)
+    hour = 3_600_000_000
+    assert due == state.snapshots.by_score["churn"][0].at + hour
+    schedule = Schedule(book)
+    schedule.note("c1", 0, state)
+    assert [d for _, _, d in schedule.due(due)] == [due]  # the scheduler ticks for it
+    assert due is not None
+    partition = customer_partition("c1", PARTITIONS)
+    early = RawRecord("timers", partition, 1, b"c1", encode_tick("c1", due - 1))
+    assert store.run(pipeline, [early]).examples == []  # a stale tick: nothing due
+    tick = RawRecord("timers", partition, 2, b"c1", encode_tick("c1", due))
+    result = store.run(pipeline, [tick])
+    [(where, example)] = result.examples
+    assert (where, example.label, example.labelled_at) == (partition, 0, due)
+    assert result.interventions == [] and result.ticks == 0  # rules were not evaluated
+    snapshots = store.states["c1"].snapshots
+    assert snapshots is not None and "churn" not in snapshots.by_score
+    assert next_deadline(store.states["c1"], book.rules, book.journeys, book.scores) is None
