@@ -19,9 +19,9 @@ view comes from exactly one character of the original:
 Left-out characters still matter: a space or punctuation mark between two characters is
 a *gap* (English terms must start and end at a gap or a non-letter), and some of them
 end a *segment* (a term never spans two): a newline after another newline, the Chinese
-sentence and clause marks 。！？；，、, and an ASCII ``.`` ``!`` ``?`` ``;`` ``,`` or
-``…`` followed by a space or newline. "g.u.a.r.a.n.t.e.e.d" is one segment; "No. Risk"
-is two.
+sentence and clause marks 。！？；， (not the enumeration comma 、), and an ASCII ``.``
+``!`` ``?`` ``;`` ``,`` or ``…`` followed by a space or newline. "g.u.a.r.a.n.t.e.e.d"
+is one segment; "No. Risk" is two.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class CharInfo:
     """A CJK ideograph, kana or hangul: a word of its own."""
 
 
-_BREAKS = frozenset("。！？；，、｡､\u2028\u2029\u3002")
+_BREAKS = frozenset("。！？；，｡\u2028\u2029\u3002")
 _STOPS = frozenset(".!?;,…")
 _NEWLINES = frozenset("\n\x0b\x0c\x85")
 _INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")

@@ -141,3 +141,9 @@ def test_zero_written_as_a_digit_or_letter_in_chinese(written: str) -> None:
 def test_capital_greek_and_cyrillic_look_alikes_read_as_the_capital_they_imitate() -> None:
     assert Normalised("ΗΙGΗ ΥΙΕLD").folded == fold("high yield")  # Greek Η, Ι, Υ, Ε
     assert Normalised("НIGН").folded == fold("high")  # Cyrillic Н
+
+
+def test_the_enumeration_comma_joins_like_other_inserted_punctuation() -> None:
+    view = Normalised("保、本")
+    assert view.folded == "保本"
+    assert view.one_segment(0, 2)
