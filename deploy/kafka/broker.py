@@ -12,6 +12,16 @@ and are cached in ``.cache/kafka/<kafka version>/libs``.
     broker.py run [--port N|0] [--dir DIR] -- CMD   broker around CMD, with
                                                     WARROOM_BOOTSTRAP_SERVERS set
 
+Secured listeners (start and run), next to the PLAINTEXT one:
+    --scram-user NAME:PASSWORD   SCRAM-SHA-512 and SCRAM-SHA-256 user, created when the
+                                 storage is formatted; opens a SASL_PLAINTEXT listener
+    --plain-user NAME:PASSWORD   SASL/PLAIN user on the same SASL listener(s)
+    --tls-dir DIR                DIR/ca.pem (trusted CA) and DIR/broker.pem (private key,
+                                 PKCS#8 unencrypted, then the certificate chain): opens an
+                                 SSL listener that requires client certificates (mutual
+                                 TLS) and, with SASL users, a SASL_SSL listener
+Their addresses are printed by `start` and kept in DIR/broker.json ("listeners").
+
 `start` keeps DIR/data between runs (--fresh wipes it); `run` uses a throw-away folder.
 Environment: JAVA_HOME (else `java` on PATH), KAFKA_HEAP_OPTS (default -Xms512m -Xmx1g),
 MAVEN_OPTS / ~/.m2/settings.xml for Maven (e.g. a mirror or -Dmaven.repo.local=...).
@@ -176,11 +186,56 @@ def fetch_jars() -> Runtime:
 
 
 @dataclass(frozen=True)
+class Security:
+    """Secured listeners to open besides PLAINTEXT (the probe and inter-broker use it)."""
+
+    scram_users: tuple[tuple[str, str], ...] = ()
+    plain_users: tuple[tuple[str, str], ...] = ()
+    tls_dir: Path | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return bool(self.scram_users or self.plain_users)
+
+    def listener_names(self) -> list[str]:
+        """SASL (SASL_PLAINTEXT), SASL_SSL, and MTLS (SSL, client certificate required)."""
+        names = ["SASL"] if self.sasl else []
+        if self.tls_dir is not None:
+            names += ["SASL_SSL", "MTLS"] if self.sasl else ["MTLS"]
+        return names
+
+
+LISTENER_PROTOCOL = {"SASL": "SASL_PLAINTEXT", "SASL_SSL": "SASL_SSL", "MTLS": "SSL"}
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """NAME:PASSWORD, as kafka-storage --add-scram can take it (no ',', '[', ']', '=', '"')."""
+    name, sep, password = text.partition(":")
+    bad = set(',[]="\\') & set(text)
+    if not sep or not name or not password or bad:
+        raise argparse.ArgumentTypeError(
+            'expected NAME:PASSWORD, both non-empty, without any of , [ ] = " \\; '
+            f"found {'an empty part' if not (sep and name and password) else sorted(bad)}"
+        )
+    return name, password
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     dir: Path
     port: int
     controller_port: int
     partitions: int
+    security: Security = Security()
+    secure_ports: tuple[int, ...] = ()
+    """One port per ``security.listener_names()``, in that order."""
+
+    @property
+    def listeners(self) -> dict[str, str]:
+        """Secured listener name -> host:port."""
+        names = self.security.listener_names()
+        return {name: f"{HOST}:{port}" for name, port in zip(names, self.secure_ports, strict=True)}
 
     @property
     def bootstrap(self) -> str:
@@ -225,16 +280,52 @@ def ensure_port_free(port: int) -> None:
             raise BrokerError(f"{HOST}:{port} is already in use ({exc}); try --port 0") from exc
 
 
+def security_properties(cfg: BrokerConfig) -> dict[str, str]:
+    """Properties of the secured listeners (none without ``cfg.security``)."""
+    sec, props = cfg.security, {}
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    plain_users = "".join(f' user_{name}="{password}"' for name, password in sec.plain_users)
+    plain = f"org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};"
+    for name in cfg.listeners:
+        prefix = f"listener.name.{name.lower()}"
+        if name == "MTLS":
+            props[f"{prefix}.ssl.client.auth"] = "required"
+            continue
+        mechanisms = [
+            *(SCRAM_MECHANISMS if sec.scram_users else ()),
+            *(["PLAIN"] if sec.plain_users else []),
+        ]
+        props[f"{prefix}.sasl.enabled.mechanisms"] = ",".join(mechanisms)
+        for mechanism in mechanisms:
+            module = plain if mechanism == "PLAIN" else scram
+            props[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = module
+    if sec.tls_dir is not None:
+        props.update(
+            {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(sec.tls_dir / "broker.pem"),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(sec.tls_dir / "ca.pem"),
+            }
+        )
+    return props
+
+
 def server_properties(cfg: BrokerConfig) -> str:
+    secured = cfg.listeners
+    extra = "".join(f",{name}://{address}" for name, address in secured.items())
+    protocols = "".join(f",{name}:{LISTENER_PROTOCOL[name]}" for name in secured)
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@{HOST}:{cfg.controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{cfg.port},CONTROLLER://{HOST}:{cfg.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{cfg.bootstrap}",
+        "listeners": (
+            f"PLAINTEXT://{HOST}:{cfg.port},CONTROLLER://{HOST}:{cfg.controller_port}{extra}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{cfg.bootstrap}{extra}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": (f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}"),
         "log.dirs": str(cfg.data_dir),
         "num.partitions": str(cfg.partitions),
         "auto.create.topics.enable": "true",
@@ -249,6 +340,7 @@ def server_properties(cfg: BrokerConfig) -> str:
         # The log cleaner looks for compactable logs every second instead of every 15 s,
         # so tests can watch a compacted topic compact.
         "log.cleaner.backoff.ms": "1000",
+        **security_properties(cfg),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -330,6 +422,9 @@ def format_storage(runtime: Runtime, cfg: BrokerConfig) -> None:
         "-c",
         str(cfg.properties_file),
     ]
+    for name, password in cfg.security.scram_users:
+        for mechanism in SCRAM_MECHANISMS:
+            main += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     done = subprocess.run(
         java_command(runtime, cfg, main), capture_output=True, text=True, check=False
     )
@@ -463,11 +558,14 @@ class BrokerState:
     log_file: str
     kafka_version: str
     started_at: float
+    listeners: dict[str, str]
+    """Secured listener name (SASL, SASL_SSL, MTLS) -> host:port."""
 
     @classmethod
     def load(cls, state_dir: Path) -> BrokerState | None:
         try:
             raw = json.loads((state_dir / STATE_FILE).read_text())
+            raw.setdefault("listeners", {})
             return cls(**{field.name: raw[field.name] for field in fields(cls)})
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -571,13 +669,18 @@ def wait_ready(child: subprocess.Popen[bytes], cfg: BrokerConfig, timeout: float
     raise BrokerError(f"the broker was not ready after {timeout:.0f} s ({last})\n" + log_tail(cfg))
 
 
-def make_config(state_dir: Path, port: int, partitions: int) -> BrokerConfig:
+def make_config(
+    state_dir: Path, port: int, partitions: int, security: Security = Security()
+) -> BrokerConfig:
+    secured = len(security.listener_names())
     if port:
         ensure_port_free(port)
-        (controller_port,) = free_ports(1)
+        controller_port, *secure_ports = free_ports(1 + secured)
     else:
-        port, controller_port = free_ports(2)
-    return BrokerConfig(state_dir.resolve(), port, controller_port, partitions)
+        port, controller_port, *secure_ports = free_ports(2 + secured)
+    return BrokerConfig(
+        state_dir.resolve(), port, controller_port, partitions, security, tuple(secure_ports)
+    )
 
 
 def new_state(pid: int, cfg: BrokerConfig, runtime: Runtime) -> BrokerState:
@@ -591,11 +694,18 @@ def new_state(pid: int, cfg: BrokerConfig, runtime: Runtime) -> BrokerState:
         log_file=str(cfg.logs_dir / "server.log"),
         kafka_version=runtime.version,
         started_at=time.time(),
+        listeners=cfg.listeners,
     )
 
 
 def start_broker(
-    state_dir: Path, port: int, partitions: int, timeout: float, fresh: bool, tie: bool
+    state_dir: Path,
+    port: int,
+    partitions: int,
+    timeout: float,
+    fresh: bool,
+    tie: bool,
+    security: Security = Security(),
 ) -> tuple[BrokerState, subprocess.Popen[bytes]]:
     old = BrokerState.load(state_dir)
     if old is not None and pid_alive(old.pid) and is_kafka_process(old.pid):
@@ -604,7 +714,11 @@ def start_broker(
             f"{old.bootstrap}); stop it first"
         )
     runtime = fetch_jars()
-    cfg = make_config(state_dir, port, partitions)
+    if security.tls_dir is not None:
+        for name in ("ca.pem", "broker.pem"):
+            if not (security.tls_dir / name).is_file():
+                raise BrokerError(f"--tls-dir: expected {security.tls_dir / name}, found no file")
+    cfg = make_config(state_dir, port, partitions, security)
     if fresh:
         shutil.rmtree(cfg.data_dir, ignore_errors=True)
     write_config(cfg)
@@ -670,7 +784,13 @@ def run_with_broker(args: argparse.Namespace, command: Sequence[str]) -> int:
     try:
         with signal_handlers(raise_interrupted):
             state, child = start_broker(
-                state_dir, args.port, args.partitions, args.timeout, fresh=True, tie=True
+                state_dir,
+                args.port,
+                args.partitions,
+                args.timeout,
+                fresh=True,
+                tie=True,
+                security=security_of(args),
             )
         log(f"Kafka {state.kafka_version} ready at {state.bootstrap}; running {command[0]}")
         env = {**os.environ, BOOTSTRAP_ENV: state.bootstrap}
@@ -686,6 +806,11 @@ def run_with_broker(args: argparse.Namespace, command: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- commands
 
 
+def security_of(args: argparse.Namespace) -> Security:
+    tls_dir = Path(args.tls_dir).resolve() if args.tls_dir is not None else None
+    return Security(tuple(args.scram_user), tuple(args.plain_user), tls_dir)
+
+
 def state_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.dir) if args.dir is not None else DEFAULT_DIR
 
@@ -699,9 +824,17 @@ def cmd_fetch(_args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     with signal_handlers(raise_interrupted):
         state, _ = start_broker(
-            state_dir_of(args), args.port, args.partitions, args.timeout, args.fresh, tie=False
+            state_dir_of(args),
+            args.port,
+            args.partitions,
+            args.timeout,
+            args.fresh,
+            tie=False,
+            security=security_of(args),
         )
     log(f"Kafka {state.kafka_version} pid {state.pid}, logs in {state.log_file}")
+    for name, address in state.listeners.items():
+        log(f"{name} listener ({LISTENER_PROTOCOL[name]}) at {address}")
     print(state.bootstrap)
     return 0
 
@@ -747,6 +880,28 @@ def add_start_options(parser: argparse.ArgumentParser, default_port: int) -> Non
     )
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait until ready"
+    )
+    parser.add_argument(
+        "--scram-user",
+        type=parse_user,
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="SCRAM-SHA-512/256 user of a SASL listener (repeatable)",
+    )
+    parser.add_argument(
+        "--plain-user",
+        type=parse_user,
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="SASL/PLAIN user of a SASL listener (repeatable)",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        default=None,
+        metavar="DIR",
+        help="ca.pem and broker.pem for the mutual-TLS (and SASL_SSL) listeners",
     )
 
 
