@@ -358,6 +358,8 @@ def _term_findings(
             notes.append(f"negated by {negation!r}: {tier} lowered to {lowered}")
             tier = lowered
         start, end = text.span(hit.start, hit.end)
+        if _inside_title(text.text, start, end):
+            continue
         category_excepts = excepts.of_category(term.category)
         met = _nearby(term.near, text, start, end, near_hits, category_excepts)
         if met is None or any(
@@ -397,6 +399,21 @@ def _term_findings(
 
 
 _LOWER = {Verdict.BLOCK: "confirm", Verdict.CONFIRM: "remind", Verdict.REMIND: "allow"}
+
+TITLE_CHARS_MAX = 50
+"""How far a title mark is looked for on either side of a term."""
+
+
+def _inside_title(text: str, start: int, end: int) -> bool:
+    """Whether original positions start:end lie between Chinese title marks (《保本理财手册》,
+    〈零风险〉): the name of a book, product or document, not a promise."""
+    opening = max(text.rfind(mark, max(0, start - TITLE_CHARS_MAX), start) for mark in "《〈")
+    if opening < 0 or any(text.find(mark, opening, start) >= 0 for mark in "》〉"):
+        return False
+    closing = [c for mark in "》〉" if (c := text.find(mark, end, end + TITLE_CHARS_MAX)) >= 0]
+    if not closing:
+        return False
+    return not any(text.find(mark, end, min(closing)) >= 0 for mark in "《〈")
 
 
 class _Spans:

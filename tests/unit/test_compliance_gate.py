@@ -441,3 +441,13 @@ policy:
     assert judge([policy], draft("Nobody can guarantee an 8% return.")).verdict is Verdict.ALLOW
     assert judge([policy], draft("不能保证一定高收益")).verdict is Verdict.ALLOW
     assert judge([policy], draft("Nobody can guarantee it. 8% return!")).verdict is Verdict.CONFIRM
+
+
+@pytest.mark.parametrize("text", ["请看《保本理财手册》第三章", "新品〈零风险〉系列上市"])
+def test_a_term_inside_title_marks_is_a_name(text: str) -> None:
+    assert findings(text) == []
+
+
+def test_title_marks_elsewhere_do_not_hide_a_term() -> None:
+    assert [c for c, *_ in findings("《产品手册》说了，这款保本")] == ["principal"]
+    assert [c for c, *_ in findings("保本《手册》")] == ["principal"]
