@@ -53,7 +53,7 @@ from .compliance import (
     judge,
     mask_pii,
 )
-from .conditions import EPOCH, micros
+from .conditions import EPOCH, Ranks, micros
 from .consent import (
     KNOWN_PURPOSES,
     ConsentOutcome,
@@ -119,6 +119,7 @@ __all__ = [
     "ModelFormatError",
     "PolicyVerdict",
     "Purchase",
+    "Ranks",
     "RuleBook",
     "RuleBundle",
     "RuleMemory",

@@ -32,6 +32,7 @@ from .conditions import (
     Getter,
     Not,
     PatternRefused,
+    RankCondition,
     Sequence_,
     StateThreshold,
     Streak,
@@ -83,6 +84,7 @@ CONDITION_KINDS = (
     "sequence",
     "streak",
     "absence",
+    "rank",
     "all",
     "any",
     "not",
@@ -106,6 +108,9 @@ STATE_FEATURES = (
 ``score.<name>``: the customer's latest score of that name (a customer with no such score
 does not pass the test)."""
 SCORE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RANK_TOP_MAX = 50
+"""The largest ``top`` of a ``rank`` condition: the worker keeps each rep's best 50
+customers per score and partition (streams.scoring_leaders.PER_REP)."""
 
 
 def _score_value(state: CustomerState, name: str) -> float | None:
@@ -991,6 +996,8 @@ class _Checker:
             return self.streak(body, body_line, here)
         if kind == "absence":
             return self.absence(body, body_line, here)
+        if kind == "rank":
+            return self.rank(body, body_line, here)
         if kind in ("all", "any"):
             return self.combination(str(kind), body, body_line, here)
         if kind == "not":
@@ -1192,6 +1199,26 @@ class _Checker:
             if len(parts) == 1
             else AllOf(tuple(parts), " and ".join(p.label for p in parts))
         )
+
+    def rank(self, value: Any, line: int, path: str) -> RankCondition:
+        """``rank: {score: churn, top: 5}``: among the owner rep's 5 best by churn."""
+        spec = self.mapping(value, line, path)
+        self.keys(spec, path, ("score", "top"))
+        score = spec["score"]
+        if not isinstance(score, str) or not SCORE_NAME.match(score):
+            self.refuse(
+                spec.lines["score"],
+                _join(path, "score"),
+                f"expected a score name (lower_snake_case), found {_show(score)}",
+            )
+        top = spec["top"]
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= RANK_TOP_MAX:
+            self.refuse(
+                spec.lines["top"],
+                _join(path, "top"),
+                f"expected a whole number from 1 to {RANK_TOP_MAX}, found {_show(top)}",
+            )
+        return RankCondition(score, top, f"rank: top {top} of the rep by {score}")
 
     def state_getter(self, name: str, line: int, path: str) -> Callable[[CustomerState, int], Any]:
         if name.startswith("count."):

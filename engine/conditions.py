@@ -53,6 +53,13 @@ class Observation:
         return Observation(self.matched + other.matched, ids)
 
 
+Ranks = Callable[[str, str | None, str, float], int | None]
+"""(score, owner rep, customer id, the customer's value) -> how many of the rep's other
+customers score higher (equal values: the smaller customer id ranks first), or None when
+the score's standings are unknown. The worker answers from the score leaders it read
+last (streams.scoring_leaders), so a rank is as fresh as their publication."""
+
+
 @dataclass(frozen=True, slots=True)
 class Moment:
     """What a condition is evaluated against: a touchpoint, or a timer at ``at``."""
@@ -61,6 +68,9 @@ class Moment:
     at: int
     """Event time in microseconds since the epoch (the touchpoint's, or the deadline's)."""
     event: TouchpointEvent | None = None
+    ranks: Ranks | None = None
+    """Where the customer stands among its rep's customers by a score (``rank``
+    conditions); None where nobody can tell (such a condition does not hold)."""
 
     @property
     def at_datetime(self) -> datetime:
@@ -159,6 +169,41 @@ class StateThreshold:
         value = self.get(moment.state, moment.at)
         verdict = "holds" if value is not None and self.test(value) else "does not hold"
         return f"{self.label}: {verdict} now ({self.feature} = {_shown(value)})"
+
+    def deadline(self, memory: Any) -> int | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RankCondition:
+    """Holds while the customer is among its owner rep's ``top`` customers by ``score``."""
+
+    score: str
+    top: int
+    label: str
+
+    def _above(self, moment: Moment) -> tuple[int | None, str]:
+        state = moment.state
+        score = state.scores.get(self.score)
+        if score is None:
+            return None, f"no {self.score} score yet"
+        if moment.ranks is None:
+            return None, "standings unknown here"
+        above = moment.ranks(self.score, state.owner_rep_id, state.customer_id, score.value)
+        if above is None:
+            return None, f"no standings by {self.score} published yet"
+        return above, f"#{above + 1} of rep {state.owner_rep_id or '(unowned)'}"
+
+    def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        above, shown = self._above(moment)
+        if above is None or above >= self.top:
+            return None, None
+        return None, Observation(((self.label, shown),), ())
+
+    def describe(self, memory: Any, moment: Moment) -> str:
+        above, shown = self._above(moment)
+        verdict = "holds" if above is not None and above < self.top else "does not hold"
+        return f"{self.label}: {verdict} now ({shown})"
 
     def deadline(self, memory: Any) -> int | None:
         return None

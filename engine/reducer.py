@@ -9,7 +9,7 @@ from datetime import datetime
 from schemas.models import Direction, Priority, TouchpointEvent
 
 from .builtin import BUILTIN_RULES
-from .conditions import Moment, micros
+from .conditions import Moment, Ranks, micros
 from .consent import missing_purposes, visible_attributes
 from .errors import EvaluationError
 from .journeys import CompiledJourney, JourneySignal
@@ -35,12 +35,14 @@ def apply(
     signals: list[JourneySignal] | None = None,
     restricted: Mapping[str, frozenset[str]] | None = None,
     score: ScoreHook | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Fold ``event`` into ``state`` and evaluate ``rules`` and ``journeys``.
 
     ``score`` updates the customer's scores before rules see the state; the scores an
     intervention was decided with are carried in its explanation
-    (:func:`explained_scores`).
+    (:func:`explained_scores`). ``ranks`` answers ``rank`` conditions (without it they
+    do not hold).
 
     ``restricted`` maps attribute names to the consent purposes they may be used for:
     rules and journeys see such an attribute only if the customer granted one of them.
@@ -107,7 +109,7 @@ def apply(
         visible = visible_attributes(event.attributes, restricted, updated)
         if visible is not None:
             event = event.model_copy(update={"attributes": visible})
-    moment = Moment(updated, micros(at), event)
+    moment = Moment(updated, micros(at), event, ranks)
     return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
 
 
@@ -119,13 +121,14 @@ def apply_timer(
     cap_per_day: int | None = None,
     journeys: Sequence[CompiledJourney] = (),
     signals: list[JourneySignal] | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[CustomerState, list[Decision]]:
     """Evaluate ``rules`` and ``journeys`` for a customer at event time ``at``, no touchpoint.
 
     This is how an absence fires at its deadline when the customer sends
     nothing more.
     """
-    moment = Moment(state, micros(at))
+    moment = Moment(state, micros(at), None, ranks)
     return _evaluate(state, moment, now, rules, cap_per_day, journeys, signals)
 
 

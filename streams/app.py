@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> Warroom:
         rules_loaded=asyncio.Event(),
     )
     rules_loaded = warroom.rules_loaded
+    scoring.ranks = warroom.board.above  # rank conditions read the published standings
 
     async def touchpoint_agent(stream: StreamT[bytes]) -> None:
         await warroom.models_loaded.wait()

@@ -236,6 +236,7 @@ class Pipeline:
                     signals,
                     self.rulebook.restricted_fields,
                     self.scoring,
+                    None if self.scoring is None else self.scoring.ranks,
                 )
                 emitted = self._encode(decisions)
             except (EvaluationError, _TooLarge) as exc:
@@ -472,6 +473,7 @@ class Pipeline:
                 cap,
                 self.rulebook.journeys,
                 signals,
+                None if scoring is None else scoring.ranks,
             )
             emitted = self._encode(decisions)
         except (EvaluationError, _TooLarge) as exc:

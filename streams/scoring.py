@@ -26,6 +26,7 @@ from engine import (
     Example,
     LinearScorer,
     ModelFormatError,
+    Ranks,
     RuleBook,
     Score,
     ScoreModel,
@@ -194,6 +195,9 @@ class Scoring:
         once the touchpoint is accepted (and drops them if it is not)."""
         self.predictions = 0
         """Predictions made (for metrics)."""
+        self.ranks: Ranks | None = None
+        """Answers ``rank`` conditions (the worker's score leaders board); None: they do
+        not hold."""
 
     def book(self) -> _Book:
         scores = self.rulebook.scores

@@ -15,6 +15,7 @@ each exactly, as of their publication.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import logging
 import sys
@@ -233,10 +234,13 @@ class Board:
 
     def __init__(self) -> None:
         self.records: dict[bytes, Leaders] = {}
+        self._index: dict[tuple[str, str | None], list[tuple[float, str]]] | None = None
+        self._scores: set[str] = set()
 
     def take(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
+        self._index = None
         if value is None:
             self.records.pop(key, None)
             return
@@ -244,6 +248,28 @@ class Board:
             self.records[key] = Leaders.from_bytes(value)
         except LeadersError as exc:
             log.warning("score-leaders %r: %s; ignored", key, exc)
+
+    def above(self, score: str, rep: str | None, customer_id: str, value: float) -> int | None:
+        """How many of ``rep``'s other customers rank above a customer with ``value``
+        (engine.conditions.Ranks); None when no partition published ``score`` yet."""
+        index = self._index
+        if index is None:
+            built: dict[tuple[str, str | None], list[tuple[float, str]]] = {}
+            for record in self.records.values():
+                for leader in record.entries:
+                    key = (record.score, leader.rep)
+                    built.setdefault(key, []).append((-leader.value, leader.customer_id))
+            for standings in built.values():
+                standings.sort()
+            index = self._index = built
+            self._scores = {r.score for r in self.records.values()}
+        if score not in self._scores:
+            return None
+        standings = index.get((score, rep), [])
+        position = bisect.bisect_left(standings, (-value, customer_id))
+        # the customer's own published entry (an older value) does not count
+        mine = sum(1 for _, c in standings[:position] if c == customer_id)
+        return position - mine
 
     def top(
         self, score: str, k: int, rep: str | None = None, team: str | None = None

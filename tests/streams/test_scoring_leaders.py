@@ -130,3 +130,30 @@ def test_dirty_partitions_are_published_once_and_all_after_a_rebalance() -> None
     assert dirty.take(frozenset({0, 1}), 1) == {1}  # 2 is not owned here
     assert dirty.take(frozenset({0, 1}), 1) == frozenset()
     assert dirty.take(frozenset({0, 1, 3}), 2) == {0, 1, 3}
+
+
+def test_board_standings_match_a_brute_force_count() -> None:
+    from engine.bundle import RANK_TOP_MAX
+
+    assert RANK_TOP_MAX == PER_REP  # every rank a bundle may ask for is answerable
+    people = population(400, seed=5)
+    board = board_of(people)
+    rng = random.Random(9)
+    for _ in range(200):
+        rep = rng.choice(["rep-a", "rep-b", "rep-c", "rep-d", None])
+        value = round(rng.random(), 2)
+        customer = rng.choice([f"c{rng.randrange(400):04d}", "new-one"])
+        others = [
+            s
+            for _, _, s in people
+            if s.owner_rep_id == rep and s.customer_id != customer and "churn" in s.scores
+        ]
+        expected = sum(
+            1 for s in others if (-s.scores["churn"].value, s.customer_id) < (-value, customer)
+        )
+        above = board.above("churn", rep, customer, value)
+        if expected < PER_REP:  # beyond what is kept, only "not in the top" matters
+            assert above == expected, (rep, value, customer)
+        else:
+            assert above is not None and above >= PER_REP - 1
+    assert board.above("lead", "rep-a", "c0001", 0.9) is None  # never published

@@ -253,3 +253,25 @@ def test_a_snapshot_timing_out_is_settled_at_its_tick_without_evaluating_rules()
     snapshots = store.states["c1"].snapshots
     assert snapshots is not None and "churn" not in snapshots.by_score
     assert next_deadline(store.states["c1"], book.rules, book.journeys, book.scores) is None
+
+
+def test_rank_conditions_read_the_standings_the_worker_was_given() -> None:
+    text = BUNDLE.replace(
+        "        - state: {score.churn: {gte: 0.0}}", "        - rank: {score: churn, top: 2}"
+    )
+    book = RuleBook(load_bundle(text, "scoring.yaml"))
+    scoring = Scoring(book)
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=scoring)
+    store = Store()
+    result = store.run(pipeline, [single(touchpoint(1, "c1", "inbound"))])
+    assert not [c for _, c in result.interventions if c.rule_id == "churn_watch"]
+    asked: list[tuple[str, str | None, str, float]] = []
+
+    def ranks(score: str, rep: str | None, customer: str, value: float) -> int:
+        asked.append((score, rep, customer, value))
+        return 1
+
+    scoring.ranks = ranks
+    result = store.run(pipeline, [single(touchpoint(2, "c1", "inbound"))])
+    assert [c.rule_id for _, c in result.interventions] == ["churn_watch"]
+    assert asked == [("churn", "rep-1", "c1", store.states["c1"].scores["churn"].value)]
