@@ -451,3 +451,8 @@ def test_a_term_inside_title_marks_is_a_name(text: str) -> None:
 def test_title_marks_elsewhere_do_not_hide_a_term() -> None:
     assert [c for c, *_ in findings("《产品手册》说了，这款保本")] == ["principal"]
     assert [c for c, *_ in findings("保本《手册》")] == ["principal"]
+
+
+def test_a_whole_message_spelt_out_across_clause_marks_is_read() -> None:
+    assert [c for c, *_ in findings("这，款，保，本，哦")] == ["principal"]
+    assert findings("我们提供担保，本公司负责") == []  # the clause mark is where it belongs
