@@ -335,6 +335,8 @@ def _observe(
         metrics.examples_written.labels(example.score).inc()
     if result.trimmed_entries:
         metrics.trimmed.labels("window_entries").inc(result.trimmed_entries)
+    if result.trimmed_snapshots:
+        metrics.trimmed.labels("score_snapshots").inc(result.trimmed_snapshots)
     if result.trimmed_memories:
         metrics.trimmed.labels("rule_memories").inc(result.trimmed_memories)
     now = time.time()

@@ -90,6 +90,8 @@ class BatchResult:
     """Window entries dropped to keep states within their byte budget."""
     trimmed_memories: int = 0
     """Whole rule memories dropped for the same reason (when dropping entries was not enough)."""
+    trimmed_snapshots: int = 0
+    """Score snapshots dropped for the same reason (before any rule memory is cut)."""
     suppressed: list[tuple[int, Decision]] = field(default_factory=list)
     """Decisions held back because the customer had not granted a purpose they need."""
     audit: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
@@ -142,6 +144,13 @@ class Pipeline:
         for partition, changed in result.states.items():
             for customer_id, state in changed.items():
                 value = dump(state)
+                if len(value) > budget and state.snapshots is not None:
+                    # Training snapshots go first: a lost example costs less than a
+                    # rule's partial match.
+                    state, dropped = _fit_snapshots(state, budget, lambda s: len(dump(s)))
+                    changed[customer_id] = state
+                    result.trimmed_snapshots += dropped
+                    value = dump(state)
                 if len(value) > budget:
                     fitted = fit_state(state, budget, lambda s: len(dump(s)))
                     changed[customer_id] = fitted.state
@@ -529,6 +538,24 @@ class _TooLarge(Exception):
 def _reason(exc: EvaluationError | _TooLarge) -> str:
     """The dead-letter reason for a touchpoint whose processing raised ``exc``."""
     return "too_large" if isinstance(exc, _TooLarge) else "processing_error"
+
+
+def _fit_snapshots(
+    state: CustomerState, budget: int, measure: Callable[[CustomerState], int]
+) -> tuple[CustomerState, int]:
+    """``state`` with its oldest score snapshots dropped, half of each score's at a time,
+    until ``measure(state) <= budget`` or none is left; and how many were dropped."""
+    dropped = 0
+    while state.snapshots is not None and measure(state) > budget:
+        kept = state.snapshots.by_score
+        if not any(kept.values()):
+            break
+        halved = {name: snaps[len(snaps) // 2 + len(snaps) % 2 :] for name, snaps in kept.items()}
+        dropped += sum(len(kept[n]) - len(halved[n]) for n in kept)
+        state = replace(
+            state, snapshots=type(state.snapshots)({n: v for n, v in halved.items() if v})
+        )
+    return state, dropped
 
 
 def _without_training(state: CustomerState) -> CustomerState:

@@ -275,3 +275,38 @@ def test_rank_conditions_read_the_standings_the_worker_was_given() -> None:
     result = store.run(pipeline, [single(touchpoint(2, "c1", "inbound"))])
     assert [c.rule_id for _, c in result.interventions] == ["churn_watch"]
     assert asked == [("churn", "rep-1", "c1", store.states["c1"].scores["churn"].value)]
+
+
+def test_snapshots_are_trimmed_before_rule_memories_to_fit_the_state_budget() -> None:
+    import dataclasses
+
+    import orjson
+
+    text = BUNDLE.replace("snapshots: 3", "snapshots: 16").replace(
+        "features: [touchpoints, count.*, profile.plan, unanswered_outbound]", "features: all"
+    ) + (
+        "  - id: three_mails\n"
+        "    when: {count: {of: {kind: email_sent}, within: 30d, at_least: 100}}\n"
+        "    then: {kind: task, title: 'Call {customer_id}', due_in: 1h}\n"
+    )
+    book = RuleBook(load_bundle(text, "scoring.yaml"))
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=Scoring(book))
+
+    def dump(state: CustomerState) -> bytes:
+        return orjson.dumps(state.to_dict())
+
+    result = pipeline.process([single(touchpoint(n, "c1")) for n in range(1, 13)], {}.get, NOW)
+    state = result.states[customer_partition("c1", PARTITIONS)]["c1"]
+    assert state.snapshots is not None and len(state.snapshots.by_score["churn"]) == 12
+    assert state.rule_memories["three_mails"]
+    without = len(dump(dataclasses.replace(state, snapshots=None)))
+    budget = without + (len(dump(state)) - without) // 3
+    fitted = dataclasses.replace(pipeline, state_max_bytes=budget)
+    [(_, _, value)] = fitted.encode_states(result, dump)
+    assert len(value) <= budget
+    kept = result.states[customer_partition("c1", PARTITIONS)]["c1"]
+    assert kept.rule_memories == state.rule_memories  # untouched
+    assert kept.snapshots is not None
+    snaps = kept.snapshots.by_score["churn"]
+    assert 0 < len(snaps) < 12 and snaps == state.snapshots.by_score["churn"][-len(snaps) :]
+    assert result.trimmed_snapshots == 12 - len(snaps) and result.trimmed_memories == 0
