@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .matching import CompiledPolicy, PolicyMode, evaluate
 from .model import Draft, GateDecision, PolicyVerdict, Verdict
-from .normalise import Normalised
+from .normalise import Normalised, has_symbol_stand_ins
 from .pii import find_personal_data, mask
 
 
@@ -23,7 +23,14 @@ def judge(policies: Sequence[CompiledPolicy], draft: Draft) -> GateDecision:
     if not policies:
         return GateDecision(Verdict.ALLOW, (), masked)
     text = Normalised(draft.text)
-    verdicts = tuple(evaluate(policy, draft, text, personal, masked) for policy in policies)
+    symbols = (
+        Normalised(draft.text, symbols_as_separators=True)
+        if has_symbol_stand_ins(draft.text)
+        else None
+    )
+    verdicts = tuple(
+        evaluate(policy, draft, text, personal, masked, symbols) for policy in policies
+    )
     returned = Verdict.strictest(
         [returned_verdict(v.verdict, PolicyMode(v.mode)) for v in verdicts]
     )

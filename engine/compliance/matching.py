@@ -283,13 +283,21 @@ def evaluate(
     text: Normalised,
     personal: Sequence[PersonalData],
     masked: str,
+    symbols: Normalised | None = None,
 ) -> PolicyVerdict:
-    """What ``policy`` decides about ``draft`` (before its mode is applied)."""
+    """What ``policy`` decides about ``draft`` (before its mode is applied). ``symbols`` is
+    the draft read with ``@`` and ``$`` as separators, when it holds any: its term
+    findings are added to those of ``text``."""
     hits = _hits(policy, text, draft, bool(personal))
     by_role: dict[Role, list[_Hit]] = {}
     for hit in hits:
         by_role.setdefault(hit.entry.role, []).append(hit)
     findings = _term_findings(policy, draft, text, by_role, masked)
+    if symbols is not None:
+        other_roles: dict[Role, list[_Hit]] = {}
+        for hit in _hits(policy, symbols, draft, False):
+            other_roles.setdefault(hit.entry.role, []).append(hit)
+        findings = _merged(findings, _term_findings(policy, draft, symbols, other_roles, masked))
     findings.extend(_personal_findings(policy, draft, text, by_role, personal, masked))
     findings.sort(key=lambda f: (f.start, f.end, f.category))
     tiers = [f.tier for f in findings]
@@ -567,6 +575,16 @@ def _nearby(
             return None
         notes.append(f"with {found!r} within {near.within} characters")
     return notes
+
+
+def _merged(first: list[Finding], second: list[Finding]) -> list[Finding]:
+    """The findings of two readings of one draft, overlapping ones of a category once."""
+    if not second:
+        return first
+    ids = {category: index for index, category in enumerate(dict.fromkeys(
+        f.category for f in (*first, *second)
+    ))}  # fmt: skip
+    return _without_overlaps([(f, ids[f.category]) for f in (*first, *second)])
 
 
 def _pattern_near(patterns: tuple[Any, ...], text: Normalised, lo: int, hi: int) -> str | None:

@@ -278,13 +278,18 @@ class Normalised:
 
     __slots__ = ("_origin", "folded", "source", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, symbols_as_separators: bool = False) -> None:
         self.text = text
         self.source = text
         """``text`` with letter stand-ins between CJK characters made spaces (same length):
-        what the matching view is read from."""
-        if "@" in text or "$" in text or "＠" in text or "＄" in text:
-            self.source = _SYMBOLS_BETWEEN_CJK.sub(_blank_symbols, text)
+        what the matching view is read from. With ``symbols_as_separators``, every ``@``
+        and ``$`` is a space: the reading for symbols inserted between letters
+        (g@u@a@r@a@n@t@e@e@d) rather than written for them (gu@r@nteed)."""
+        if has_symbol_stand_ins(text):
+            if symbols_as_separators:
+                self.source = _blank_symbols_in(text)
+            else:
+                self.source = _SYMBOLS_BETWEEN_CJK.sub(_blank_symbols, text)
         self.folded = self.source.translate(_FOLDED)
         self._origin: list[int] | None = None
 
@@ -396,4 +401,14 @@ def _one_segment(text: str, first: int, last: int) -> bool:
 
 
 def _blank_symbols(match: re.Match[str]) -> str:
-    return re.sub("[@$＠＄]", " ", match.group())
+    return _blank_symbols_in(match.group())
+
+
+def _blank_symbols_in(text: str) -> str:
+    return re.sub("[@$＠＄]", " ", text)
+
+
+def has_symbol_stand_ins(text: str) -> bool:
+    """Whether ``text`` holds ``@`` or ``$`` (full-width too), which may stand for a letter
+    or have been inserted between letters."""
+    return "@" in text or "$" in text or "＠" in text or "＄" in text

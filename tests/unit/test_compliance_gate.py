@@ -456,3 +456,11 @@ def test_title_marks_elsewhere_do_not_hide_a_term() -> None:
 def test_a_whole_message_spelt_out_across_clause_marks_is_read() -> None:
     assert [c for c, *_ in findings("这，款，保，本，哦")] == ["principal"]
     assert findings("我们提供担保，本公司负责") == []  # the clause mark is where it belongs
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["g@u@a@r@a@n@t@e@e@d r@e@t@u@r@n", "r$i$s$k-f$r$e$e", "gu@r@nteed returns", "ri$k-free"],
+)
+def test_at_and_dollar_signs_are_read_as_letters_or_as_inserted_punctuation(text: str) -> None:
+    assert judge([ENFORCED], draft(text)).verdict is not Verdict.ALLOW
