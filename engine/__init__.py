@@ -74,7 +74,7 @@ from .reducer import apply, apply_timer, next_deadline
 from .retention import Fitted, expired, fit_state
 from .rulebook import BundleLedger, Kept, RuleBook, Verdict, deletion_refused
 from .rules import CompiledRule, Decision, RuleMode
-from .scoring.spec import ScoreSpec
+from .scoring.spec import ModelSpec, ScoreSpec
 from .state import RECENT_EVENT_IDS, CustomerState, Score
 from .timestamps import TimestampPolicy, timestamp_problem
 from .training import Findings, Tally, profile, tally
@@ -117,6 +117,7 @@ __all__ = [
     "Kept",
     "LinearScorer",
     "ModelFormatError",
+    "ModelSpec",
     "PolicyVerdict",
     "Purchase",
     "Ranks",

@@ -46,6 +46,8 @@ from engine import (
 from schemas.models import TouchpointEvent
 
 SNAPSHOTS_DEFAULT = 8
+SHIPPED_MODELS = frozenset({"logistic_regression"})
+"""Champions that have a data-only format, so a worker can predict with them."""
 MODEL_RECORD_FORMAT = "warroom.model-record"
 
 
@@ -276,6 +278,8 @@ class Scoring:
         at = micros(event.occurred_at)
         scores = dict(state.scores)
         for name, spec in book.scores.items():
+            if spec.model.name not in SHIPPED_MODELS:
+                continue  # never published: no score rather than an untrained one
             model = self.model(spec)
             selected = spec.select(x)
             kept = snapshots.by_score.get(name, ()) if snapshots is not None else ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 
 from engine.bundle import load_bundle
 from engine.rulebook import RuleBook
@@ -107,7 +108,7 @@ def test_drift_is_reported_when_the_champion_gets_worse() -> None:
     assert learner.drifts, "the labels flipped half way: ADWIN should see the error rise"
     drift = learner.drifts[0]
     assert drift.score == "churn" and drift.offset > 1500
-    metric = drift.to_metric(__import__("datetime").datetime(2026, 1, 1))
+    metric = drift.to_metric(datetime(2026, 1, 1, tzinfo=UTC))
     assert metric["metric"] == "score_drift" and metric["score"] == "churn"
 
 
@@ -121,7 +122,35 @@ def test_a_changed_model_definition_starts_a_new_model_with_later_versions() -> 
     other.resume({"churn": record})
     model = other.models["churn"]
     assert model.champion.examples == 0 and model.version == 40
+    [change] = other.changes
+    metric = change.to_metric(datetime(2026, 1, 1, tzinfo=UTC))
+    assert metric["metric"] == "score_model_changed" and metric["shipped"] is True
+    assert metric["from"]["learning_rate"] == 0.01 and metric["to"]["learning_rate"] == 0.05
+    assert metric["example_offset"] == 40
     # and a worker never predicts with a model made for other settings
     scoring = Scoring(changed)
     scoring.receive(b"churn", record.to_bytes())
     assert scoring.model(changed.scores["churn"]).version == 0
+
+
+def test_a_switch_to_a_forest_champion_is_reported_and_never_shipped() -> None:
+    learner = Learner(book())
+    learner.resume({})
+    stream = examples(30)
+    fold_all(learner, stream[:10])
+    learner.publish()
+    learner.rulebook = book(2, "forest")  # the bundle switched champion and challenger
+    fold_all(learner, stream, start=10)
+    [change] = learner.changes
+    assert (change.before.name, change.after.name, change.shipped) == (
+        "logistic_regression",
+        "forest",
+        False,
+    )
+    assert learner.publish() == []  # no data-only format: nothing goes to the workers
+    scoring = Scoring(book(2, "forest"))
+    from engine.state import CustomerState
+    from tests.streams.test_pipeline import touchpoint
+
+    state = scoring(CustomerState(customer_id="c1", touchpoints=1), touchpoint(1, "c1"))
+    assert state.scores == {}  # no score rather than an untrained one
