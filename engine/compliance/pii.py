@@ -102,7 +102,7 @@ _DIGIT_LETTERS = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "B": "8", "Z
                   "z": "2", "б": "6"}  # fmt: skip
 """Letters written for digits, read as digits only inside a number."""
 _NUMBER = re.compile(
-    r"[0-9OoIlSBZzб](?:[ \t\n\-.,()/*_~|·•\x00]{0,3}[0-9OoIlSBZzб])*"
+    r"[0-9OoIlSBZzб](?:[ \t\n\-.,()/*_~|·•+'、\x00]{0,3}[0-9OoIlSBZzб])*"
     r"(?:[ \-.\x00]{0,2}[xX](?![A-Za-z0-9]))?"
 )
 _NUMBER_DIGITS_MIN = 7

@@ -44,6 +44,9 @@ def verdict(text: str, kind: str = "message") -> Verdict:
         ("我们保证明天发货。", "delivery_date"),
         ("Your order will arrive by Friday, I promise.", "delivery_date"),
         ("保证3月5日前到货。", "delivery_date"),
+        ("钢材3月12日一定到，放心。", "delivery_date"),  # a promise word and 到 in one
+        ("We'll deliver the servers on 12 M4rch, guaranteed.", "delivery_date"),
+        ("This plan keeps you safe from any loss.", "principal_protection"),
         ("客户王先生的身份证号是11010519491231002X。", "third_party_pii"),
         ("这是李女士的手机 139 1234 5678。", "third_party_pii"),
         ("Her card number is 4111 1111 1111 1111.", "third_party_pii"),

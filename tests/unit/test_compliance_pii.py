@@ -242,3 +242,10 @@ def test_emails_in_disguise(text: str, email: str) -> None:
 )
 def test_more_disguises(text: str, detector: str) -> None:
     assert [d for d, _ in found(f"看看 {text} 吧")] == [detector]
+
+
+@pytest.mark.parametrize(
+    "text", ["1+3+8+1+2+3+4+5+6+7+8", "1'3'8'1'2'3'4'5'6'7'8", "138、1234、5678"]
+)
+def test_plus_signs_apostrophes_and_enumeration_commas_between_digits(text: str) -> None:
+    assert [d for d, _ in found(f"手机 {text}")] == ["mobile"]
