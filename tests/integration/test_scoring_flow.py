@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import orjson
@@ -51,6 +52,23 @@ def record(customer: str, n: int, kind: str, at: datetime) -> tuple[bytes, bytes
         customer, f"{customer}-{n}", kind, at, channel=Channel.CHAT, direction=direction,
         rep_id="rep-1" if customer < "c4" else "rep-2",
     )  # fmt: skip
+
+
+async def customer_page(settings: Settings, customer: str, wait: bool = False) -> Any:
+    """The worker's /customers/{id} page; with ``wait``, once the customer is scored."""
+    url = f"http://127.0.0.1:{settings.web_port}/customers/{customer}"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(120):
+            try:
+                async with session.get(url, headers=bearer(settings.admin_token)) as response:
+                    if response.status == 200:
+                        page = await response.json()
+                        if not wait or page["scores"]:
+                            return page
+            except aiohttp.ClientError:
+                pass  # restarting
+            await asyncio.sleep(0.25)
+    raise AssertionError(f"{customer} was not scored within 30 s")
 
 
 async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
@@ -98,13 +116,19 @@ async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
     assert scores["churn.model_version"] == float(version)
     assert 0.0 < scores["churn"] < 1.0
 
-    async with aiohttp.ClientSession() as session:
-        url = f"http://127.0.0.1:{settings.web_port}/customers/c1"
-        async with session.get(url, headers=bearer(settings.admin_token)) as response:
-            assert response.status == 200
-            page = await response.json()
+    page = await customer_page(settings, "c1")
     assert page["scores"]["churn"]["model_version"] == version
     assert page["scores"]["churn"]["value"] == scores["churn"]
+
+    # the same features before and after a crash and restart: the same score and version
+    at = start + timedelta(hours=1, minutes=30)
+    await produce_raw(settings, [record("p1", 1, "message_sent", at)])
+    before = (await customer_page(settings, "p1", wait=True))["scores"]["churn"]
+    worker.kill()
+    worker.start()
+    await produce_raw(settings, [record("p2", 1, "message_sent", at)])
+    after = (await customer_page(settings, "p2", wait=True))["scores"]["churn"]
+    assert (after["value"], after["model_version"]) == (before["value"], version)
 
     # warroom top: every partition's leaders merged, as the CLI and the endpoint answer
     for _ in range(40):
