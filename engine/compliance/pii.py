@@ -307,33 +307,61 @@ def _moved(item: PersonalData, origin: list[int]) -> PersonalData:
     )
 
 
+_SPELLING = frozenset(" \t·•、*~|'")
+"""What may be inserted between the characters of an email address to disguise it."""
+_SPELT_REACH = 128
+"""Characters before an ``@`` searched for a spelt-out local part."""
+
+
 def _emails(view: str) -> Iterable[PersonalData]:
     last_end = 0
     for at in _AT.finditer(view):
         if at.start() < last_end:
             continue
-        left = at.start()
-        while left > 0 and view[left - 1] in " \t" and at.start() - left < 2:
-            left -= 1
-        start = left
-        while start > 0 and view[start - 1] in _LOCAL and left - start < _LOCAL_MAX:
-            start -= 1
-        while start < left and view[start] == ".":
-            start += 1
-        if start == left:
+        found = _email_at(view, at.start(), at.end(), at.group() == "@")
+        if found is None and at.group() == "@":
+            found = _spelt_email_at(view, at.start())
+        if found is None:
             continue
-        right = at.end()
-        while right < len(view) and view[right] in " \t" and right - at.end() < 2:
-            right += 1
-        domain = _DOMAIN.match(view[right : right + _DOMAIN_MAX])
-        if domain is None:
-            continue
-        end = right + domain.end()
-        local = view[start:left]
-        value = local.lower() + "@" + _DOT_WORD.sub(".", domain.group()).lower()
-        hidden = tuple(range(start + 1, left))
-        last_end = end
-        yield PersonalData(EMAIL, start, end, value, hidden, local.lower() not in ROLE_MAILBOXES)
+        last_end = found.end
+        yield found
+
+
+def _email_at(view: str, at: int, after: int, symbol: bool) -> PersonalData | None:
+    """The address around the at-sign at view[at:after], if there is one."""
+    left = at
+    while left > 0 and view[left - 1] in " \t" and at - left < 2:
+        left -= 1
+    start = left
+    while start > 0 and view[start - 1] in _LOCAL and left - start < _LOCAL_MAX:
+        start -= 1
+    while start < left and view[start] == ".":
+        start += 1
+    if start == left:
+        return None
+    right = after
+    while right < len(view) and view[right] in " \t" and right - after < 2:
+        right += 1
+    domain = _DOMAIN.match(view[right : right + _DOMAIN_MAX])
+    if domain is None:
+        return None
+    local = view[start:left]
+    value = local.lower() + "@" + _DOT_WORD.sub(".", domain.group()).lower()
+    hidden = tuple(range(start + 1, left))
+    reportable = local.lower() not in ROLE_MAILBOXES
+    return PersonalData(EMAIL, start, right + domain.end(), value, hidden, reportable)
+
+
+def _spelt_email_at(view: str, at: int) -> PersonalData | None:
+    """An address spelt out with spaces or marks between its characters
+    (s a r a h @ s i n a . c o m), read with them left out."""
+    first = max(0, at - _SPELT_REACH)
+    window = view[first : at + _DOMAIN_MAX]
+    origin = [first + p for p, ch in enumerate(window) if ch not in _SPELLING]
+    compact = "".join(ch for ch in window if ch not in _SPELLING)
+    at_compact = origin.index(at)
+    found = _email_at(compact, at_compact, at_compact + 1, True)
+    return None if found is None else _moved(found, origin)
 
 
 def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData]:

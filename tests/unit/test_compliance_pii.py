@@ -249,3 +249,17 @@ def test_more_disguises(text: str, detector: str) -> None:
 )
 def test_plus_signs_apostrophes_and_enumeration_commas_between_digits(text: str) -> None:
     assert [d for d, _ in found(f"手机 {text}")] == ["mobile"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["s a r a h . l i n @ s i n a . c o m", "s·a·r·a·h@s·i·n·a·.·c·o·m", "s*a*r*a*h@s*i*n*a.c*o*m"],
+)
+def test_an_email_spelt_out_with_separators_is_found(text: str) -> None:
+    [item] = find_personal_data(f"发给 {text} 吧")
+    assert item.detector == "email" and item.value.endswith("@sina.com")
+
+
+def test_an_ordinary_email_keeps_its_own_extent() -> None:
+    [item] = find_personal_data("email me at rep@warroom-demo.com please")
+    assert item.value == "rep@warroom-demo.com"
