@@ -113,7 +113,7 @@ async def _with_sinks(
             return super()._aiokafka_producer(transactional_id)
 
     sink = KafkaTouchpointSink(intake) if transactional_id is None else StableSink(intake)
-    letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic)
+    letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic, intake.security)
     await sink.start()
     try:
         await letters.start()

@@ -830,6 +830,7 @@ async def follow(
     consumer = AIOKafkaConsumer(
         *settings.topics,
         bootstrap_servers=settings.intake.bootstrap_servers,
+        **settings.intake.security.client_options(),
         group_id=settings.group_id,
         client_id=settings.intake.instance_id,
         enable_auto_commit=False,
@@ -837,7 +838,9 @@ async def follow(
         auto_offset_reset="earliest" if settings.from_beginning else "latest",
     )
     sink = KafkaTouchpointSink(settings.intake)
-    dead_letters = KafkaDeadLetterSink(settings.intake.bootstrap_servers, settings.dlq_topic)
+    dead_letters = KafkaDeadLetterSink(
+        settings.intake.bootstrap_servers, settings.dlq_topic, settings.intake.security
+    )
     await sink.start()
     await dead_letters.start()
     await consumer.start()

@@ -361,7 +361,7 @@ async def _publish(
     from .imap import ImaplibMailbox, ImapState, follow, read_new
 
     sink = KafkaTouchpointSink(intake)
-    letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic)
+    letters = KafkaDeadLetterSink(intake.bootstrap_servers, dlq_topic, intake.security)
     publisher = EmailPublisher(settings, sink, letters)
     threads_file: Path | None = args.threads
     if threads_file is None and imap is not None:

@@ -242,6 +242,7 @@ async def follow(settings: FollowSettings, mapping: Mapping, stop: asyncio.Event
     consumer = AIOKafkaConsumer(
         settings.topic,
         bootstrap_servers=settings.intake.bootstrap_servers,
+        **settings.intake.security.client_options(),
         group_id=settings.group_id,
         client_id=settings.intake.instance_id,
         enable_auto_commit=False,
@@ -249,7 +250,9 @@ async def follow(settings: FollowSettings, mapping: Mapping, stop: asyncio.Event
         auto_offset_reset="earliest" if settings.from_beginning else "latest",
     )
     sink = KafkaTouchpointSink(settings.intake)
-    dead_letters = KafkaDeadLetterSink(settings.intake.bootstrap_servers, settings.dlq_topic)
+    dead_letters = KafkaDeadLetterSink(
+        settings.intake.bootstrap_servers, settings.dlq_topic, settings.intake.security
+    )
     await sink.start()
     await dead_letters.start()
     await consumer.start()

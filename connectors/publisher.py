@@ -228,6 +228,7 @@ class KafkaTouchpointSink:
     def _aiokafka_producer(self, transactional_id: str) -> TransactionalProducer:
         producer: TransactionalProducer = AIOKafkaProducer(
             bootstrap_servers=self._settings.bootstrap_servers,
+            **self._settings.security.client_options(),
             client_id=self._settings.instance_id,
             transactional_id=transactional_id,
             transaction_timeout_ms=self._settings.transaction_timeout_ms,

@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaProducer
 from schemas.codec import encode_dead_letter
 from schemas.models import DeadLetter
 
+from .kafka_security import PLAINTEXT, KafkaSecurity
+
 RAW_BYTES_KEPT = 65_536
 """A connector's dead letter keeps at most this many bytes of the raw input."""
 DETAIL_MAX = 4_000
@@ -60,10 +62,15 @@ class KafkaDeadLetterSink:
     """Writes dead letters to the ``dlq`` topic (idempotent producer, acks from all
     in-sync replicas): ``send`` returns once the broker has the record."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self.topic = topic
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            **security.client_options(),
         )
 
     async def start(self) -> None:

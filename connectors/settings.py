@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from .kafka_security import PLAINTEXT, KafkaSecurity
+
 
 @dataclass(frozen=True, slots=True)
 class IntakeSettings:
@@ -29,6 +31,8 @@ class IntakeSettings:
     """Concurrent requests share one transaction up to this many touchpoints."""
     recovery_backoff_seconds: float = 1.0
     """First wait before a fenced or broken producer is recreated (doubles up to 30 s)."""
+    security: KafkaSecurity = PLAINTEXT
+    """SASL and TLS of the connector's Kafka clients."""
 
     def __post_init__(self) -> None:
         if self.partitions < 1:

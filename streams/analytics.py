@@ -47,6 +47,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from connectors.kafka_security import PLAINTEXT, KafkaSecurity
 from engine.journeys import JourneySignal
 from schemas.models import ComplianceVerdict, ConsentChange
 
@@ -230,9 +231,12 @@ async def publish_metrics(
     analytics: Analytics,
     rule_ids: Callable[[], Iterable[str]],
     interval: float,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Every ``interval`` seconds, write the worker's tallies to the metrics topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", **security.client_options()
+    )
     await producer.start()
     try:
         while True:

@@ -37,6 +37,7 @@ from schemas.topics import (
 from .analytics import Analytics, publish_metrics
 from .audit_chain import BundleDecisions, StoredHeadCodec
 from .batches import run_agent
+from .kafka_security import faust_credentials
 from .metrics import WorkerMetrics
 from .parts import Warroom
 from .patches import (
@@ -147,6 +148,7 @@ def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir / settings.app_id),
         processing_guarantee=settings.processing_guarantee.value,
@@ -248,6 +250,7 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
             warroom.analytics,
             lambda: [rule.rule_id for rule in rulebook.rules],
             settings.metrics_interval_seconds,
+            security=settings.kafka_security(),
         )
 
     async def timers() -> None:
@@ -259,6 +262,7 @@ def _background(warroom: Warroom, rulebook: RuleBook, rules_loaded: asyncio.Even
             warroom.states.owned,
             Expiry(timedelta(days=settings.customer_ttl_days), settings.expiry_check_seconds),
             generation=warroom.generation,
+            security=settings.kafka_security(),
         )
 
     async def lag() -> None:

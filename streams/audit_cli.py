@@ -26,6 +26,7 @@ from engine import AuditVerifier, ChainHead, VerifyReport
 from engine.errors import WarroomError
 from schemas.topics import AUDIT
 
+from .kafka_security import client_options
 from .settings import Settings
 
 INTACT, BROKEN, UNUSABLE = 0, 1, 2
@@ -48,6 +49,7 @@ def heads_topic(settings: Settings) -> str:
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -58,7 +60,9 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition] | 
     """Every partition of ``topic``, or None when there is no such topic. Asks the
     cluster (a consumer knows only the topics it has metadata for) and waits a little
     for the leaders of a topic created a moment ago."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **client_options(settings)
+    )
     try:
         await admin.start()
         # Listing every topic never creates one; describing a missing one might.

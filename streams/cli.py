@@ -226,6 +226,7 @@ def _intake_settings(args: argparse.Namespace, role: str) -> IntakeSettings:
         topic=settings.topic(TOUCHPOINTS),
         partitions=settings.partitions,
         instance_id=instance,
+        security=settings.kafka_security(),
     )
 
 

@@ -40,6 +40,7 @@ from schemas.models import ComplianceVerdict, DraftReview, MessageDraft
 from schemas.partitioning import customer_partition
 from schemas.topics import MESSAGE_DRAFTS
 
+from .kafka_security import client_options
 from .rules_feed import follow_rules
 from .settings import Settings
 from .verdicts import decide
@@ -187,6 +188,7 @@ async def serve(settings: Settings, host: str, port: int, token: str | None) -> 
     """Serve the gate until cancelled."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=0,

@@ -33,6 +33,7 @@ from engine.rulebook import BundleLedger, Kept, RuleBook, Verdict
 from schemas.topics import RULES, RULES_ACCEPTED, TIMERS
 
 from .audit_chain import BUNDLE_CHAIN, BundleDecisions
+from .kafka_security import client_options
 from .settings import Settings
 from .timers import encode_tick
 
@@ -104,7 +105,9 @@ async def follow_rules(
     consumer = _consumer(settings)
     producer = None
     if decisions is not None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, acks="all", **client_options(settings)
+        )
         await producer.start()
     await consumer.start()
     try:
@@ -161,6 +164,7 @@ async def running_rulebook(settings: Settings) -> RuleBook:
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -7,6 +7,7 @@ from aiokafka import AIOKafkaProducer
 from engine.bundle import InvalidBundle, load_bundle
 from schemas.topics import RULES
 
+from .kafka_security import client_options
 from .rules_feed import running_rulebook
 from .settings import Settings
 
@@ -24,7 +25,9 @@ async def delete_bundle(settings: Settings, name: str) -> str:
 
 
 async def _publish(settings: Settings, name: str, value: bytes | None) -> str:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **client_options(settings)
+    )
     await producer.start()
     try:
         sent = await producer.send_and_wait(

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from engine import CustomerState, RuleBook
 from schemas.topics import SCORE_LEADERS
 
+from .kafka_security import client_options
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,9 @@ async def read_board(settings: Settings) -> Board:
     """Every partition's leaders as the topic holds them now."""
     board = Board()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        **client_options(settings),
     )
     await consumer.start()
     try:
@@ -303,7 +306,9 @@ async def read_board(settings: Settings) -> Board:
 async def follow_board(settings: Settings, board: Board) -> None:
     """Keep ``board`` up to date with ``score-leaders`` until cancelled."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        **client_options(settings),
     )
     await consumer.start()
     try:
@@ -349,7 +354,9 @@ async def publish_leaders(
     interval: float = PUBLISH_EVERY_SECONDS,
 ) -> None:
     """Publish the leaders of changed owned partitions every ``interval`` seconds."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **client_options(settings)
+    )
     await producer.start()
     topic = settings.topic(SCORE_LEADERS)
     try:
@@ -361,14 +368,21 @@ async def publish_leaders(
             chosen = dirty.take(owned(), current)
             if not chosen:
                 continue
-            collected: list[tuple[str, int, CustomerState]] = []
+            by_partition: dict[int, list[tuple[str, int, CustomerState]]] = {p: [] for p in chosen}
             for index, item in enumerate(states(chosen)):
-                collected.append(item)
+                by_partition[item[1]].append(item)
                 if index % STATES_BEFORE_YIELD == STATES_BEFORE_YIELD - 1:
                     await asyncio.sleep(0)
-            records = partition_leaders(
-                collected, rulebook.scores, managers(rulebook), datetime.now(UTC), chosen
-            )
+            manager_of = managers(rulebook)
+            records: list[Leaders] = []
+            for partition, items in sorted(by_partition.items()):
+                # one partition at a time, yielding between: the event loop keeps going
+                records.extend(
+                    partition_leaders(
+                        items, rulebook.scores, manager_of, datetime.now(UTC), [partition]
+                    )
+                )
+                await asyncio.sleep(0)
             for record in records:
                 await producer.send(topic, record.to_bytes(), key=record.key)
             await producer.flush()

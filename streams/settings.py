@@ -6,9 +6,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from schemas.topics import Topic, by_name
 
 
@@ -81,6 +82,37 @@ class Settings(BaseSettings):
     transaction_timeout_seconds: float = Field(120.0, ge=10, le=900)
     """Kafka transaction timeout of the worker's producers. A transaction lasts at most
     about commit_interval + slice_max_seconds + one record's processing, far below it."""
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    """How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: SaslMechanism | None = None
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*."""
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    """Never logged or shown."""
+    ssl_cafile: Path | None = None
+    """PEM file of the CA that signed the brokers' certificates; required with SSL and
+    SASL_SSL (host names are checked)."""
+    ssl_certfile: Path | None = None
+    """Client certificate (PEM) for mutual TLS, with ssl_keyfile (unencrypted PEM key)."""
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _security_fits_together(self) -> Settings:
+        self.kafka_security()
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka client security these settings ask for (see streams.kafka_security)."""
+        return KafkaSecurity(
+            self.security_protocol,
+            self.sasl_mechanism,
+            self.sasl_username,
+            self.sasl_password,
+            self.ssl_cafile,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+        )
 
     def topic(self, topic: Topic | str) -> str:
         """Full Kafka topic name of one of Warroom's registered topics."""

@@ -13,6 +13,7 @@ from schemas.codec import decode_dead_letter, decode_intervention
 from schemas.errors import SchemaError
 from schemas.models import DeadLetter, InterventionCommand
 
+from .kafka_security import client_options
 from .settings import Settings
 
 _BOLD, _DIM, _YELLOW, _RED, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[33m", "\x1b[31m", "\x1b[0m"
@@ -57,6 +58,7 @@ async def tail(
     consumer = AIOKafkaConsumer(
         settings.topic(stream),
         bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         isolation_level="read_committed",
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from connectors.kafka_security import PLAINTEXT, KafkaSecurity
 from engine.conditions import micros
 from engine.reducer import next_deadline
 from engine.retention import expired
@@ -136,6 +137,7 @@ async def run_scheduler(
     expiry: Expiry | None = None,
     interval: float = 1.0,
     generation: Callable[[], int | None] = lambda: 0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Write ticks for passed deadlines, and expiry ticks for silent customers, until
     cancelled.
@@ -144,7 +146,9 @@ async def run_scheduler(
     otherwise changes with every rebalance: the schedule is rebuilt from the stored
     states only once they are complete (a schedule built during recovery would miss the
     deadlines of customers not yet restored, and nothing would rebuild it later)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", **security.client_options()
+    )
     await producer.start()
     built_for: ScheduleBasis | None = None
     next_sweep = 0.0

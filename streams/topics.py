@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from schemas.topics import ALL_TOPICS, CUSTOMER_TOPICS, Partitioning
 
+from .kafka_security import client_options, raise_if_refused
 from .settings import Settings
 
 
@@ -19,7 +20,9 @@ class TopicMismatch(RuntimeError):
 
 async def ensure_topics(settings: Settings, wait_seconds: float = 60.0) -> list[str]:
     """Create missing topics; refuse existing ones with the wrong partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **client_options(settings)
+    )
     await _start(admin, settings, wait_seconds)
     try:
         wanted = {
@@ -50,6 +53,7 @@ async def _start(admin: AIOKafkaAdminClient, settings: Settings, wait_seconds: f
             await admin.start()
             return
         except KafkaConnectionError:
+            await raise_if_refused(settings)  # wrong credentials: retrying will not help
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)
