@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from engine import LinearScorer, RuleBook, ScoreModel, ScoreSpec
+from engine import LinearScorer, ModelSpec, RuleBook, ScoreModel, ScoreSpec
 from schemas.topics import METRICS, MODELS, SCORING_EXAMPLES
 
 from .kafka_security import client_options
@@ -74,6 +74,40 @@ class Drift:
         }
 
 
+def _settings(spec: ModelSpec) -> dict[str, Any]:
+    if spec.name == "forest":
+        return {"name": spec.name, "trees": spec.trees, "seed": spec.seed}
+    return {"name": spec.name, "learning_rate": spec.learning_rate, "l2": spec.l2}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChange:
+    """The bundle changed a score's champion (or its settings): a new model from here on.
+    The bundle version that did it is audited as ``bundle_activated``; this is the
+    learner's side of the switch, on the metrics topic."""
+
+    score: str
+    before: ModelSpec
+    after: ModelSpec
+    model_version: int
+    offset: int
+    shipped: bool
+    """False when the new champion has no data-only format (``forest``): workers keep no
+    score for it until that changes (docs/scoring.md)."""
+
+    def to_metric(self, now: datetime) -> dict[str, Any]:
+        return {
+            "metric": "score_model_changed",
+            "score": self.score,
+            "from": _settings(self.before),
+            "to": _settings(self.after),
+            "model_version": self.model_version,
+            "example_offset": self.offset,
+            "shipped": self.shipped,
+            "at": now.isoformat(),
+        }
+
+
 class Learner:
     """Folds examples in topic order into one :class:`ScoreModel` per running score."""
 
@@ -83,6 +117,7 @@ class Learner:
         self.next_offset: dict[str, int] = {}
         self.changed: set[str] = set()
         self.drifts: list[Drift] = []
+        self.changes: list[ModelChange] = []
         self.refused = 0
         """Examples that could not be read (logged, skipped, never retried)."""
 
@@ -102,6 +137,7 @@ class Learner:
                 self.models[name] = ScoreModel(spec, record.champion, record.version)
             else:  # the bundle changed the model: a new one, from here on
                 self.models[name] = ScoreModel(spec, None, record.version)
+                self._changed(name, record.champion.spec, spec, record.version)
         return min(self.next_offset.values(), default=0)
 
     def _model(self, spec: ScoreSpec) -> ScoreModel:
@@ -110,8 +146,23 @@ class Learner:
             model = self.models[spec.name] = ScoreModel(spec)
         elif model.spec != spec:
             champion = model.champion if model.champion.spec == spec.model else None
+            if champion is None:
+                self._changed(spec.name, model.champion.spec, spec, model.version)
             model = self.models[spec.name] = ScoreModel(spec, champion, model.version)
         return model
+
+    def _changed(self, name: str, before: ModelSpec, spec: ScoreSpec, version: int) -> None:
+        shipped = spec.model.name == "logistic_regression"
+        offset = self.next_offset.get(name, 0)
+        self.changes.append(ModelChange(name, before, spec.model, version, offset, shipped))
+        log.warning(
+            "score %r: the champion is now %s (was %s) from example offset %d%s",
+            name,
+            _settings(spec.model),
+            _settings(before),
+            offset,
+            "" if shipped else "; it has no data-only format, so workers keep no score for it",
+        )
 
     def fold(self, offset: int, key: bytes | None, value: bytes | None) -> bool:
         """Learn the example at ``offset``; False when it is not one to learn (no running
@@ -265,7 +316,8 @@ async def _learn_while_owner(
                         await asyncio.sleep(0)
             if learnt:
                 metrics.examples_learnt.inc(learnt)
-            if learner.changed and loop.time() - published_at >= PUBLISH_EVERY_SECONDS:
+            due = loop.time() - published_at >= PUBLISH_EVERY_SECONDS
+            if (learner.changed or learner.changes) and due:
                 await _publish(settings, learner, metrics, producer)
                 published_at = loop.time()
     finally:
@@ -287,6 +339,13 @@ async def _publish(
         )
         metrics.score_drifts.labels(drift.score).inc()
     learner.drifts.clear()
+    for change in learner.changes:
+        await producer.send(
+            settings.topic(METRICS),
+            orjson.dumps(change.to_metric(now)),
+            key=f"score:{change.score}".encode(),
+        )
+    learner.changes.clear()
     for record in learner.publish():
         await producer.send(settings.topic(MODELS), record.to_bytes(), key=record.score.encode())
         metrics.score_drifted.labels(record.score).set(1 if record.score in drifted else 0)
