@@ -26,6 +26,13 @@ def format_explanation(data: dict[str, Any]) -> str:
         )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(state["kind_counts"].items()))
         lines.append(f"  by kind: {counts}")
+    for name, score in data.get("scores", {}).items():
+        top = ", ".join(
+            f"{t['feature']} {t['value']} ({t['contribution']:+.2f})" for t in score["top"]
+        )
+        lines.append(f"  score {name} {score['value']:.3f} (model v{score['model_version']})")
+        if top:
+            lines.append(f"    weighed most: {top}")
     for rule in data["rules"]:
         lines.append(f"  rule {rule['rule_id']} v{rule['version']} ({rule['mode']})")
         lines.append(f"    {rule['progress']}")

@@ -310,3 +310,29 @@ def test_snapshots_are_trimmed_before_rule_memories_to_fit_the_state_budget() ->
     snaps = kept.snapshots.by_score["churn"]
     assert 0 < len(snaps) < 12 and snaps == state.snapshots.by_score["churn"][-len(snaps) :]
     assert result.trimmed_snapshots == 12 - len(snaps) and result.trimmed_memories == 0
+
+
+def test_warroom_explain_prints_each_score_with_its_version_and_top_features() -> None:
+    from streams.explain_cli import format_explanation
+
+    page = {
+        "customer_id": "c1",
+        "partition": 2,
+        "owned_here": True,
+        "state": None,
+        "scores": {
+            "churn": {
+                "value": 0.8123,
+                "model_version": 42,
+                "at": "2026-11-22T11:00:00+00:00",
+                "top": [
+                    {"feature": "unanswered_outbound", "value": 4.0, "contribution": 1.25},
+                    {"feature": "profile.plan", "value": "free", "contribution": -0.5},
+                ],
+            }
+        },
+        "rules": [],
+    }
+    lines = format_explanation(page).splitlines()
+    assert "  score churn 0.812 (model v42)" in lines
+    assert "    weighed most: unanswered_outbound 4.0 (+1.25), profile.plan free (-0.50)" in lines
