@@ -1,13 +1,14 @@
 """The worker's web pages: open health and metrics, admin pages behind a bearer token.
 
 ``/metrics``, ``/healthz`` (liveness: the event loop answers; never depends on the
-broker), ``/readyz`` (503 with the reasons while bundles are read, the group rebalances
-or tables recover) and ``/startupz`` (503 until the worker was ready once, for a
-startup probe that covers long recoveries) answer anyone who reaches the port.
-``/customers/{id}`` (a customer's state and why each rule did or did not fire) and
-``/rules`` (the running bundles) show customer data and configuration, so they need
-``Authorization: Bearer <WARROOM_ADMIN_TOKEN>``; without a configured token they are
-off (403). Faust's own table and router views are switched off in ``create_app``.
+broker), ``/readyz`` (503 with the reasons while bundles or models are read, the group
+rebalances or tables recover) and ``/startupz`` (503 until the worker was ready once,
+for a startup probe that covers long recoveries) answer anyone who reaches the port.
+``/customers/{id}`` (a customer's state, scores and why each rule did or did not fire),
+``/scores/{score}/top`` (the best customers by a score across every worker's
+partitions) and ``/rules`` (the running bundles) show customer data and configuration,
+so they need ``Authorization: Bearer <WARROOM_ADMIN_TOKEN>``; without a configured
+token they are off (403). Faust's own table and router views are switched off in ``create_app``.
 """
 
 from __future__ import annotations
