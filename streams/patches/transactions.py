@@ -21,7 +21,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -264,8 +264,13 @@ class _WarroomConsumerThread(AIOKafkaConsumerThread):
         if not self.consumer.in_transaction:
             return offsets
         servers = consumer._client._bootstrap_servers
+        auth = credentials_to_aiokafka_auth(
+            self.app.conf.broker_credentials, self.app.conf.ssl_context
+        )
         try:
-            found = await asyncio.wait_for(after_last_records(servers, offsets), TAIL_PROBE_TIMEOUT)
+            found = await asyncio.wait_for(
+                after_last_records(servers, offsets, **auth), TAIL_PROBE_TIMEOUT
+            )
         except (TimeoutError, KafkaError) as exc:
             # Correct either way: Faust only waits its 10 s for the markers.
             log.warning("changelog tail probe failed, recovery may wait 10 s: %r", exc)
@@ -303,7 +308,9 @@ TAIL_WINDOWS = (8, 512)
 the last window it reads the partition from its start."""
 
 
-async def after_last_records(servers: Any, ends: Mapping[TP, int]) -> dict[TP, int]:
+async def after_last_records(
+    servers: Any, ends: Mapping[TP, int], **client_options: Any
+) -> dict[TP, int]:
     """For each partition, one past the offset of its last committed record below
     ``ends`` (a last stable offset), or 0 when there is none.
 
@@ -319,6 +326,7 @@ async def after_last_records(servers: Any, ends: Mapping[TP, int]) -> dict[TP, i
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **client_options,
     )
     await probe.start()
     try:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -348,55 +347,69 @@ async def test_mutual_tls_refuses_a_certificate_from_another_ca(
         await ensure_topics(settings, wait_seconds=60)
 
 
-async def test_worker_runs_on_scram(secured: tuple[dict[str, str], Path], tmp_path: Path) -> None:
+async def test_worker_runs_and_restarts_on_scram(
+    secured: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
     """The Faust worker, its producers and its side clients, with SCRAM credentials: it
-    consumes a touchpoint published by the connectors' sink and commits its offset."""
+    processes a touchpoint published by the connectors' sink and commits it; restarted,
+    it recovers its state (the exactly-once changelog tail probe included) and processes
+    the next. The password appears nowhere in its log."""
     listeners, _ = secured
     settings = scram_settings(listeners, tmp_path, SCRAM_PASSWORD)
     settings = settings.model_copy(update={"web_port": _free_port()})
     await ensure_topics(settings, wait_seconds=10)
+    intake = IntakeSettings(
+        bootstrap_servers=settings.bootstrap_servers,
+        topic=settings.topic(TOUCHPOINTS),
+        partitions=settings.partitions,
+        instance_id=f"{settings.app_id}-chat",
+        security=settings.kafka_security(),
+    )
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    try:
-        intake = IntakeSettings(
-            bootstrap_servers=settings.bootstrap_servers,
-            topic=settings.topic(TOUCHPOINTS),
-            partitions=settings.partitions,
-            instance_id=f"{settings.app_id}-chat",
-            security=settings.kafka_security(),
-        )
-        sink = KafkaTouchpointSink(replace(intake))
-        await sink.start()
+    for expected in (1, 2):
+        worker.start()
         try:
-            await sink.publish([touchpoint("cust-worker-1")])
+            sink = KafkaTouchpointSink(intake)
+            await sink.start()
+            try:
+                await sink.publish([touchpoint("cust-worker-1")])
+            finally:
+                await sink.stop()
+            last = (await read_committed(settings, TOUCHPOINTS, expected))[-1]
+            where = TopicPartition(last.topic, last.partition)
+            committed = await _committed_offset(settings, worker, where, last.offset + 1)
+            assert committed > last.offset, worker.tail_log()
         finally:
-            await sink.stop()
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers, **client_options(settings)
-        )
-        await admin.start()
-        try:
-            committed = 0
-            deadline = asyncio.get_running_loop().time() + 60
-            while committed < 1 and asyncio.get_running_loop().time() < deadline:
-                worker.assert_alive()
-                try:
-                    offsets = await admin.list_consumer_group_offsets(settings.app_id)
-                except KafkaError:  # the group's coordinator is still being set up
-                    offsets = {}
-                committed = sum(
-                    meta.offset
-                    for tp, meta in offsets.items()
-                    if tp.topic == settings.topic(TOUCHPOINTS)
-                )
-                await asyncio.sleep(0.5)
-        finally:
-            await admin.close()
-        assert committed == 1, worker.tail_log()
-    finally:
-        worker.stop()
+            worker.stop()
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert SCRAM_PASSWORD not in log
+    assert "tail probe failed" not in log, log
+
+
+async def _committed_offset(
+    settings: Settings, worker: WorkerProcess, where: TopicPartition, wanted: int
+) -> int:
+    """The worker group's committed offset of ``where`` once it reaches ``wanted``, or
+    what it is after 60 s."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **client_options(settings)
+    )
+    await admin.start()
+    try:
+        committed = -1
+        deadline = asyncio.get_running_loop().time() + 60
+        while committed < wanted and asyncio.get_running_loop().time() < deadline:
+            worker.assert_alive()
+            try:
+                offsets = await admin.list_consumer_group_offsets(settings.app_id)
+            except KafkaError:  # the group's coordinator is still being set up
+                offsets = {}
+            found = offsets.get(where)
+            committed = -1 if found is None else found.offset
+            await asyncio.sleep(0.5)
+        return committed
+    finally:
+        await admin.close()
 
 
 def _free_port() -> int:
