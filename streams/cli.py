@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from connectors.kafka_security import KafkaAccessRefused
 from schemas.topics import TAILABLE
 
 from .settings import Settings
@@ -25,7 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except KafkaAccessRefused as refused:  # wrong credentials or certificate: no traceback
+        command = (list(argv) if argv is not None else sys.argv[1:])[:1]
+        print(f"warroom {' '.join(command)}: not starting: {refused}", file=sys.stderr)
+        return 3
     return result
 
 

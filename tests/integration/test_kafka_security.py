@@ -315,7 +315,10 @@ def test_warroom_topics_with_a_wrong_password_exits_without_showing_it(
         check=False,
     )
     output = done.stdout + done.stderr
-    assert done.returncode != 0, output
+    assert done.returncode == 3, output
+    assert "Traceback" not in output, output
+    assert "\nwarroom topics: not starting: Kafka at " in "\n" + done.stderr, output
+    assert f"SCRAM-SHA-512 as {SCRAM_USER!r}" in output
     assert "invalid credentials" in output
     assert WRONG_PASSWORD not in output
 
