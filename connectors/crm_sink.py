@@ -60,6 +60,7 @@ from schemas.errors import SchemaError
 from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
+from .kafka_security import PLAINTEXT, KafkaSecurity
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class CrmSinkSettings:
     """Size of the recently-sent memory."""
     warm_records_per_partition: int = 20_000
     """Feedback records read back per partition when partitions are assigned."""
+    security: KafkaSecurity = PLAINTEXT
+    """SASL and TLS of the sink's Kafka clients."""
     shutdown_grace_seconds: float = 10.0
     """On stop, the poll in hand gets this long to finish before it is abandoned (not
     committed; its delivered commands are remembered through their feedback)."""
@@ -171,11 +174,20 @@ class KafkaFeedbackSink:
     """Writes feedback keyed by customer to its customer's partition; ``send`` returns
     once the broker has it (idempotent producer, acks from all in-sync replicas)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, partitions: int) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        partitions: int,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         self.topic = topic
         self._partitions = partitions
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            **security.client_options(),
         )
 
     async def start(self) -> None:
@@ -270,9 +282,15 @@ class FeedbackHistory:
     """Reads back the recent feedback of some partitions into a :class:`RecentlySent`."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, sent: RecentlySent, per_partition: int
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        sent: RecentlySent,
+        per_partition: int,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._security = security
         self._topic = topic
         self._sent = sent
         self._per_partition = per_partition
@@ -285,6 +303,7 @@ class FeedbackHistory:
             return 0
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap_servers,
+            **self._security.client_options(),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -827,9 +846,11 @@ async def run_sink(
         settings.feedback_topic,
         sent,
         settings.warm_records_per_partition,
+        settings.security,
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
+        **settings.security.client_options(),
         group_id=settings.group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -838,9 +859,11 @@ async def run_sink(
     rebalances = _Rebalances(history)
     consumer.subscribe([settings.interventions_topic], listener=rebalances)
     feedback = KafkaFeedbackSink(
-        settings.bootstrap_servers, settings.feedback_topic, settings.partitions
+        settings.bootstrap_servers, settings.feedback_topic, settings.partitions, settings.security
     )
-    dead_letters = KafkaDeadLetterSink(settings.bootstrap_servers, settings.dlq_topic)
+    dead_letters = KafkaDeadLetterSink(
+        settings.bootstrap_servers, settings.dlq_topic, settings.security
+    )
     runner: web.AppRunner | None = None
     # Before the callback is served: a CRM that reports right after a restart names
     # interventions sent before it.

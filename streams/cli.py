@@ -310,6 +310,7 @@ def _crm_sink(args: argparse.Namespace) -> int:
     host, _, port = args.callback.rpartition(":")
     sink = CrmSinkSettings(
         bootstrap_servers=settings.bootstrap_servers,
+        security=settings.kafka_security(),
         interventions_topic=settings.topic(INTERVENTIONS),
         feedback_topic=settings.topic(FEEDBACK),
         dlq_topic=settings.topic(DLQ),

@@ -262,3 +262,34 @@ async def test_a_closed_port_is_not_a_refusal() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert await explain_refusal(f"127.0.0.1:{port}", KafkaSecurity(**{})) is None
+
+
+async def test_crm_sink_clients_get_the_security() -> None:
+    from connectors.crm_sink import (
+        CrmSinkSettings,
+        FeedbackHistory,
+        KafkaFeedbackSink,
+        RecentlySent,
+    )
+
+    security = KafkaSecurity(
+        protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="crm",
+        sasl_password=SecretStr(PASSWORD),
+    )
+    settings = CrmSinkSettings(
+        bootstrap_servers="b:9092",
+        interventions_topic="interventions",
+        feedback_topic="feedback",
+        dlq_topic="dlq",
+        partitions=1,
+        group_id="crm",
+        webhook_url="http://crm.example/hook",
+        security=security,
+    )
+    assert PASSWORD not in repr(settings)
+    feedback = KafkaFeedbackSink("b:9092", "feedback", 1, security)
+    assert feedback._producer.client._sasl_plain_username == "crm"
+    history = FeedbackHistory("b:9092", "feedback", RecentlySent(10), 10, security)
+    assert history._security is security
