@@ -134,9 +134,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
         plain_users=((PLAIN_USER, PLAIN_PASSWORD),),
         tls_dir=tls,
     )
-    state, child = broker.start_broker(
-        root / "broker", 0, 1, 90.0, fresh=True, tie=True, security=security
-    )
+    with pytest.MonkeyPatch.context() as env:  # a second broker next to the suite's own
+        env.setenv("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m")
+        state, child = broker.start_broker(
+            root / "broker", 0, 1, 90.0, fresh=True, tie=True, security=security
+        )
     try:
         yield state.listeners, tls
     finally:
@@ -422,3 +424,22 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def test_a_broker_certificate_from_another_ca_is_refused(
+    secured: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    listeners, tls = secured
+    settings = _settings(
+        listeners["SASL_SSL"],
+        tmp_path,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=SCRAM_USER,
+        sasl_password=SCRAM_PASSWORD,
+        ssl_cafile=tls / "stranger.pem",
+    )
+    with pytest.raises(KafkaAccessRefused, match="expected a broker certificate signed by") as no:
+        await ensure_topics(settings, wait_seconds=60)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(no.value)
+    assert SCRAM_PASSWORD not in str(no.value)
