@@ -381,8 +381,8 @@ def _term_findings(
         notes.extend(met)
         if category.near_number is not None:
             window = category.near_number
-            number = _NUMBER_NEAR.search(text.text, max(0, start - window), start) or (
-                _NUMBER_NEAR.search(text.text, end, end + window)
+            number = _NUMBER_NEAR.search(text.text, text.reach_before(start, window), start) or (
+                _NUMBER_NEAR.search(text.text, end, text.reach_after(end, window))
             )
             if number is not None:
                 raised = category.number_tier or tier.raised()
@@ -564,7 +564,7 @@ def _nearby(
     exception of the category does not count."""
     notes: list[str] = []
     for near in requirements:
-        lo, hi = start - near.within, end + near.within
+        lo, hi = text.reach_before(start, near.within), text.reach_after(end, near.within)
         found: str | None = None
         span = near_hits.within(near.group, lo, hi, excepts)
         if span is not None:

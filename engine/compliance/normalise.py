@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
@@ -251,11 +252,24 @@ class _Lengths(dict[int, str]):
         return length
 
 
+class _StepKinds(dict[int, str]):
+    """A ``str.translate`` table onto "w" (a word character), "i" (invisible) or "g" (a
+    gap: space, punctuation, symbol)."""
+
+    def __missing__(self, code: int) -> str:
+        kind = info(chr(code)).kind
+        step = "w" if kind == Kind.WORD else "i" if kind == Kind.INVISIBLE else "g"
+        if len(self) < CACHE_MAX:
+            self[code] = step
+        return step
+
+
 _INFO = _Table()
 _FOLDED = _Projection("folded")
 _LITERAL = _Projection("literal")
 _COMPACT = _Projection("compact")
 _LENGTHS = _Lengths()
+_STEP_KINDS = _StepKinds()
 
 
 def info(ch: str) -> CharInfo:
@@ -276,7 +290,7 @@ class Normalised:
     is found.
     """
 
-    __slots__ = ("_origin", "folded", "source", "text")
+    __slots__ = ("_origin", "_steps", "folded", "source", "text")
 
     def __init__(self, text: str, symbols_as_separators: bool = False) -> None:
         self.text = text
@@ -292,6 +306,7 @@ class Normalised:
                 self.source = _SYMBOLS_BETWEEN_CJK.sub(_blank_symbols, text)
         self.folded = self.source.translate(_FOLDED)
         self._origin: list[int] | None = None
+        self._steps: list[int] | None = None
 
     @property
     def origin(self) -> list[int]:
@@ -303,6 +318,41 @@ class Normalised:
             else:
                 self._origin = [p for p, n in enumerate(lengths) for _ in range(ord(n) - 0x30)]
         return self._origin
+
+    @property
+    def steps(self) -> list[int] | None:
+        """For each original position ``p`` (and ``len(text)``), how many characters of a
+        nearby window lie before it: an invisible character counts for nothing and a run of
+        spaces and punctuation for one, so "保 \u200b 证" is as near as "保 证". None when
+        every character counts for one (no invisible character, no run of gaps)."""
+        if self._steps is None:
+            kinds = self.source.translate(_STEP_KINDS)
+            if "i" not in kinds and "gg" not in kinds:
+                return None
+            steps = [0]
+            total, in_gap = 0, False
+            for kind in kinds:
+                if kind == "w":
+                    total, in_gap = total + 1, False
+                elif kind == "g" and not in_gap:
+                    total, in_gap = total + 1, True
+                steps.append(total)
+            self._steps = steps
+        return self._steps
+
+    def reach_before(self, start: int, within: int) -> int:
+        """The first original position at most ``within`` window characters before ``start``."""
+        steps = self.steps
+        if steps is None:
+            return max(0, start - within)
+        return bisect_left(steps, steps[start] - within)
+
+    def reach_after(self, end: int, within: int) -> int:
+        """The original position (exclusive) ``within`` window characters after ``end``."""
+        steps = self.steps
+        if steps is None:
+            return min(len(self.source), end + within)
+        return bisect_right(steps, steps[end] + within) - 1
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Original positions (end exclusive) of matching-view characters start:end."""
