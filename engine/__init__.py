@@ -62,6 +62,7 @@ from .consent import (
     may_train,
     missing_purposes,
     remember,
+    visible_attributes,
 )
 from .errors import EngineError, EvaluationError, StateFormatError, WarroomError
 from .explain import JourneyStatus, RuleStatus, explain, explain_journeys
@@ -175,6 +176,7 @@ __all__ = [
     "tally",
     "timestamp_problem",
     "verify",
+    "visible_attributes",
 ]
 
 if TYPE_CHECKING:

@@ -103,12 +103,12 @@ def apply(
         snapshots=state.snapshots,
         scores=state.scores,
     )
-    if score is not None:
-        updated = score(updated, event)
     if restricted and event.attributes:
         visible = visible_attributes(event.attributes, restricted, updated)
         if visible is not None:
             event = event.model_copy(update={"attributes": visible})
+    if score is not None:  # scores see only what rules may see
+        updated = score(updated, event)
     moment = Moment(updated, micros(at), event, ranks)
     return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
 

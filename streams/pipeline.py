@@ -9,14 +9,14 @@ customer's touchpoints the batch held), the interventions and the dead letters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.compliance import mask_pii
 from engine.conditions import EPOCH
-from engine.consent import apply_consent, may_train, remember
+from engine.consent import apply_consent, may_train, remember, visible_attributes
 from engine.errors import EvaluationError
 from engine.journeys import CompiledJourney, JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
@@ -302,7 +302,11 @@ class Pipeline:
             result.duplicates += 1
             return
         changed[change.customer_id] = (
-            outcome.state if self.scoring is None else _without_training(outcome.state)
+            outcome.state
+            if self.scoring is None
+            else _without_training(
+                _without_hidden_profile(outcome.state, self.rulebook.restricted_fields)
+            )
         )
         result.consent_changes.append((partition, change, outcome.changed))
         result.audit.append(
@@ -556,6 +560,22 @@ def _fit_snapshots(
             state, snapshots=type(state.snapshots)({n: v for n, v in halved.items() if v})
         )
     return state, dropped
+
+
+def _without_hidden_profile(
+    state: CustomerState, restricted: Mapping[str, frozenset[str]]
+) -> CustomerState:
+    """``state`` without remembered profile attributes whose purposes the customer no
+    longer grants (a revocation): scoring forgets them as rules stop seeing them."""
+    memory = state.feature_memory
+    if memory is None or not restricted or not memory.profile:
+        return state
+    visible = visible_attributes(memory.profile, restricted, state)
+    if visible is None:
+        return state
+    kept = {k: v for k, v in memory.profile.items() if k in visible}
+    at = {k: v for k, v in memory.profile_at.items() if k in visible}
+    return replace(state, feature_memory=replace(memory, profile=kept, profile_at=at))
 
 
 def _without_training(state: CustomerState) -> CustomerState:

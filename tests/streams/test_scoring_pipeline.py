@@ -336,3 +336,72 @@ def test_warroom_explain_prints_each_score_with_its_version_and_top_features() -
     lines = format_explanation(page).splitlines()
     assert "  score churn 0.812 (model v42)" in lines
     assert "    weighed most: unanswered_outbound 4.0 (+1.25), profile.plan free (-0.50)" in lines
+
+
+RESTRICTED = """\
+bundle: restricted
+version: 1
+fields:
+  income: {purposes: [risk_modelling]}
+scoring:
+  profile: [income, plan]
+  scores:
+    churn:
+      features: [profile.*]
+      labels: {churned: 1, renewed: 0}
+"""
+
+
+def test_a_restricted_field_is_scored_only_for_customers_who_granted_its_purpose() -> None:
+    book = RuleBook(load_bundle(RESTRICTED, "restricted.yaml"))
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=Scoring(book))
+    store = Store()
+    grant = consent("c2", True, 0)
+    granted_change = consent_change_codec().decode(grant.value or b"")
+    grant = RawRecord(
+        "consents",
+        grant.partition,
+        grant.offset,
+        grant.key,
+        consent_change_codec().encode(
+            granted_change.model_copy(update={"purpose": "risk_modelling"})
+        ),
+    )
+    store.run(pipeline, [grant])
+    attributes = {"income": 52000, "plan": "pro"}
+    store.run(
+        pipeline,
+        [
+            single(touchpoint(1, "c1", attributes=attributes)),
+            single(touchpoint(1, "c2", attributes=attributes)),
+        ],
+    )
+    refused, allowed = store.states["c1"], store.states["c2"]
+    assert refused.feature_memory is not None and allowed.feature_memory is not None
+    assert refused.feature_memory.profile == {"plan": "pro"}  # income never reaches scoring
+    assert allowed.feature_memory.profile == {"income": 52000.0, "plan": "pro"}
+    assert refused.snapshots is not None
+    assert "profile.income" not in refused.snapshots.by_score["churn"][0].features
+
+
+def test_a_revoked_purpose_takes_its_restricted_fields_out_of_the_feature_memory() -> None:
+    book = RuleBook(load_bundle(RESTRICTED, "restricted.yaml"))
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=Scoring(book))
+    store = Store()
+
+    def risk_modelling(granted: bool, minute: int) -> RawRecord:
+        record = consent("c2", granted, minute)
+        change = consent_change_codec().decode(record.value or b"")
+        value = consent_change_codec().encode(
+            change.model_copy(update={"purpose": "risk_modelling"})
+        )
+        return RawRecord(record.topic, record.partition, record.offset, record.key, value)
+
+    store.run(pipeline, [risk_modelling(True, 0)])
+    store.run(pipeline, [single(touchpoint(1, "c2", attributes={"income": 52000, "plan": "pro"}))])
+    memory = store.states["c2"].feature_memory
+    assert memory is not None and "income" in memory.profile
+    store.run(pipeline, [risk_modelling(False, 2)])
+    memory = store.states["c2"].feature_memory
+    assert memory is not None
+    assert (dict(memory.profile), set(memory.profile_at)) == ({"plan": "pro"}, {"plan"})
