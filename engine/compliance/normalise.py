@@ -8,7 +8,8 @@ view comes from exactly one character of the original:
   radicals), accents and other combining marks removed, case folded, traditional Chinese
   characters simplified, Cyrillic and Greek look-alikes replaced by the Latin letter they
   imitate, digit and symbol stand-ins replaced by the letter they imitate (0→o, 1→i,
-  3→e, 4→a, 5→s, 7→t, @→a, $→s; and l→i, so that "1" may stand for either), and every
+  3→e, 4→a, 5→s, 7→t, @→a, $→s, and ! or | before a letter →i; and l→i, so that "1"
+  may stand for either), and every
   space, punctuation mark, symbol and invisible character left out. "保 本", "保-本",
   "ｇｕａｒａｎｔｅｅｄ", "g.u.a.r.a.n.t.e.e.d" and "gu4r4nt33d" all read "保本" or
   "guaranteed" (with l and i folded together) there.
@@ -109,6 +110,18 @@ _CJK_CLASS = (
 _SYMBOLS_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK_CLASS}])[^\w]*[@$＠＄][^\w]*(?=[{_CJK_CLASS}])")
 """A run of non-word characters holding ``@`` or ``$`` between two CJK characters (a run
 cannot hold a CJK character, so the search is linear)."""
+
+_SMALL = "a-z\u00df-\u00ff\u03ac-\u03ce\u0430-\u045f"
+_LETTER_OR_DIGIT = "0-9A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u045f"
+_MARK_FOR_I = re.compile(
+    rf"(?<![{_SMALL}])[!|](?=[{_LETTER_OR_DIGIT}])|(?<=[{_SMALL}])[!|](?=[0-9{_SMALL}])"
+)
+"""``!`` or ``|`` written for an i or l: before a Latin, Greek or Cyrillic letter or a
+digit ("r!sk", "!ncome", "CAP|TAL"), except between a small and a capital letter
+("news!Risk": a sentence whose space is missing). A mark inserted between letters
+(g|u|a|r|d) is read as one in the draft's second reading."""
+_I_STAND_IN = "\u0131"
+"""Dotless i: a letter that reads "i" in the matching view, one character for one."""
 
 HOMOGLYPHS: dict[str, str] = {
     # Cyrillic (lower case: case is folded first)
@@ -295,15 +308,18 @@ class Normalised:
     def __init__(self, text: str, symbols_as_separators: bool = False) -> None:
         self.text = text
         self.source = text
-        """``text`` with letter stand-ins between CJK characters made spaces (same length):
-        what the matching view is read from. With ``symbols_as_separators``, every ``@``
-        and ``$`` is a space: the reading for symbols inserted between letters
-        (g@u@a@r@a@n@t@e@e@d) rather than written for them (gu@r@nteed)."""
-        if has_symbol_stand_ins(text):
-            if symbols_as_separators:
-                self.source = _blank_symbols_in(text)
-            else:
+        """``text`` with letter stand-ins between CJK characters made spaces and ``!`` or
+        ``|`` before a letter made a dotless i (same length): what the matching view is
+        read from. With ``symbols_as_separators``, every ``@`` and ``$`` is a space and
+        ``!`` and ``|`` stay marks: the reading for symbols inserted between letters
+        (g@u@a@r@a@n@t@e@e@d, g|u|a|r|d) rather than written for them (gu@r@nteed, r!sk)."""
+        if symbols_as_separators:
+            self.source = _blank_symbols_in(text)
+        else:
+            if "@" in text or "$" in text or "＠" in text or "＄" in text:
                 self.source = _SYMBOLS_BETWEEN_CJK.sub(_blank_symbols, text)
+            if "!" in text or "|" in text:
+                self.source = _MARK_FOR_I.sub(_I_STAND_IN, self.source)
         self.folded = self.source.translate(_FOLDED)
         self._origin: list[int] | None = None
         self._steps: list[int] | None = None
@@ -459,6 +475,12 @@ def _blank_symbols_in(text: str) -> str:
 
 
 def has_symbol_stand_ins(text: str) -> bool:
-    """Whether ``text`` holds ``@`` or ``$`` (full-width too), which may stand for a letter
-    or have been inserted between letters."""
-    return "@" in text or "$" in text or "＠" in text or "＄" in text
+    """Whether ``text`` holds ``@`` or ``$`` (full-width too), or ``!`` or ``|`` before a
+    letter, which may stand for a letter or have been inserted between letters."""
+    return (
+        "@" in text
+        or "$" in text
+        or "＠" in text
+        or "＄" in text
+        or (("!" in text or "|" in text) and _MARK_FOR_I.search(text) is not None)
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from engine.bundle import load_bundle
 from engine.compliance import CompiledPolicy, Draft, judge
 
@@ -69,3 +71,32 @@ def test_a_run_of_spaces_or_marks_counts_as_one_character_of_a_window() -> None:
 
 def test_words_still_count_in_a_nearby_window() -> None:
     assert terms_found(NEAR_PROMISE, "保证我们周五下午三点左右能够送到") == []
+
+
+# letter stand-ins
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Between friends: this bond is r!sk-free.", "principal_protection"),
+        ("The whole pension pot stays CAP|TAL PROTECTED.", "principal_protection"),
+        ("Our desk will prom!5e you 7% a year on it.", "return_promise"),
+        ("It pays a guaranteed !ncome every quarter.", "return_promise"),
+    ],
+)
+def test_an_exclamation_mark_or_bar_before_a_letter_stands_for_an_i(
+    text: str, category: str
+) -> None:
+    assert category in categories(text)
+
+
+def test_an_exclamation_mark_between_two_sentences_is_no_letter() -> None:
+    # a missing space after "!" must not glue the next sentence to the last word
+    assert categories("Big news!Risk-free, we promise.") == {"principal_protection"}
+
+
+def test_a_bar_inserted_between_letters_is_read_as_a_mark_too() -> None:
+    # "|" may be a letter (CAP|TAL) or a mark put between letters: both readings count
+    assert "return_promise" in categories("Our fund offers a g|u|a|r|a|n|t|e|e|d y|i|e|l|d.")
+    assert "principal_protection" in categories("这期产品r|i|s|k-f|r|e|e，放心。")
