@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.kafka_security import KafkaAccessRefused
+from aiokafka.errors import KafkaConnectionError
+
+from connectors.kafka_security import KafkaAccessRefused, explain_refusal
 from schemas.topics import TAILABLE
 
 from .settings import Settings
@@ -28,11 +30,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result: int = args.run(args)
-    except KafkaAccessRefused as refused:  # wrong credentials or certificate: no traceback
+    except (KafkaAccessRefused, KafkaConnectionError) as failed:
+        # wrong credentials or certificate: one line, no traceback
+        reason = str(failed) if isinstance(failed, KafkaAccessRefused) else _refusal()
+        if reason is None:
+            raise
         command = (list(argv) if argv is not None else sys.argv[1:])[:1]
-        print(f"warroom {' '.join(command)}: not starting: {refused}", file=sys.stderr)
+        print(f"warroom {' '.join(command)}: not starting: {reason}", file=sys.stderr)
         return 3
     return result
+
+
+def _refusal() -> str | None:
+    """Why the brokers refuse this process's Kafka clients, if they do."""
+    settings = Settings()
+    return asyncio.run(explain_refusal(settings.bootstrap_servers, settings.kafka_security()))
 
 
 def _parser() -> argparse.ArgumentParser:

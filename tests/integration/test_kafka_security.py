@@ -302,13 +302,14 @@ async def test_wrong_password_fails_at_once_naming_the_user_not_the_password(
     assert WRONG_PASSWORD not in message
 
 
-def test_warroom_topics_with_a_wrong_password_exits_without_showing_it(
-    secured: tuple[dict[str, str], Path], tmp_path: Path
+@pytest.mark.parametrize("command", [["topics"], ["tail", "interventions"]])
+def test_the_cli_with_a_wrong_password_exits_without_showing_it(
+    secured: tuple[dict[str, str], Path], tmp_path: Path, command: list[str]
 ) -> None:
     listeners, _ = secured
     settings = scram_settings(listeners, tmp_path, WRONG_PASSWORD)
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics"],
+        [sys.executable, "-m", "streams.cli", *command],
         cwd=REPO,
         env=settings_env(settings),
         capture_output=True,
@@ -319,7 +320,8 @@ def test_warroom_topics_with_a_wrong_password_exits_without_showing_it(
     output = done.stdout + done.stderr
     assert done.returncode == 3, output
     assert "Traceback" not in output, output
-    assert "\nwarroom topics: not starting: Kafka at " in "\n" + done.stderr, output
+    expected = f"\nwarroom {command[0]}: not starting: Kafka at "
+    assert expected in "\n" + done.stderr, output
     assert f"SCRAM-SHA-512 as {SCRAM_USER!r}" in output
     assert "invalid credentials" in output
     assert WRONG_PASSWORD not in output
