@@ -217,23 +217,32 @@ def find_personal_data(text: str) -> tuple[PersonalData, ...]:
 
 
 def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
-    chunks = [
-        (offset + c.start(), "".join(_DIGIT_LETTERS.get(ch, ch) for ch in c.group()))
-        for c in _CHUNK.finditer(group)
-    ]
+    chunks: list[tuple[int, str, bool]] = []  # (start, digits, joined to the one before)
+    previous_end = -1
+    for c in _CHUNK.finditer(group):
+        joined = previous_end >= 0 and not group[previous_end : c.start()].strip(_INVISIBLE)
+        digits = "".join(_DIGIT_LETTERS.get(ch, ch) for ch in c.group())
+        chunks.append((offset + c.start(), digits, joined))
+        previous_end = c.end()
     index = 0
     while index < len(chunks):
         best: tuple[int, int, str, str] | None = None  # (rank, last chunk, detector, value)
         value = ""
         sizes: list[int] = []
+        first = chunks[index][0]
+        card_word = _CARD_WORDS.search(view, max(0, first - _CARD_CONTEXT), first) is not None
         for last in range(index, len(chunks)):
-            value += chunks[last][1]
-            sizes.append(len(chunks[last][1]))
+            digits = chunks[last][1]
+            value += digits
+            if chunks[last][2] and last > index:  # only invisible characters between
+                sizes[-1] += len(digits)
+            else:
+                sizes.append(len(digits))
             if len(value) > 19:
                 break
             if len(value) < 11:  # no detector takes fewer digits
                 continue
-            detector, normalised = _classify(value, sizes)
+            detector, normalised = _classify(value, sizes, card_word)
             if detector is None:
                 continue
             rank = (RESIDENT_ID, MOBILE, BANK_CARD).index(detector)
@@ -246,7 +255,7 @@ def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
         start = chunks[index][0]
         positions = [
             chunk_start + k
-            for chunk_start, chunk in chunks[index : last + 1]
+            for chunk_start, chunk, _ in chunks[index : last + 1]
             for k in range(len(chunk))
         ]
         end = positions[-1] + 1
@@ -255,15 +264,12 @@ def _numbers(view: str, offset: int, group: str) -> Iterable[PersonalData]:
             hidden = tuple(national[3:7])
         else:
             hidden = tuple(positions[:-4])
-        reportable = detector != BANK_CARD or (
-            _card_scheme(normalised)
-            or _CARD_WORDS.search(view, max(0, start - _CARD_CONTEXT), start) is not None
-        )
+        reportable = detector != BANK_CARD or card_word or _card_scheme(normalised)
         yield PersonalData(detector, start, end, normalised, hidden, reportable)
         index = last + 1
 
 
-def _classify(value: str, sizes: list[int]) -> tuple[str | None, str]:
+def _classify(value: str, sizes: list[int], card_word: bool) -> tuple[str | None, str]:
     if len(value) == 18 and resident_id_valid(value):
         return RESIDENT_ID, value.upper()
     if not value.isdigit():
@@ -271,14 +277,16 @@ def _classify(value: str, sizes: list[int]) -> tuple[str | None, str]:
     national = mobile_number(value)
     if national is not None:
         return MOBILE, national
-    if 13 <= len(value) <= 19 and _card_grouping(sizes) and luhn_valid(value):
+    if 13 <= len(value) <= 19 and (card_word or _card_grouping(sizes)) and luhn_valid(value):
         return BANK_CARD, value
     return None, value
 
 
 def _card_grouping(sizes: list[int]) -> bool:
     """Digit groups a card number is written in: one run, fours (the last shorter or up
-    to seven), 4-6-5 or 4-6-4, or one digit at a time; not two numbers side by side."""
+    to seven), 4-6-5 or 4-6-4, or one digit at a time; not two numbers side by side. (Any
+    grouping counts after a card word: "card 62 2848 03157 7420 5" is one card.) Groups
+    with only invisible characters between them are one group."""
     return (
         len(sizes) == 1
         or all(size == 1 for size in sizes)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.bundle import load_bundle
-from engine.compliance import CompiledPolicy, Draft, judge
+from engine.compliance import CompiledPolicy, Draft, find_personal_data, judge
 
 BUNDLE = Path(__file__).resolve().parents[2] / "rules" / "policies" / "default.yaml"
 
@@ -100,3 +100,28 @@ def test_a_bar_inserted_between_letters_is_read_as_a_mark_too() -> None:
     # "|" may be a letter (CAP|TAL) or a mark put between letters: both readings count
     assert "return_promise" in categories("Our fund offers a g|u|a|r|a|n|t|e|e|d y|i|e|l|d.")
     assert "principal_protection" in categories("这期产品r|i|s|k-f|r|e|e，放心。")
+
+
+# card numbers
+
+
+def detected(text: str) -> list[tuple[str, bool]]:
+    return [(p.detector, p.reportable) for p in find_personal_data(text)]
+
+
+def test_invisible_characters_inside_a_card_number_are_no_grouping() -> None:
+    card = "6217\u00ad00\u200b1234\u2060987\u200d653"  # 6217001234987653, Luhn-valid
+    assert detected(f"转到他那张 {card} 就行。") == [("bank_card", True)]
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["62 2848 03157 7420 5", "6228、48、0315774、205", "622 84 8031 57 742 05"],
+)
+def test_a_card_word_lets_a_card_number_be_grouped_at_random(written: str) -> None:
+    assert detected(f"Please charge her card {written} again.") == [("bank_card", True)]
+
+
+def test_without_a_card_word_numbers_grouped_at_random_stay_apart() -> None:
+    # two references side by side are not read as one card number
+    assert [d for d, _ in detected("订单 62 2848 03157 7420 5 已出库")] == []
