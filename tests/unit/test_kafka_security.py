@@ -7,6 +7,7 @@ import datetime
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 import faust
 import pydantic
@@ -293,3 +294,59 @@ async def test_crm_sink_clients_get_the_security() -> None:
     assert feedback._producer.client._sasl_plain_username == "crm"
     history = FeedbackHistory("b:9092", "feedback", RecentlySent(10), 10, security)
     assert history._security is security
+
+
+def _broker_module() -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "broker.py"
+    spec = importlib.util.spec_from_file_location("warroom_broker_unit", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_broker_secured_listeners(tmp_path: Path) -> None:
+    broker = _broker_module()
+    security = broker.Security(
+        scram_users=(("worker", "pw-one"),), plain_users=(("cli", "pw-two"),), tls_dir=tmp_path
+    )
+    cfg = broker.BrokerConfig(tmp_path, 9092, 9093, 1, security, (9094, 9095, 9096))
+    props = dict(line.split("=", 1) for line in broker.server_properties(cfg).splitlines() if line)
+    assert cfg.listeners == {
+        "SASL": "127.0.0.1:9094",
+        "SASL_SSL": "127.0.0.1:9095",
+        "MTLS": "127.0.0.1:9096",
+    }
+    assert props["listener.security.protocol.map"].split(",")[2:] == [
+        "SASL:SASL_PLAINTEXT",
+        "SASL_SSL:SASL_SSL",
+        "MTLS:SSL",
+    ]
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert (
+        props["listener.name.sasl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"
+    )
+    assert 'user_cli="pw-two"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
+    assert props["ssl.keystore.location"] == str(tmp_path / "broker.pem")
+
+
+def test_local_broker_plaintext_only_by_default(tmp_path: Path) -> None:
+    broker = _broker_module()
+    cfg = broker.BrokerConfig(tmp_path, 9092, 9093, 1)
+    text = broker.server_properties(cfg)
+    assert cfg.listeners == {}
+    assert "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n" in text
+    assert "sasl" not in text and "ssl." not in text
+
+
+@pytest.mark.parametrize("text", ["nocolon", ":pw", "user:", "us,er:pw", "user:p]w", 'u:"'])
+def test_local_broker_refuses_users_format_cannot_take(text: str) -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected NAME:PASSWORD"):
+        _broker_module().parse_user(text)
