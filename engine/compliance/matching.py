@@ -701,7 +701,16 @@ class _Markers:
 
 
 def _own_domain(domain: str, own: tuple[str, ...]) -> bool:
-    return any(domain == d or domain.endswith("." + d) for d in own)
+    """``domain`` is one of ``own`` or under one; or reads as one once its marks are left
+    out (an address spelt out between marks loses its hyphens)."""
+    bare = _letters_and_digits(domain)
+    return any(
+        domain == d or domain.endswith("." + d) or bare == _letters_and_digits(d) for d in own
+    )
+
+
+def _letters_and_digits(domain: str) -> str:
+    return "".join(ch for ch in domain if ch.isalnum())
 
 
 def _templates(

@@ -328,7 +328,7 @@ def _emails(view: str) -> Iterable[PersonalData]:
             continue
         found = _email_at(view, at.start(), at.end(), at.group() == "@")
         if found is None and at.group() == "@":
-            found = _spelt_email_at(view, at.start())
+            found = _spelt_email_at(view, at.start()) or _marked_email_at(view, at.start())
         if found is None:
             continue
         last_end = found.end
@@ -370,6 +370,70 @@ def _spelt_email_at(view: str, at: int) -> PersonalData | None:
     at_compact = origin.index(at)
     found = _email_at(compact, at_compact, at_compact + 1, True)
     return None if found is None else _moved(found, origin)
+
+
+_MARKS = frozenset("!\"#$%&'()*+,-./:;<=>?[\\]^_`{|}~·•、 \t")
+"""What may stand between the characters of an address spelt out one character at a time."""
+_MARKS_RUN_MAX = 3
+_MARKED_CHARS_MAX = 64
+"""Characters of one side of an address spelt out one at a time."""
+
+
+def _marked_side(view: str, position: int, step: int) -> tuple[list[int], list[str]]:
+    """From the ``@`` at ``position``, walking by ``step`` (-1 left, 1 right): the
+    positions of single letters or digits, each with the run of marks before it (on the
+    side of the ``@``), and those runs."""
+    positions: list[int] = []
+    runs: list[str] = []
+    cursor = position + step
+    while len(positions) < _MARKED_CHARS_MAX:
+        run: list[str] = []
+        while 0 <= cursor < len(view) and view[cursor] in _MARKS and len(run) < _MARKS_RUN_MAX:
+            run.append(view[cursor])
+            cursor += step
+        if (not run and positions) or not (0 <= cursor < len(view)):
+            break  # two characters side by side, or the end: the spelling ends
+        if not _single_character(view, cursor, step):
+            break
+        positions.append(cursor)
+        runs.append("".join(run))
+        cursor += step
+    return positions, runs
+
+
+def _single_character(view: str, position: int, step: int) -> bool:
+    """An ASCII letter or digit not followed (walking by ``step``) by another one."""
+    ch = view[position]
+    if not (ch.isascii() and ch.isalnum()):
+        return False
+    after = position + step
+    return not (0 <= after < len(view) and view[after].isascii() and view[after].isalnum())
+
+
+def _marked_email_at(view: str, at: int) -> PersonalData | None:
+    """An address written one character at a time with marks between them, any marks
+    (z/h/o/u/@/1/2/6/./c/o/m, w-a-n-g-@-s-o-h-u-.-c-o-m): the marks are left out, and
+    the last run holding a dot before two or more letters is the domain's last dot."""
+    local_positions = _marked_side(view, at, -1)[0][::-1]
+    positions, runs = _marked_side(view, at, 1)
+    if len(local_positions) < 2 or len(positions) < 3:
+        return None
+    dot = max((k for k, run in enumerate(runs) if "." in run and k > 0), default=None)
+    if dot is None:
+        return None
+    tld = "".join(view[p] for p in positions[dot:])
+    if not (tld.isalpha() and 2 <= len(tld) <= 24):
+        return None
+    local = "".join(view[p] for p in local_positions).lower()
+    domain = "".join(view[p] for p in positions[:dot]).lower() + "." + tld.lower()
+    return PersonalData(
+        EMAIL,
+        local_positions[0],
+        positions[-1] + 1,
+        local + "@" + domain,
+        tuple(local_positions[1:]),
+        local not in ROLE_MAILBOXES,
+    )
 
 
 def _spelt_emails(view: str, found: list[PersonalData]) -> Iterable[PersonalData]:

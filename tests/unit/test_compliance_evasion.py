@@ -125,3 +125,28 @@ def test_a_card_word_lets_a_card_number_be_grouped_at_random(written: str) -> No
 def test_without_a_card_word_numbers_grouped_at_random_stay_apart() -> None:
     # two references side by side are not read as one card number
     assert [d for d, _ in detected("订单 62 2848 03157 7420 5 已出库")] == []
+
+
+# addresses spelt out between marks
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "l|i|u|_|y|a|n|@|1|6|3|.|c|o|m",
+        "k=e=v=i=n=@=o=u=t=l=o=o=k=.=c=o=m",
+        "w-a-n-g-.-f-e-i-@-s-o-h-u-.-c-o-m",
+        "t/i/a/n,9/@/y/e/a/h/./n/e/t",
+    ],
+)
+def test_an_address_with_a_mark_between_every_character_is_an_email(address: str) -> None:
+    assert detected(f"客户的私人邮箱 {address} 记一下。") == [("email", True)]
+    assert "third_party_pii" in categories(f"他的邮箱是{address}，请抄送。")
+
+
+def test_marks_between_single_characters_without_a_domain_are_no_email() -> None:
+    assert detected("配比 3/4/5 @ 6/7/8，按这个来。") == []
+
+
+def test_the_company_domain_spelt_out_between_marks_is_still_the_company() -> None:
+    assert categories("Write to r-e-p-@-w-a-r-r-o-o-m---d-e-m-o-.-c-o-m for the quote.") == set()
