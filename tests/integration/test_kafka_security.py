@@ -354,16 +354,25 @@ async def test_mutual_tls_refuses_a_certificate_from_another_ca(
         await ensure_topics(settings, wait_seconds=60)
 
 
-async def test_worker_runs_and_restarts_on_scram(
+async def test_worker_runs_and_restarts_on_scram_over_tls(
     secured: tuple[dict[str, str], Path], tmp_path: Path
 ) -> None:
-    """The Faust worker, its producers and its side clients, with SCRAM credentials: it
-    processes a touchpoint published by the connectors' sink and commits it; restarted,
-    it recovers its state (the exactly-once changelog tail probe included) and processes
-    the next. The password appears nowhere in its log."""
-    listeners, _ = secured
-    settings = scram_settings(listeners, tmp_path, SCRAM_PASSWORD)
-    settings = settings.model_copy(update={"web_port": _free_port()})
+    """The Faust worker, its producers and its side clients, with SCRAM-SHA-512 over TLS
+    (SASL_SSL, as in docs/deploy.md): it processes a touchpoint published by the
+    connectors' sink and commits it; restarted, it recovers its state (the exactly-once
+    changelog tail probe included) and processes the next. The password appears nowhere
+    in its log."""
+    listeners, tls = secured
+    settings = _settings(
+        listeners["SASL_SSL"],
+        tmp_path,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=SCRAM_USER,
+        sasl_password=SCRAM_PASSWORD,
+        ssl_cafile=tls / "ca.pem",
+        web_port=_free_port(),
+    )
     await ensure_topics(settings, wait_seconds=10)
     intake = IntakeSettings(
         bootstrap_servers=settings.bootstrap_servers,
