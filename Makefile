@@ -27,7 +27,7 @@ run: venv kafka ## start a local broker, the worker and the chat endpoint; feed 
 	deploy/run-local.sh
 
 test: venv kafka validate-deploy ## unit, streams, integration and reduced chaos tests against a fresh local broker
-	$(BROKER) run -- $(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	$(BROKER) run -- deploy/run-tests.sh $(PYTEST_ARGS)
 
 test-unit: venv ## run only the tests that need no broker
 	$(PY) -m pytest tests/unit tests/streams $(PYTEST_ARGS)

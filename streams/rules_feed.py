@@ -53,6 +53,8 @@ VERSION_HEADER = "version"
 MAX_KEY_BYTES = 256
 """A rules key longer than this cannot be a bundle name (at most 128 characters): the
 record is refused without being echoed into the audit record or the log."""
+METADATA_RETRIES = 50
+"""Times (0.2 s apart) the rules topics are looked for before they count as missing."""
 MAX_PROBLEMS = 50
 MAX_TEXT = 1_000
 """Audit records keep at most MAX_PROBLEMS problems of MAX_TEXT characters each, so one
@@ -179,6 +181,11 @@ async def _restore(
     accepted = TopicPartition(settings.topic(RULES_ACCEPTED), 0)
     rules = TopicPartition(settings.topic(RULES), 0)
     missing = {accepted.topic, rules.topic} - set(await consumer.topics())
+    for _ in range(METADATA_RETRIES):  # topics created a moment ago may not be known yet
+        if not missing:
+            break
+        await asyncio.sleep(0.2)
+        missing -= set(await consumer.topics())
     if missing:
         raise MissingTopics(
             f"expected the topics {', '.join(sorted(missing))}, found none of that name; "

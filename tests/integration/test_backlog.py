@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
+import pytest
+
 from connectors.publisher import envelopes
 from schemas.models import InterventionCommand, TouchpointEvent
 from schemas.partitioning import customer_partition
@@ -90,6 +92,7 @@ def expected_interventions(
     return result.processed, [command for _, command in result.interventions]
 
 
+@pytest.mark.long  # half a minute of backlog: `make chaos` runs it, with the suite
 async def test_a_backlog_under_a_slow_bundle_commits_in_short_transactions_exactly_once(
     settings: Settings, worker: WorkerProcess
 ) -> None:

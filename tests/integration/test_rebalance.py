@@ -50,6 +50,7 @@ def wave(n: int) -> list[tuple[bytes, bytes]]:
     return records
 
 
+@pytest.mark.long  # test_rebalance_eos, test_health and the chaos kills cover the quick forms
 async def test_a_rebalance_and_a_crash_lose_nothing_and_repeat_nothing(
     settings: Settings, worker: WorkerProcess, second_worker: WorkerProcess
 ) -> None:

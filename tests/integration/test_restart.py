@@ -67,7 +67,11 @@ def demo_request(customer: str) -> tuple[bytes, bytes]:
     )
 
 
-@pytest.mark.parametrize("loaded", [False, True], ids=["quiet", "under-cpu-load"])
+@pytest.mark.parametrize(
+    "loaded",
+    [False, pytest.param(True, marks=pytest.mark.long)],  # `make chaos` runs the loaded one
+    ids=["quiet", "under-cpu-load"],
+)
 async def test_graceful_restarts_lose_no_touchpoint_and_repeat_no_intervention(
     settings: Settings, worker: WorkerProcess, loaded: bool
 ) -> None:
