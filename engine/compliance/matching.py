@@ -369,7 +369,7 @@ def _term_findings(
             notes.append(f"negated by {negation!r}: {tier} lowered to {lowered}")
             tier = lowered
         start, end = text.span(hit.start, hit.end)
-        if _inside_title(text.text, start, end):
+        if _inside_title(text.text, start, end) or _brand_name(text.text, start, end):
             continue
         category_excepts = excepts.of_category(term.category)
         met = _nearby(term.near, text, start, end, near_hits, category_excepts)
@@ -425,6 +425,31 @@ def _inside_title(text: str, start: int, end: int) -> bool:
     if not closing:
         return False
     return not any(text.find(mark, end, min(closing)) >= 0 for mark in "《〈")
+
+
+_CLOSING_QUOTES = {"”": "“", "」": "「", "』": "『", "’": "‘", '"': '"', "＂": "＂", "'": "'"}
+"""Closing quotation marks and their opening ones."""
+_BRAND_WORDS = ("牌", "品牌")
+_QUOTED_CHARS_MAX = 12
+"""How far from a term its quotation marks are looked for."""
+
+
+def _brand_name(text: str, start: int, end: int) -> bool:
+    """Whether original positions start:end lie in quotation marks followed by 牌 or 品牌
+    (“稳赢”牌球拍, 「保本」牌水杯): the name of a brand, not a promise."""
+    closing = next(
+        (
+            p
+            for p in range(end, min(len(text), end + _QUOTED_CHARS_MAX))
+            if text[p] in _CLOSING_QUOTES
+        ),
+        None,
+    )
+    if closing is None or not text.startswith(_BRAND_WORDS, closing + 1):
+        return False
+    mark = _CLOSING_QUOTES[text[closing]]
+    opening = text.rfind(mark, max(0, start - _QUOTED_CHARS_MAX), start)
+    return opening >= 0 and (mark == text[closing] or text.find(text[closing], opening, start) < 0)
 
 
 class _Spans:

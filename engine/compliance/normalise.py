@@ -68,8 +68,8 @@ class CharInfo:
     """What it contributes to the compact view: the matching view's reading without the
     stand-ins (digits and ``l`` stay, ``@`` and ``$`` go)."""
     letter: bool
-    """An alphabetic character that is not CJK: it joins an English word to its
-    neighbours, so a term cannot start or end next to it."""
+    """A letter or digit that is not CJK: it joins an English word to its neighbours, so a
+    term cannot start or end next to it ("0 risk" is not found in "10 risk")."""
     cjk: bool
     """A CJK ideograph, kana or hangul: a word of its own."""
 
@@ -223,7 +223,8 @@ def describe(ch: str) -> CharInfo:
     if not text:
         return CharInfo(Kind.SEPARATOR, "", literal, "", False, False)
     cjk = _is_cjk(text[0])
-    return CharInfo(Kind.WORD, text, literal, "".join(compact), ch.isalpha() and not cjk, cjk)
+    letter = (ch.isalpha() or ch.isdigit()) and not cjk
+    return CharInfo(Kind.WORD, text, literal, "".join(compact), letter, cjk)
 
 
 def _literal(ch: str) -> str:

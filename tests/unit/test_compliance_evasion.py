@@ -150,3 +150,49 @@ def test_marks_between_single_characters_without_a_domain_are_no_email() -> None
 
 def test_the_company_domain_spelt_out_between_marks_is_still_the_company() -> None:
     assert categories("Write to r-e-p-@-w-a-r-r-o-o-m---d-e-m-o-.-c-o-m for the quote.") == set()
+
+
+# the default policy's lists
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("说真的，这份年金 0 r1sk，闭眼买。", "principal_protection"),
+        ("Trust me, it is 0 risk for your savings.", "principal_protection"),
+        ("Relax, the portfolio is guaranteed against any loss.", "principal_protection"),
+        ("Each deposit here is guaranteed against losses.", "principal_protection"),
+        (
+            "The annuity fund is fully covered against any loss, so invest freely.",
+            "principal_protection",
+        ),
+        ("We promise the racking will be at your warehouse on 4 November.", "delivery_date"),
+        ("The seedlings will definitely be on your loading dock by Tuesday.", "delivery_date"),
+        ("I guarantee the pallets are at your depot by the 9th.", "delivery_date"),
+    ],
+)
+def test_phrasings_the_default_policy_knows(text: str, category: str) -> None:
+    assert category in categories(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The audit listed 10 risk items; we can walk through them on Friday.",
+        "Our technician will be at your warehouse on 4 November to fit the sensors.",
+        "The parcel is insured against loss in transit.",
+        "These high yield potato seeds suit a cold spring.",
+        "“稳赚”牌记账本今天买二送一。",
+        "新到的「保本」牌保温壶有三种颜色。",
+        "历史业绩不代表未来表现，预期收益不等于实际收益。",
+        "宣传页上的年化收益仅供参考。",
+        "The projected annual return is only an estimate.",
+    ],
+)
+def test_innocent_drafts_the_default_policy_leaves_alone(text: str) -> None:
+    assert categories(text) == set()
+
+
+def test_a_quoted_promise_without_a_brand_word_is_still_a_promise() -> None:
+    assert "return_promise" in categories("这款理财“稳赚”，您放心。")
+    assert "principal_protection" in categories("经理说这款是“保本”的，牌照齐全。")
