@@ -223,8 +223,8 @@ def describe(ch: str) -> CharInfo:
     if not text:
         return CharInfo(Kind.SEPARATOR, "", literal, "", False, False)
     cjk = _is_cjk(text[0])
-    letter = (ch.isalpha() or ch.isdigit()) and not cjk
-    return CharInfo(Kind.WORD, text, literal, "".join(compact), letter, cjk)
+    joins = (ch.isalpha() or ch.isdigit()) and not cjk
+    return CharInfo(Kind.WORD, text, literal, "".join(compact), joins, cjk)
 
 
 def _literal(ch: str) -> str:
