@@ -250,15 +250,15 @@ def _hits(policy: CompiledPolicy, text: Normalised, draft: Draft, personal: bool
 def _spelt_out(text: Normalised, start: int, end: int) -> bool:
     """A term spelt out with something between its characters: between all of them up to
     four (稳，赚，不，赔), between at least half of them beyond (g. u. a. r. a. n. t. e. e. d
-    return); a term of two characters only when its neighbours are spelt out too
-    (这，款，保，本，哦). Deliberate, so it is matched across sentence and clause marks;
-    "成本高，收益低" is no 高收益 and "担保，本公司" no 保本."""
+    return); a term of two characters only when the spelling goes on on one side at least
+    (这，款，保，本，哦; 设备承，诺，下，月). Deliberate, so it is matched across sentence and
+    clause marks; "成本高，收益低" is no 高收益 and "担保，本公司" no 保本."""
     length = end - start
     if length < 2:
         return False
     gaps = sum(1 for unit in range(start + 1, end) if text.gap_before(unit))
     if length == 2:
-        return gaps == 1 and text.gap_before(start) and text.gap_before(end)
+        return gaps == 1 and (text.gap_before(start) or text.gap_before(end))
     return gaps == length - 1 if length <= 4 else 2 * gaps >= length - 1
 
 

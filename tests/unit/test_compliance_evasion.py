@@ -196,3 +196,16 @@ def test_innocent_drafts_the_default_policy_leaves_alone(text: str) -> None:
 def test_a_quoted_promise_without_a_brand_word_is_still_a_promise() -> None:
     assert "return_promise" in categories("这款理财“稳赚”，您放心。")
     assert "principal_protection" in categories("经理说这款是“保本”的，牌照齐全。")
+
+
+# spelling out across sentence marks
+
+
+def test_a_two_character_word_spelt_out_from_its_second_character_on_is_read() -> None:
+    # the spelling begins inside a word (设备承), the marks follow on to the end
+    assert "delivery_date" in categories("设备承，诺，下，月，十，号，交，付。")
+
+
+def test_a_mark_between_two_words_is_no_spelling() -> None:
+    # 担保，证件: no 保证 across the comma, with no spelling on either side
+    assert categories("我们提供担保，证件和发票下周五寄到。") == set()
