@@ -160,6 +160,7 @@ def _faust_app(settings: Settings) -> faust.App:
         autodiscover=False,
         broker_commit_interval=settings.commit_interval_seconds,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.group_instance_id,
         table_standby_replicas=0,
         producer_linger_ms=5,
         broker_session_timeout=settings.session_timeout_seconds,

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from pydantic import ValidationError
 
 from engine.builtin import BUILTIN_BUNDLE
@@ -41,6 +42,7 @@ from schemas.partitioning import customer_partition
 from schemas.topics import MESSAGE_DRAFTS
 
 from .kafka_security import client_options
+from .metrics import LATENCY_BUCKETS
 from .rules_feed import follow_rules
 from .settings import Settings
 from .verdicts import decide
@@ -48,6 +50,7 @@ from .verdicts import decide
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+VERDICT_HEADER = "X-Warroom-Verdict"
 Clock = Callable[[], datetime]
 
 
@@ -70,6 +73,15 @@ class Gate:
         self.token = token
         self.clock = clock
         self.ready = False
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decision_seconds = Histogram(
+            "warroom_gate_decision_seconds",
+            "From a draft's arrival to its answer: judging it and recording the verdict on "
+            "Kafka, by verdict (or error).",
+            ["verdict"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
     def verdict(self, draft: MessageDraft) -> ComplianceVerdict:
         return decide(self.rulebook.policies, draft, self.clock(), f"gate:{self.name}")
@@ -83,6 +95,13 @@ def create_gate_app(gate: Gate) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def drafts(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await judge_draft(request)
+        outcome = response.headers.get(VERDICT_HEADER, "error")
+        gate.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
+        return response
+
+    async def judge_draft(request: web.Request) -> web.Response:
         refused = _refused(request, gate.token)
         if refused is not None:
             return refused
@@ -102,7 +121,9 @@ def create_gate_app(gate: Gate) -> web.Application:
             log.warning("gate: verdict for a draft not recorded: %s", type(exc).__name__)
             return _error(503, "the verdict could not be recorded; retry the same draft")
         return web.Response(
-            body=orjson.dumps(verdict.model_dump(mode="json")), content_type="application/json"
+            body=orjson.dumps(verdict.model_dump(mode="json")),
+            content_type="application/json",
+            headers={VERDICT_HEADER: verdict.verdict.value},
         )
 
     async def reviews(request: web.Request) -> web.Response:
@@ -128,6 +149,12 @@ def create_gate_app(gate: Gate) -> web.Application:
             return _error(503, "the review could not be recorded; retry the same review")
         return web.json_response({"recorded": review.review_id}, status=202)
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(gate.registry),
+            content_type=CONTENT_TYPE_LATEST.split(";")[0],
+        )
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -141,6 +168,7 @@ def create_gate_app(gate: Gate) -> web.Application:
     app.router.add_post("/v1/drafts", drafts)
     app.router.add_post("/v1/drafts/{draft_id}/reviews", reviews)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/readyz", readyz)
     return app
 

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, min_length=16)
     """Bearer token for the worker's admin pages (/customers, /rules); without it they are
     off. Never logged or shown."""
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+    """Static group membership (KIP-345): a stable name per worker (a StatefulSet pod's
+    name), so a restart within the session timeout keeps its partitions without a
+    rebalance. Unset: dynamic membership."""
     gate_token: SecretStr | None = Field(None, min_length=16)
     """Bearer token the compliance gate (``warroom gate serve``) requires on its POSTs;
     without it the gate answers anyone who reaches its port. Never logged or shown."""

@@ -120,3 +120,20 @@ async def test_a_review_is_recorded_with_its_note_masked(gate: tuple[TestClient,
     assert isinstance(review, DraftReview)
     assert review.draft_id == "d-1" and PHONE not in review.note
     assert compliance_verdict_codec().avro.knows(value) is False
+
+
+async def test_the_gate_measures_each_answer_by_verdict(gate: tuple[TestClient, Recorder]) -> None:  # type: ignore[type-arg]
+    client, recorder = gate
+    body = {"draft_id": "d-5", "customer_id": "cy", "rep_id": "rep-1", "text": "risk-free!"}
+    assert (await client.post("/v1/drafts", json=body, headers=AUTH)).status == 200
+    recorder.broken = True
+    body["draft_id"] = "d-6"
+    assert (await client.post("/v1/drafts", json=body, headers=AUTH)).status == 503
+    text = await (await client.get("/metrics")).text()
+    answered = [
+        line for line in text.splitlines() if line.startswith("warroom_gate_decision_seconds_count")
+    ]
+    assert sorted(answered) == [
+        'warroom_gate_decision_seconds_count{verdict="block"} 1.0',
+        'warroom_gate_decision_seconds_count{verdict="error"} 1.0',
+    ]
