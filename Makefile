@@ -60,7 +60,7 @@ clean: ## remove the venv and caches (keeps downloaded broker jars)
 
 .PHONY: bench-scoring
 bench-scoring: venv ## churn score on real data (modeldata/wa_churn, offline): AUC, log loss, events/s
-	$(PY) bench/scoring_eval.py $(BENCH_ARGS)
+	$(PY) bench/scoring_quality.py $(BENCH_ARGS)
 
 .PHONY: validate-deploy
 validate-deploy: venv ## offline checks of deploy/: manifests, compose, alert rules (promtool), YAML lint

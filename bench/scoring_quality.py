@@ -18,7 +18,7 @@ the challenger (adaptive random forest), a plain River pipeline on the raw colum
 constant baseline (the running rate of label 1); the ratios to the baseline; and events per
 second of predict + learn.
 
-    .venv/bin/python bench/scoring_eval.py [--delay 500] [--rows N] [--no-challenger]
+    .venv/bin/python bench/scoring_quality.py [--delay 500] [--rows N] [--no-challenger]
         [--dataset ISLR/OJ --target Purchase --positive MM]
 """
 
