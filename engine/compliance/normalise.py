@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
 from importlib import resources
+from itertools import accumulate
 
 CACHE_MAX = 200_000
 """Distinct characters whose description is kept; others are described each time."""
@@ -278,6 +279,15 @@ class _StepKinds(dict[int, str]):
         return step
 
 
+_GAP_RUN = re.compile("g[gi]*g")
+"""A run of two gaps or more, with invisible characters among them: one step of a window."""
+_STEP_COUNTS = str.maketrans({"w": "\x01", "g": "\x01", "i": "\x00"})
+
+
+def _one_step(run: re.Match[str]) -> str:
+    return "g" + "i" * (len(run.group()) - 1)
+
+
 _INFO = _Table()
 _FOLDED = _Projection("folded")
 _LITERAL = _Projection("literal")
@@ -323,7 +333,7 @@ class Normalised:
                 self.source = _MARK_FOR_I.sub(_I_STAND_IN, self.source)
         self.folded = self.source.translate(_FOLDED)
         self._origin: list[int] | None = None
-        self._steps: list[int] | None = None
+        self._steps: list[int] | bool | None = None
 
     @property
     def origin(self) -> list[int]:
@@ -345,17 +355,11 @@ class Normalised:
         if self._steps is None:
             kinds = self.source.translate(_STEP_KINDS)
             if "i" not in kinds and "gg" not in kinds:
-                return None
-            steps = [0]
-            total, in_gap = 0, False
-            for kind in kinds:
-                if kind == "w":
-                    total, in_gap = total + 1, False
-                elif kind == "g" and not in_gap:
-                    total, in_gap = total + 1, True
-                steps.append(total)
-            self._steps = steps
-        return self._steps
+                self._steps = False
+            else:
+                counted = _GAP_RUN.sub(_one_step, kinds).translate(_STEP_COUNTS)
+                self._steps = list(accumulate(counted.encode("ascii"), initial=0))
+        return self._steps if isinstance(self._steps, list) else None
 
     def reach_before(self, start: int, within: int) -> int:
         """The first original position at most ``within`` window characters before ``start``."""
