@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -53,6 +54,13 @@ def format_explanation(data: dict[str, Any]) -> str:
 
 async def show_customer(url: str, customer_id: str, token: SecretStr | None = None) -> int:
     address = f"{url.rstrip('/')}/customers/{quote(customer_id, safe='')}"
+    return await _show(address, format_explanation, token)
+
+
+async def _show(
+    address: str, render: Callable[[dict[str, Any]], str], token: SecretStr | None
+) -> int:
+    """Print the rendered JSON page at ``address``; 1 (and the answer) unless it is a 200."""
     async with (
         aiohttp.ClientSession(headers=bearer(token)) as session,
         session.get(address) as response,
@@ -60,7 +68,7 @@ async def show_customer(url: str, customer_id: str, token: SecretStr | None = No
         if response.status != 200:
             print(f"{address}: HTTP {response.status}: {await response.text()}", file=sys.stderr)
             return 1
-        print(format_explanation(await response.json()))
+        print(render(await response.json()))
     return 0
 
 
@@ -92,12 +100,4 @@ def format_profile(data: dict[str, Any]) -> str:
 
 async def show_profile(url: str, customer_id: str, token: SecretStr | None = None) -> int:
     address = f"{url.rstrip('/')}/customers/{quote(customer_id, safe='')}/profile"
-    async with (
-        aiohttp.ClientSession(headers=bearer(token)) as session,
-        session.get(address) as response,
-    ):
-        if response.status != 200:
-            print(f"{address}: HTTP {response.status}: {await response.text()}", file=sys.stderr)
-            return 1
-        print(format_profile(await response.json()))
-    return 0
+    return await _show(address, format_profile, token)
