@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 
 from schemas.codec import decode_intervention
 from schemas.models import Channel
+from schemas.partitioning import customer_partition
 from streams.rules_push import push_bundle
 from streams.scoring import ModelRecord
 from streams.scoring_leaders import read_board, show_top
@@ -22,7 +24,8 @@ from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.web import bearer
 
-from .harness import WorkerProcess, produce_raw, read_topic, touchpoint_record
+from .conftest import free_port
+from .harness import WorkerProcess, produce_raw, read_topic, touchpoint_record, worker_metrics
 from .test_compliance_flow import consent, produce
 
 BUNDLE = """\
@@ -163,3 +166,102 @@ async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
         async with session.get(url) as refused:
             assert refused.status == 401
     assert [c["customer_id"] for c in answer["customers"]] == wanted
+
+
+async def ready_partitions(port: int, workers: list[WorkerProcess]) -> list[int]:
+    """The partitions the worker on ``port`` says it owns once it is ready ([] before)."""
+    for process in workers:
+        process.assert_alive()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            if response.status != 200:
+                return []
+            owned: list[int] = (await response.json())["partitions"]
+            return owned
+    except aiohttp.ClientError:
+        return []
+
+
+async def model_version_seen(settings: Settings) -> float:
+    """``warroom_score_model_version{score="churn"}`` on the worker's /metrics page."""
+    for line in (await worker_metrics(settings)).splitlines():
+        if line.startswith("warroom_score_model_version{") and 'score="churn"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return -1.0
+
+
+async def test_two_workers_give_the_same_score_for_the_same_features(
+    settings: Settings, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    await ensure_topics(settings)
+    await push_bundle(settings, BUNDLE, "churn.yaml")
+    other = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / "w2"})
+    second = WorkerProcess(other, tmp_path / "worker-2.log")
+    try:
+        worker.start()
+        second.start()
+        owners: dict[int, Settings] = {}
+        for _ in range(240):  # one rebalance: both join the group
+            mine = await ready_partitions(settings.web_port, [worker, second])
+            theirs = await ready_partitions(other.web_port, [worker, second])
+            if mine and theirs and sorted(mine + theirs) == [0, 1, 2, 3]:
+                owners = {p: settings for p in mine} | {p: other for p in theirs}
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError(f"the two workers never split the partitions\n{worker.tail_log()}")
+
+        start = datetime.now(UTC) - timedelta(hours=2)
+        first: list[tuple[bytes | None, bytes]] = []
+        for i, customer in enumerate(CUSTOMERS):  # spread over both workers' partitions
+            at = start + timedelta(minutes=i)
+            first.append(record(customer, 1, "message_sent", at))
+            if i % 2 == 0:  # churners were written to twice: two snapshots, two examples
+                first.append(record(customer, 2, "message_sent", at + timedelta(seconds=1)))
+            outcome = "churned" if i % 2 == 0 else "renewed"
+            first.append(record(customer, 3, outcome, at + timedelta(seconds=2)))
+        await produce_raw(settings, first)
+        models = await read_topic(
+            settings, "models", lambda f: any(m.version >= 12 for m in f), ModelRecord.from_bytes,
+            worker,
+        )  # fmt: skip
+        version = max(m.version for m in models)
+        assert version == 12
+        for each in (settings, other):  # both follow the models topic on their own
+            for _ in range(120):
+                if await model_version_seen(each) == version:
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError(f"the worker on port {each.web_port} never read {version}")
+
+        # two customers, the same touchpoints, owned by different workers
+        by_owner: dict[int, str] = {}
+        for n in range(1000):
+            name = f"twin-{n}"
+            by_owner.setdefault(owners[customer_partition(name, 4)].web_port, name)
+        assert len(by_owner) == 2
+        at = start + timedelta(hours=1)
+        twins: list[tuple[bytes | None, bytes]] = []
+        for name in by_owner.values():
+            twins += [record(name, 1, "message_sent", at), record(name, 2, "message_sent", at)]
+        await produce_raw(settings, twins)
+        seen = {}
+        for port, name in by_owner.items():
+            owner = settings if port == settings.web_port else other
+            for _ in range(120):
+                page = await customer_page(owner, name, wait=True)
+                if page["state"]["touchpoints"] == 2:
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError(f"{name} never had its 2 touchpoints: {page}")
+            seen[name] = page["scores"]["churn"]
+        a, b = seen.values()
+        assert (a["value"], a["model_version"]) == (b["value"], b["model_version"])
+        assert a["model_version"] == version and 0.0 < a["value"] < 1.0
+    finally:
+        second.stop()
