@@ -402,8 +402,19 @@ class Normalised:
         return _INFO[ord(self.source[self.origin[unit]])].cjk
 
     def starts_at_word_edge(self, unit: int) -> bool:
-        """An English term may start at ``unit``: nothing letter-like joins it on the left."""
-        return self.gap_before(unit) or not self.joins_letters(unit - 1)
+        """An English term may start at ``unit``: nothing letter-like joins it on the left,
+        and a digit does not continue a number ("0 risk" is not found in "2.0 risk")."""
+        if not (self.gap_before(unit) or not self.joins_letters(unit - 1)):
+            return False
+        if unit <= 0:
+            return True
+        position = self.origin[unit]
+        return not (
+            self.source[position].isdigit()
+            and position >= 2
+            and self.source[position - 1] in ".,"
+            and self.source[position - 2].isdigit()
+        )
 
     def ends_at_word_edge(self, end: int) -> bool:
         """An English term may end before ``end``: nothing letter-like joins it on the right."""

@@ -374,6 +374,7 @@ def _spelt_email_at(view: str, at: int) -> PersonalData | None:
 
 _MARKS = frozenset("!\"#$%&'()*+,-./:;<=>?[\\]^_`{|}~·•、 \t")
 """What may stand between the characters of an address spelt out one character at a time."""
+_COMMON_TLDS = frozenset(("com", "cn", "net", "org", "edu", "gov", "io", "hk", "tw", "co"))
 _MARKS_RUN_MAX = 3
 _MARKED_CHARS_MAX = 64
 """Characters of one side of an address spelt out one at a time."""
@@ -413,17 +414,20 @@ def _single_character(view: str, position: int, step: int) -> bool:
 def _marked_email_at(view: str, at: int) -> PersonalData | None:
     """An address written one character at a time with marks between them, any marks
     (z/h/o/u/@/1/2/6/./c/o/m, w-a-n-g-@-s-o-h-u-.-c-o-m): the marks are left out, and
-    the last run holding a dot before two or more letters is the domain's last dot."""
+    the last run holding a dot before two or more letters is the domain's last dot (before
+    a common ending such as com or cn, when every run holds a dot)."""
     local_positions = _marked_side(view, at, -1)[0][::-1]
     positions, runs = _marked_side(view, at, 1)
     if len(local_positions) < 2 or len(positions) < 3:
         return None
-    dot = max((k for k, run in enumerate(runs) if "." in run and k > 0), default=None)
-    if dot is None:
+    dots = [k for k, run in enumerate(runs) if "." in run and k > 0]
+    tlds = {k: "".join(view[p] for p in positions[k:]) for k in dots}
+    usable = [k for k in dots if tlds[k].isalpha() and 2 <= len(tlds[k]) <= 24]
+    if not usable:
         return None
-    tld = "".join(view[p] for p in positions[dot:])
-    if not (tld.isalpha() and 2 <= len(tld) <= 24):
-        return None
+    # with a dot between every character, the last dot before a common ending
+    dot = next((k for k in reversed(usable) if tlds[k].lower() in _COMMON_TLDS), usable[-1])
+    tld = tlds[dot]
     local = "".join(view[p] for p in local_positions).lower()
     domain = "".join(view[p] for p in positions[:dot]).lower() + "." + tld.lower()
     return PersonalData(

@@ -209,3 +209,34 @@ def test_a_two_character_word_spelt_out_from_its_second_character_on_is_read() -
 def test_a_mark_between_two_words_is_no_spelling() -> None:
     # 担保，证件: no 保证 across the comma, with no spelling on either side
     assert categories("我们提供担保，证件和发票下周五寄到。") == set()
+
+
+# after the second holdout batch
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("I promise the crates reach your yard by Saturday.", "delivery_date"),
+        ("The spare rotors will definitely land at your hangar on 2 May.", "delivery_date"),
+        ("You will surely have the brochures in hand by 9 October.", "delivery_date"),
+    ],
+)
+def test_goods_reaching_the_customer_on_a_date(text: str, category: str) -> None:
+    assert category in categories(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Release 3.0 risk notes are in the shared folder.",
+        "群里说“包赚”的话不能信，投资要看风险。",
+        "We will reach out on Monday about the order.",
+    ],
+)
+def test_more_innocent_drafts(text: str) -> None:
+    assert categories(text) == set()
+
+
+def test_an_address_with_a_dot_between_every_character_is_an_email() -> None:
+    assert detected("他的邮箱 z.h.e.n.g.l.i@q.q.c.o.m，请发给他。") == [("email", True)]
