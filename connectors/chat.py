@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .problems import describe, found_always, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,11 @@ class InvalidChatInput(ValueError):
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(_describe(p) for p in problems))
-
-
-def _describe(problem: dict[str, Any]) -> str:
-    where = problem.get("line", problem.get("index"))
-    prefix = f"{'line' if 'line' in problem else 'message'} {where}: " if where is not None else ""
-    return f"{prefix}{problem['field']}: {problem['message']}"
+        super().__init__("; ".join(describe(p, "message {}") for p in problems))
 
 
 def _problems(error: ValidationError, **where: int) -> list[dict[str, Any]]:
-    return [
-        {
-            **where,
-            "field": ".".join(str(part) for part in item["loc"]) or "(message)",
-            "message": item["msg"],
-            "found": _shown(item.get("input")),
-        }
-        for item in error.errors(include_url=False)
-    ]
+    return validation_problems(error, "(message)", where, found=found_always(_shown))
 
 
 def _shown(value: Any) -> Any:

@@ -61,6 +61,7 @@ from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
 from .kafka_security import PLAINTEXT, KafkaSecurity
+from .problems import describe, validation_problems
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
 
 log = logging.getLogger(__name__)
@@ -706,9 +707,7 @@ def feedback_from_reports(
         try:
             report = FeedbackReport.model_validate(item)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                where = ".".join(str(part) for part in error["loc"]) or "(report)"
-                problems.append({"index": index, "field": where, "message": error["msg"]})
+            problems.extend(validation_problems(exc, "(report)", {"index": index}))
             continue
         known = sent.get(report.intervention_id)
         customer_id = report.customer_id or (known.customer_id if known else None)
@@ -801,10 +800,7 @@ def _authorised(request: web.Request, token: str) -> bool:
 
 
 def _problem(status: int, problems: list[dict[str, Any]]) -> web.Response:
-    message = "; ".join(
-        (f"report {p['index']}: " if "index" in p else "") + f"{p['field']}: {p['message']}"
-        for p in problems
-    )
+    message = "; ".join(describe(p, "report {}") for p in problems)
     return web.json_response(
         {"error": message, "problems": problems},
         status=status,

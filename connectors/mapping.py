@@ -30,6 +30,8 @@ from pydantic import ValidationError
 from engine.bundle import _DuplicateKey, _Forbidden, _Located, _LocatedList, _LocatingLoader
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .problems import describe as describe_problem
+
 __all__ = [
     "MISSING",
     "InvalidMapping",
@@ -95,8 +97,7 @@ class RecordRejected(ValueError):
 
 def describe(problem: dict[str, Any]) -> str:
     """A problem as one line, without the value found (safe to log)."""
-    where = f"record {problem['index']}: " if problem.get("index") is not None else ""
-    return f"{where}{problem['field']}: {problem['message']}"
+    return describe_problem(problem, "record {}")
 
 
 class _Bad(Exception):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .problems import describe, validation_problems
 from .publisher import TouchpointSink
 from .rejects import DeadLetterSink, dead_letter
 
@@ -71,17 +72,7 @@ class InvalidTranscript(ValueError):
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(_describe(p) for p in problems))
-
-
-def _describe(problem: dict[str, Any]) -> str:
-    if "line" in problem:
-        where = f"line {problem['line']}: "
-    elif "index" in problem:
-        where = f"utterance {problem['index']}: "
-    else:
-        where = ""
-    return f"{where}{problem['field']}: {problem['message']}"
+        super().__init__("; ".join(describe(p, "utterance {}") for p in problems))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -299,9 +290,7 @@ def parse_json_utterances(text: str | bytes) -> list[Utterance]:
         try:
             parsed = _JsonUtterance.model_validate(item)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                where = ".".join(str(p) for p in error["loc"]) or "(utterance)"
-                problems.append({"index": index, "field": where, "message": error["msg"]})
+            problems.extend(validation_problems(exc, "(utterance)", {"index": index}))
             continue
         speaker = (parsed.speaker or "").strip() or None
         plain = " ".join(parsed.text.split())

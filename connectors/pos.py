@@ -41,6 +41,7 @@ from pydantic import (
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
 from .tailing import (
@@ -94,6 +95,7 @@ ALIASES: dict[str, str] = {
 """Column names other systems use, and the field each one means."""
 
 QUIET_FIELDS = frozenset({"member_id", "rep_id"})
+_FOUND = found_unless(QUIET_FIELDS | {"(line)"})
 """Fields whose values are never repeated in problems (they identify people)."""
 
 
@@ -214,18 +216,9 @@ class InvalidPurchase(ValueError):
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(_describe(p) for p in problems))
-
-
-def _describe(problem: dict[str, Any]) -> str:
-    if "line" in problem:
-        where = f"line {problem['line']}: "
-    elif "index" in problem:
-        where = f"item {problem['index']} of the request: "
-    else:
-        where = ""
-    found = f" (found {problem['found']!r})" if "found" in problem else ""
-    return f"{where}{problem['field']}: {problem['message']}{found}"
+        super().__init__(
+            "; ".join(describe(p, "item {} of the request", found=True) for p in problems)
+        )
 
 
 def _canonical(raw: dict[str, Any]) -> dict[str, Any]:
@@ -252,15 +245,7 @@ def validate_line(
     try:
         return PurchaseLine.model_validate(fields, context={"timezone": defaults.timezone})
     except ValidationError as exc:
-        problems: list[dict[str, Any]] = []
-        for error in exc.errors(include_url=False):
-            name = ".".join(str(p) for p in error["loc"]) or "(line)"
-            problem: dict[str, Any] = {**where, "field": name, "message": error["msg"]}
-            value = error.get("input")
-            if name not in QUIET_FIELDS and error["type"] != "missing" and name != "(line)":
-                problem["found"] = value[:40] if isinstance(value, str) else value
-            problems.append(problem)
-        return problems
+        return validation_problems(exc, "(line)", where, found=_FOUND)
 
 
 def parse_header(record: RawRecord) -> list[str]:

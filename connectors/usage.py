@@ -28,6 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
 from .sentiment import SentimentScorer
@@ -45,6 +46,9 @@ from .tailing import (
 SOURCE = "usage/0.1.0"
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
+_FOUND = found_unless({"text", "customer_id", "(event)"})
+"""A support message's text is never repeated in a problem."""
+_BRANCHES = ("video_watched", "sandbox_error", "support_chat")
 
 Clock = Callable[[], datetime]
 AttributeValue = str | int | float | bool
@@ -147,18 +151,8 @@ def validate_event(
     try:
         return _EVENT.validate_python(fields)
     except ValidationError as exc:
-        problems: list[dict[str, Any]] = []
-        for error in exc.errors(include_url=False):
-            loc = [str(p) for p in error["loc"]]
-            if loc and loc[0] in ("video_watched", "sandbox_error", "support_chat"):
-                loc = loc[1:]  # the union's branch: the type is already known
-            name = ".".join(loc) or "(event)"
-            problem: dict[str, Any] = {**where, "field": name, "message": error["msg"]}
-            value = error.get("input")
-            if name not in ("text", "customer_id", "(event)") and error["type"] != "missing":
-                problem["found"] = value[:40] if isinstance(value, str) else value
-            problems.append(problem)
-        return problems
+        # a union branch leads the location: the type is already known
+        return validation_problems(exc, "(event)", where, found=_FOUND, branches=_BRANCHES)
 
 
 def usage_touchpoint(
@@ -198,18 +192,7 @@ class InvalidUsage(ValueError):
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(_describe(p) for p in problems))
-
-
-def _describe(problem: dict[str, Any]) -> str:
-    if "line" in problem:
-        where = f"line {problem['line']}: "
-    elif "index" in problem:
-        where = f"event {problem['index']}: "
-    else:
-        where = ""
-    found = f" (found {problem['found']!r})" if "found" in problem else ""
-    return f"{where}{problem['field']}: {problem['message']}{found}"
+        super().__init__("; ".join(describe(p, "event {}", found=True) for p in problems))
 
 
 def converter(sentiment: SentimentScorer) -> Convert:
