@@ -88,6 +88,8 @@ class _PolicyCompiler:
     patterns: int = 0
     templates: dict[str, int] = field(default_factory=dict)
     near_groups: int = 0
+    near_seen: dict[str, Near] = field(default_factory=dict)
+    """Nearby requirements compiled so far, by what they were written as."""
     terms: list[Term] = field(default_factory=list)
     lists: dict[str, tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]] = field(
         default_factory=dict
@@ -531,6 +533,10 @@ class _PolicyCompiler:
             if not any(key in spec for key in ("terms", "patterns", "lists")):
                 c.refuse(item_line, item_path, "expected terms, patterns, lists or some of them")
             within = c.integer(spec, "within", item_path, minimum=1, maximum=NEAR_WITHIN_MAX)
+            signature = repr([within, *(spec.get(k) for k in ("terms", "patterns", "lists"))])
+            if signature in self.near_seen:  # the same requirement again: one group for all
+                compiled.append(self.near_seen[signature])
+                continue
             group = self.near_groups
             self.near_groups += 1
             terms: tuple[str, ...] = ()
@@ -568,7 +574,9 @@ class _PolicyCompiler:
                     terms += list_terms
                     sources += [source for source, _ in list_patterns]
                     programs += [program for _, program in list_patterns]
-            compiled.append(Near(within, group, terms, tuple(programs), tuple(sources)))
+            requirement = Near(within, group, terms, tuple(programs), tuple(sources))
+            self.near_seen[signature] = requirement
+            compiled.append(requirement)
         return tuple(compiled)
 
     def pattern(self, value: Any, line: int, path: str) -> Any:

@@ -240,3 +240,29 @@ def test_more_innocent_drafts(text: str) -> None:
 
 def test_an_address_with_a_dot_between_every_character_is_an_email() -> None:
     assert detected("他的邮箱 z.h.e.n.g.l.i@q.q.c.o.m，请发给他。") == [("email", True)]
+
+
+# compiling
+
+
+def test_a_nearby_requirement_repeated_on_many_terms_is_compiled_once() -> None:
+    policy = policy_of(
+        """\
+        bundle: shared-near
+        version: 1
+        policy:
+          lists:
+            people: {terms: [engineer, technician]}
+          categories:
+            - id: delivery_date
+              tier: remind
+              terms:
+                - {term: at your dock, unless: [{within: 20, lists: [people]}]}
+                - {term: at your depot, unless: [{within: 20, lists: [people]}]}
+                - {term: at your site, unless: [{within: 20, lists: [people]}]}
+        """
+    )
+    entries = policy.automaton.get("engineer")[3]
+    assert len(entries) == 1
+    assert terms_found(policy, "The pallets are at your depot.") == ["at your depot"]
+    assert terms_found(policy, "The engineer is at your depot.") == []
