@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +44,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 LEARN_BEFORE_YIELD = 16
-"""Examples learnt between two yields to the event loop (a forest challenger takes up to
-2 ms an example)."""
+"""Examples learnt between two yields to the event loop, at most."""
+YIELD_AFTER_SECONDS = 0.010
+"""The learner also yields once this long has passed since its last yield: a forest
+challenger takes from under 1 ms to over 10 ms an example, so counting examples alone
+held the loop for up to 70 ms (bench/scoring_overhead.py)."""
+clock: Callable[[], float] = time.perf_counter
 FETCH_MAX_RECORDS = 500
 PUBLISH_EVERY_SECONDS = 0.5
 """A changed model is published at most this often (and when the learner stops)."""
@@ -309,11 +314,13 @@ async def _learn_while_owner(
         while owns():
             batches = await consumer.getmany(tp, timeout_ms=200, max_records=FETCH_MAX_RECORDS)
             learnt = 0
+            since = clock()
             for message in batches.get(tp, []):
                 if learner.fold(message.offset, message.key, message.value):
                     learnt += 1
-                    if learnt % LEARN_BEFORE_YIELD == 0:
+                    if learnt % LEARN_BEFORE_YIELD == 0 or clock() - since >= YIELD_AFTER_SECONDS:
                         await asyncio.sleep(0)
+                        since = clock()
             if learnt:
                 metrics.examples_learnt.inc(learnt)
             due = loop.time() - published_at >= PUBLISH_EVERY_SECONDS
