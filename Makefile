@@ -62,6 +62,10 @@ clean: ## remove the venv and caches (keeps downloaded broker jars)
 bench-scoring: venv ## churn score on real data (modeldata/wa_churn, offline): AUC, log loss, events/s
 	$(PY) bench/scoring_quality.py $(BENCH_ARGS)
 
+.PHONY: bench-scoring-overhead
+bench-scoring-overhead: venv ## scoring's cost: µs per touchpoint, event-loop gaps while learning, warroom top for 100k customers
+	$(PY) bench/scoring_overhead.py $(BENCH_ARGS)
+
 .PHONY: validate-deploy
 validate-deploy: venv ## offline checks of deploy/: manifests, compose, alert rules (promtool), YAML lint
 	deploy/prometheus/install-promtool.sh
