@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .http import add_probes, dumps, parse_json, problem_response, read_body, unavailable
 from .problems import describe, found_always, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
@@ -190,61 +190,30 @@ def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Applica
     says the process is up (liveness), ``GET /readyz`` whether it can publish now."""
 
     async def post_messages(request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            message = f"expected a body of at most {MAX_BODY_BYTES} bytes, found more"
-            return _error(413, [{"field": "(body)", "message": message}])
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
+        body = await read_body(request, MAX_BODY_BYTES, _error)
+        if isinstance(body, web.Response):
+            return body
+        payload = parse_json(body, _error)
+        if isinstance(payload, web.Response):
+            return payload
         try:
             messages = parse_messages(payload)
             events = await publish_messages(sink, messages, clock)
         except InvalidChatInput as exc:
             return _error(422, exc.problems)
         except PublishUnavailable as exc:  # the transaction was aborted: nothing landed
-            response = _error(503, [{"field": "(kafka)", "message": str(exc)}])
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
+            return unavailable(_error, exc)
         return web.json_response(
             {"accepted": len(events), "event_ids": [e.event_id for e in events]},
             status=202,
-            dumps=_dumps,
-        )
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def ready(request: web.Request) -> web.Response:
-        state = sink.readiness()
-        return web.json_response(
-            {
-                "status": "ready" if state.ready else "not ready",
-                "reason": state.reason,
-                "transactional_id": state.transactional_id,
-                "recoveries": state.recoveries,
-                "last_error": state.last_error,
-            },
-            status=200 if state.ready else 503,
-            dumps=_dumps,
+            dumps=dumps,
         )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/messages", post_messages)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/readyz", ready)
+    add_probes(app, sink.readiness, detail=True, encode=dumps)
     return app
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
 def _error(status: int, problems: list[dict[str, Any]]) -> web.Response:
-    return web.json_response(
-        {"error": InvalidChatInput(problems).args[0], "problems": problems},
-        status=status,
-        dumps=_dumps,
-    )
+    return problem_response(status, problems, InvalidChatInput(problems).args[0])

@@ -60,6 +60,7 @@ from schemas.errors import SchemaError
 from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
+from .http import parse_json, problem_response, read_body
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .problems import describe, validation_problems
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
@@ -756,15 +757,12 @@ def create_callback_app(
             return _problem(
                 401, [{"field": "Authorization", "message": "expected the CRM's bearer token"}]
             )
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            message = f"expected a body of at most {MAX_CALLBACK_BYTES} bytes, found more"
-            return _problem(413, [{"field": "(body)", "message": message}])
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _problem(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
+        body = await read_body(request, MAX_CALLBACK_BYTES, _problem)
+        if isinstance(body, web.Response):
+            return body
+        payload = parse_json(body, _problem)
+        if isinstance(payload, web.Response):
+            return payload
         reports, problems = feedback_from_reports(payload, sent, clock())
         if problems:
             return _problem(422, problems)
@@ -800,12 +798,7 @@ def _authorised(request: web.Request, token: str) -> bool:
 
 
 def _problem(status: int, problems: list[dict[str, Any]]) -> web.Response:
-    message = "; ".join(describe(p, "report {}") for p in problems)
-    return web.json_response(
-        {"error": message, "problems": problems},
-        status=status,
-        dumps=lambda obj: orjson.dumps(obj).decode(),
-    )
+    return problem_response(status, problems, "; ".join(describe(p, "report {}") for p in problems))
 
 
 # --------------------------------------------------------------------------- running

@@ -41,6 +41,7 @@ from pydantic import (
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .http import add_probes, dumps_lenient, problem_response, read_body, unavailable
 from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
@@ -447,11 +448,9 @@ def create_http_app(
     them now. ``GET /healthz`` and ``GET /readyz`` as for the chat connector."""
 
     async def post_purchases(request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            message = f"expected a body of at most {MAX_BODY_BYTES} bytes, found more"
-            return _error(413, [{"field": "(body)", "message": message}])
+        body = await read_body(request, MAX_BODY_BYTES, _error)
+        if isinstance(body, web.Response):
+            return body
         try:
             lines = parse_request(body, defaults)
         except InvalidPurchase as exc:
@@ -480,9 +479,7 @@ def create_http_app(
         except UnpublishableTouchpoints as exc:
             return _error(422, [{"field": "(line)", **p} for p in exc.problems])
         except PublishUnavailable as exc:
-            response = _error(503, [{"field": "(kafka)", "message": str(exc)}])
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
+            return unavailable(_error, exc)
         return web.json_response(
             {
                 "accepted": len(events),
@@ -490,34 +487,14 @@ def create_http_app(
                 "event_ids": [e.event_id for e in events],
             },
             status=202,
-            dumps=_dumps,
-        )
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def ready(request: web.Request) -> web.Response:
-        state = sink.readiness()
-        return web.json_response(
-            {"status": "ready" if state.ready else "not ready", "reason": state.reason},
-            status=200 if state.ready else 503,
-            dumps=_dumps,
+            dumps=dumps_lenient,
         )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/purchases", post_purchases)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/readyz", ready)
+    add_probes(app, sink.readiness, encode=dumps_lenient)
     return app
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj, default=str).decode()
-
-
 def _error(status: int, problems: list[dict[str, Any]]) -> web.Response:
-    return web.json_response(
-        {"error": str(InvalidPurchase(problems)), "problems": problems},
-        status=status,
-        dumps=_dumps,
-    )
+    return problem_response(status, problems, str(InvalidPurchase(problems)), dumps_lenient)

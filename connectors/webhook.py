@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import SecretStr
 
+from .http import add_probes, dumps, parse_json, problem_response, read_body, unavailable
 from .mapping import Mapping, RecordRejected, describe
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
@@ -155,11 +155,9 @@ def create_webhook_app(
         if source is None:
             message = f"expected one of the configured sources ({', '.join(sorted(by_name))})"
             return _error(404, [{"field": "(source)", "message": message, "found": name[:64]}])
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            message = f"expected a body of at most {MAX_BODY_BYTES} bytes, found more"
-            return _error(413, [{"field": "(body)", "message": message}])
+        body = await read_body(request, MAX_BODY_BYTES, _error)
+        if isinstance(body, web.Response):
+            return body
         now = clock()
         signed = request.headers.get(SIGNATURE_HEADER)
         try:
@@ -179,12 +177,11 @@ def create_webhook_app(
         replayed = recent.get(f"{name} {signed}", time.monotonic())
         if replayed is not None:
             return web.json_response(
-                {"accepted": 0, "duplicate": True, "event_ids": replayed}, dumps=_dumps
+                {"accepted": 0, "duplicate": True, "event_ids": replayed}, dumps=dumps
             )
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
+        payload = parse_json(body, _error)
+        if isinstance(payload, web.Response):
+            return payload
         try:
             mapped = source.mapping.map_body(payload, now)
         except RecordRejected as rejected:
@@ -209,39 +206,21 @@ def create_webhook_app(
             ]
             return _error(422, problems)
         except PublishUnavailable as exc:
-            response = _error(503, [{"field": "(kafka)", "message": str(exc)}])
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
+            return unavailable(_error, exc)
         event_ids = [e.event_id for e in mapped.events]
         recent.add(f"{name} {signed}", time.monotonic(), event_ids)
         counts["accepted"] += len(event_ids)
         return web.json_response(
             {"accepted": len(event_ids), "skipped": mapped.skipped, "event_ids": event_ids},
             status=202,
-            dumps=_dumps,
-        )
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **counts})
-
-    async def ready(request: web.Request) -> web.Response:
-        state = sink.readiness()
-        return web.json_response(
-            {"status": "ready" if state.ready else "not ready", "reason": state.reason},
-            status=200 if state.ready else 503,
+            dumps=dumps,
         )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/webhooks/{source}", post)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/readyz", ready)
+    add_probes(app, sink.readiness, counts=lambda: counts)
     return app
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
 def _error(status: int, problems: list[dict[str, Any]]) -> web.Response:
-    summary = "; ".join(describe(p) for p in problems)
-    return web.json_response({"error": summary, "problems": problems}, status=status, dumps=_dumps)
+    return problem_response(status, problems, "; ".join(describe(p) for p in problems))

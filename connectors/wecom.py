@@ -50,13 +50,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import SecretStr, ValidationError
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
+from .http import add_probes, problem_response, with_retry_after
 from .mapping_service import serve_http
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .settings import IntakeSettings
@@ -508,37 +508,21 @@ def create_wecom_app(
             return _error(NotATouchpoint("(message)", f"does not encode: {detail}"))
         except PublishUnavailable as exc:
             response = _error(BadEnvelope("(kafka)", str(exc)), 503)
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
+            return with_retry_after(response, exc.retry_after_seconds)
         seen.add(message.key)
         counts.published += 1
         return web.Response(text="")
 
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **counts.__dict__})
-
-    async def ready(request: web.Request) -> web.Response:
-        state = sink.readiness()
-        return web.json_response(
-            {"status": "ready" if state.ready else "not ready", "reason": state.reason},
-            status=200 if state.ready else 503,
-        )
-
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/v1/wecom/callback", verify)
     app.router.add_post("/v1/wecom/callback", receive)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/readyz", ready)
+    add_probes(app, sink.readiness, counts=lambda: counts.__dict__)
     return app
 
 
 def _error(refused: WeComRefused, status: int | None = None) -> web.Response:
     problem: dict[str, Any] = {"field": refused.field, "message": str(refused)}
-    return web.json_response(
-        {"error": f"{refused.field}: {refused}", "problems": [problem]},
-        status=status or refused.status,
-        dumps=lambda obj: orjson.dumps(obj).decode(),
-    )
+    return problem_response(status or refused.status, [problem], f"{refused.field}: {refused}")
 
 
 TOKEN_VARIABLE = "WARROOM_WECOM_TOKEN"

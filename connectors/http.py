@@ -1,0 +1,103 @@
+"""The HTTP edge the intake connectors share: problem answers, bodies read within a
+limit, JSON bodies, 503 with Retry-After, and the ``/healthz`` and ``/readyz`` probes.
+
+Every refusal is a JSON body ``{"error": <one line>, "problems": [...]}``; each
+connector says how its problems read as that one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .problems import Problem
+from .publisher import PublishUnavailable, Readiness
+
+JsonDumps = Callable[[Any], str]
+ErrorResponse = Callable[[int, list[Problem]], web.Response]
+"""A connector's problem answer: status and problems in, response out."""
+
+
+def dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def dumps_lenient(obj: Any) -> str:
+    """As :func:`dumps`, writing what JSON has no type for (a date, a decimal) as text."""
+    return orjson.dumps(obj, default=str).decode()
+
+
+def problem_response(
+    status: int, problems: list[Problem], error: str, encode: JsonDumps = dumps
+) -> web.Response:
+    return web.json_response({"error": error, "problems": problems}, status=status, dumps=encode)
+
+
+def too_large(limit: int) -> Problem:
+    return {"field": "(body)", "message": f"expected a body of at most {limit} bytes, found more"}
+
+
+async def read_body(request: web.Request, limit: int, error: ErrorResponse) -> bytes | web.Response:
+    """The request body, or a 413 answer when it is longer than ``limit`` (the
+    application's ``client_max_size``)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, [too_large(limit)])
+
+
+def parse_json(body: bytes, error: ErrorResponse) -> Any:
+    """The JSON value of ``body``, or a 400 answer (a :class:`web.Response`) naming the
+    fault."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
+
+
+def with_retry_after(response: web.Response, seconds: float) -> web.Response:
+    """``Retry-After`` in whole seconds, at least one."""
+    response.headers["Retry-After"] = str(max(1, round(seconds)))
+    return response
+
+
+def unavailable(error: ErrorResponse, exc: PublishUnavailable) -> web.Response:
+    """503: Kafka did not take the touchpoints now (nothing landed); retry after the
+    time it names."""
+    response = error(503, [{"field": "(kafka)", "message": str(exc)}])
+    return with_retry_after(response, exc.retry_after_seconds)
+
+
+def add_probes(
+    app: web.Application,
+    readiness: Callable[[], Readiness],
+    *,
+    counts: Callable[[], Mapping[str, Any]] = dict,
+    detail: bool = False,
+    encode: JsonDumps = json.dumps,
+) -> None:
+    """``GET /healthz``: the process is up (liveness), with ``counts``; ``GET /readyz``:
+    200 when it can publish now, else 503 with the reason (with ``detail``, also the
+    producer's transactional id, its recoveries and its last error)."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **counts()})
+
+    async def ready(request: web.Request) -> web.Response:
+        state = readiness()
+        body: dict[str, Any] = {
+            "status": "ready" if state.ready else "not ready",
+            "reason": state.reason,
+        }
+        if detail:
+            body["transactional_id"] = state.transactional_id
+            body["recoveries"] = state.recoveries
+            body["last_error"] = state.last_error
+        return web.json_response(body, status=200 if state.ready else 503, dumps=encode)
+
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", ready)
