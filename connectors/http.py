@@ -59,6 +59,35 @@ def parse_json(body: bytes, error: ErrorResponse) -> Any:
         return error(400, [{"field": "(body)", "message": f"expected JSON, found: {exc}"}])
 
 
+Located = dict[str, int]
+"""Where an item of a body stands: ``{"index": n}`` in a JSON list, ``{"line": n}`` in
+JSON lines."""
+
+
+def json_items(body: bytes, item_field: str) -> tuple[list[tuple[Any, Located]], list[Problem]]:
+    """The items of a body that is one JSON value (a list is its items), or JSON lines
+    (one item a line, blank lines skipped), each with where it stands; or the problems:
+    ``(body)`` when it is neither, and each line that is not JSON (as ``item_field``)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as whole:
+        lines = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
+        if len(lines) < 2:
+            message = f"expected JSON or JSON lines, found: {whole}"
+            return [], [{"field": "(body)", "message": message}]
+        items: list[tuple[Any, Located]] = []
+        problems: list[Problem] = []
+        for number, line in lines:
+            try:
+                items.append((orjson.loads(line), {"line": number}))
+            except orjson.JSONDecodeError as exc:
+                message = f"expected JSON, found: {exc}"
+                problems.append({"line": number, "field": item_field, "message": message})
+        return items, problems
+    listed = payload if isinstance(payload, list) else [payload]
+    return [(item, {"index": n}) for n, item in enumerate(listed)], []
+
+
 def with_retry_after(response: web.Response, seconds: float) -> web.Response:
     """``Retry-After`` in whole seconds, at least one."""
     response.headers["Retry-After"] = str(max(1, round(seconds)))

@@ -41,7 +41,7 @@ from pydantic import (
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .http import add_probes, dumps_lenient, problem_response, read_body, unavailable
+from .http import add_probes, dumps_lenient, json_items, problem_response, read_body, unavailable
 from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
@@ -54,6 +54,7 @@ from .tailing import (
     Rejection,
     Splitter,
     TouchpointBatches,
+    read_to_end,
     split_csv,
     split_lines,
 )
@@ -359,15 +360,9 @@ async def read_files(
 ) -> Counts:
     """Read whole files once (their last line too), publishing as it goes; ``skipped``
     counts lines without a member."""
-    total = Counts()
-    for path in paths:
-        follow, batches = follower(path, None, sink, dead_letters, defaults, clock, keep_ids)
-        await follow.read_to_end()
-        total.published += batches.counts.published
-        total.skipped += batches.counts.skipped
-        total.rejected += batches.counts.rejected
-        total.event_ids.extend(batches.counts.event_ids)
-    return total
+    return await read_to_end(
+        follower(path, None, sink, dead_letters, defaults, clock, keep_ids) for path in paths
+    )
 
 
 async def follow_file(
@@ -391,30 +386,9 @@ async def follow_file(
 def parse_request(body: bytes, defaults: PosDefaults) -> list[PurchaseLine]:
     """A JSON object, a JSON array of them, or JSON lines -> purchase lines, or raise
     :class:`InvalidPurchase` naming every problem."""
-    items: list[tuple[Any, dict[str, int]]]
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as whole:
-        lines = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
-        if len(lines) < 2:
-            message = f"expected JSON or JSON lines, found: {whole}"
-            raise InvalidPurchase([{"field": "(body)", "message": message}]) from None
-        items = []
-        problems: list[dict[str, Any]] = []
-        for number, line in lines:
-            try:
-                items.append((orjson.loads(line), {"line": number}))
-            except orjson.JSONDecodeError as exc:
-                problems.append(
-                    {"line": number, "field": "(line)", "message": f"expected JSON, found: {exc}"}
-                )
-        if problems:
-            raise InvalidPurchase(problems) from None
-    else:
-        if isinstance(payload, list):
-            items = [(item, {"index": n}) for n, item in enumerate(payload)]
-        else:
-            items = [(payload, {"index": 0})]
+    items, problems = json_items(body, "(line)")
+    if problems:
+        raise InvalidPurchase(problems)
     if not items:
         raise InvalidPurchase(
             [{"field": "(body)", "message": "expected purchase lines, found none"}]
@@ -423,7 +397,6 @@ def parse_request(body: bytes, defaults: PosDefaults) -> list[PurchaseLine]:
         message = f"expected at most {MAX_LINES_PER_REQUEST} lines, found {len(items)}"
         raise InvalidPurchase([{"field": "(body)", "message": message}])
     parsed: list[PurchaseLine] = []
-    problems = []
     for item, where in items:
         if not isinstance(item, dict):
             message = f"expected a JSON object, found {type(item).__name__}"

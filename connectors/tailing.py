@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +234,19 @@ class Counts:
     skipped: int = 0
     rejected: int = 0
     event_ids: list[str] = field(default_factory=list)
+
+
+async def read_to_end(followers: Iterable[tuple[FileFollower, TouchpointBatches]]) -> Counts:
+    """Read each file whole once (its last line too), one after the other, publishing as
+    it goes; the counts of all of them."""
+    total = Counts()
+    for follow, batches in followers:
+        await follow.read_to_end()
+        total.published += batches.counts.published
+        total.skipped += batches.counts.skipped
+        total.rejected += batches.counts.rejected
+        total.event_ids.extend(batches.counts.event_ids)
+    return total
 
 
 class TouchpointBatches:

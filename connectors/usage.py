@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .http import add_probes, dumps_lenient, problem_response, read_body, unavailable
+from .http import add_probes, dumps_lenient, json_items, problem_response, read_body, unavailable
 from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
@@ -41,6 +41,7 @@ from .tailing import (
     RawRecord,
     Rejection,
     TouchpointBatches,
+    read_to_end,
     split_lines,
 )
 
@@ -235,14 +236,9 @@ async def read_files(
     keep_ids: bool = False,
 ) -> Counts:
     """Read whole JSON-lines files once, publishing as it goes."""
-    total = Counts()
-    for path in paths:
-        follow, batches = follower(path, None, sink, dead_letters, sentiment, clock, keep_ids)
-        await follow.read_to_end()
-        total.published += batches.counts.published
-        total.rejected += batches.counts.rejected
-        total.event_ids.extend(batches.counts.event_ids)
-    return total
+    return await read_to_end(
+        follower(path, None, sink, dead_letters, sentiment, clock, keep_ids) for path in paths
+    )
 
 
 async def follow_file(
@@ -264,32 +260,13 @@ async def follow_file(
 def parse_request(body: bytes) -> list[VideoWatched | SandboxError | SupportChat]:
     """A JSON object, an array of them, or JSON lines -> events, or raise
     :class:`InvalidUsage` naming every problem."""
-    items: list[tuple[Any, dict[str, int]]]
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as whole:
-        lines = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
-        if len(lines) < 2:
-            message = f"expected JSON or JSON lines, found: {whole}"
-            raise InvalidUsage([{"field": "(body)", "message": message}]) from None
-        items, problems = [], []
-        for number, line in lines:
-            try:
-                items.append((orjson.loads(line), {"line": number}))
-            except orjson.JSONDecodeError as exc:
-                problems.append(
-                    {"line": number, "field": "(event)", "message": f"expected JSON, found: {exc}"}
-                )
-        if problems:
-            raise InvalidUsage(problems) from None
-    else:
-        listed = payload if isinstance(payload, list) else [payload]
-        items = [(item, {"index": n}) for n, item in enumerate(listed)]
+    items, problems = json_items(body, "(event)")
+    if problems:
+        raise InvalidUsage(problems)
     if not items or len(items) > MAX_EVENTS_PER_REQUEST:
         message = f"expected 1 to {MAX_EVENTS_PER_REQUEST} events, found {len(items)}"
         raise InvalidUsage([{"field": "(body)", "message": message}])
     events: list[VideoWatched | SandboxError | SupportChat] = []
-    problems = []
     for item, where in items:
         result = validate_event(item, **where)
         if isinstance(result, list):
