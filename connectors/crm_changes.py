@@ -49,23 +49,24 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.models import Channel, DeadLetter, Direction, TouchpointEvent
+from schemas.models import Channel, Direction, TouchpointEvent
 
+from .kafka_io import PollingConsumer, read_committed_consumer, started
 from .publisher import (
     KafkaTouchpointSink,
     PublishUnavailable,
     TouchpointSink,
     UnpublishableTouchpoints,
 )
-from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
+from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
 from .settings import IntakeSettings
 
 log = logging.getLogger(__name__)
@@ -653,14 +654,8 @@ def _shown(value: Any) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-class ChangeConsumer(Protocol):
-    """The part of :class:`aiokafka.AIOKafkaConsumer` the reader uses."""
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]: ...
-
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None: ...
+ChangeConsumer = PollingConsumer
+"""The part of :class:`aiokafka.AIOKafkaConsumer` the reader uses."""
 
 
 @dataclass
@@ -796,17 +791,9 @@ class CrmChangeReader:
             record.partition,
             record.offset,
         )
-        letter: DeadLetter = dead_letter(
-            record.topic,
-            record.offset,
-            reason.value,
-            detail,
-            record.value or b"",
-            self._clock(),
-            partition=record.partition,
-            key=record.key,
+        await self._dead_letters.send(
+            record_dead_letter(record, reason.value, detail, self._clock())
         )
-        await self._dead_letters.send(letter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -827,33 +814,22 @@ async def follow(
     settings: ChangeReaderSettings, mapping: CrmMapping, stop: asyncio.Event
 ) -> ReaderStats:
     """Read the topics until ``stop`` is set: publish, dead-letter, commit."""
-    consumer = AIOKafkaConsumer(
+    consumer = read_committed_consumer(
+        settings.intake,
         *settings.topics,
-        bootstrap_servers=settings.intake.bootstrap_servers,
-        **settings.intake.security.client_options(),
         group_id=settings.group_id,
-        client_id=settings.intake.instance_id,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        from_beginning=settings.from_beginning,
     )
     sink = KafkaTouchpointSink(settings.intake)
     dead_letters = KafkaDeadLetterSink(
         settings.intake.bootstrap_servers, settings.dlq_topic, settings.intake.security
     )
-    await sink.start()
-    await dead_letters.start()
-    await consumer.start()
-    try:
+    async with started(sink, dead_letters, consumer):
         reader = CrmChangeReader(
             mapping, consumer, sink, dead_letters, max_records=settings.max_records
         )
         await reader.run(stop)
         return reader.stats
-    finally:
-        await consumer.stop()
-        await dead_letters.stop()
-        await sink.stop()
 
 
 async def serve(settings: ChangeReaderSettings, mapping: CrmMapping) -> ReaderStats:

@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,9 +61,10 @@ from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
 from .http import parse_json, problem_response, read_body
+from .kafka_io import AckedProducer, PollingConsumer
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .problems import describe, validation_problems
-from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
+from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class FeedbackSink(Protocol):
     async def send(self, feedback: Feedback) -> None: ...
 
 
-class KafkaFeedbackSink:
+class KafkaFeedbackSink(AckedProducer):
     """Writes feedback keyed by customer to its customer's partition; ``send`` returns
     once the broker has it (idempotent producer, acks from all in-sync replicas)."""
 
@@ -183,20 +184,8 @@ class KafkaFeedbackSink:
         partitions: int,
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
-        self.topic = topic
+        super().__init__(bootstrap_servers, topic, security)
         self._partitions = partitions
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            **security.client_options(),
-        )
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
 
     async def send(self, feedback: Feedback) -> None:
         await self._producer.send_and_wait(
@@ -514,14 +503,8 @@ def _refusal(code: int, reason: str | None, text: str) -> str:
 # --------------------------------------------------------------------------- the sink
 
 
-class SinkConsumer(Protocol):
-    """The part of :class:`aiokafka.AIOKafkaConsumer` the sink uses."""
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]: ...
-
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None: ...
+SinkConsumer = PollingConsumer
+"""The part of :class:`aiokafka.AIOKafkaConsumer` the sink uses."""
 
 
 @dataclass
@@ -662,18 +645,7 @@ class CrmSink:
         log.warning(
             "dead letter %s at %s[%d]@%d", reason, record.topic, record.partition, record.offset
         )
-        await self._dead_letters.send(
-            dead_letter(
-                record.topic,
-                record.offset,
-                reason,
-                detail,
-                record.value or b"",
-                self._clock(),
-                partition=record.partition,
-                key=record.key,
-            )
-        )
+        await self._dead_letters.send(record_dead_letter(record, reason, detail, self._clock()))
 
 
 # --------------------------------------------------------------------------- callback

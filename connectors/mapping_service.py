@@ -27,10 +27,11 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.models import DeadLetter, TouchpointEvent
 
+from .kafka_io import read_committed_consumer, started
 from .mapping import InvalidMapping, MappedBody, Mapping, RecordRejected, describe, load_mapping
 from .publisher import (
     KafkaTouchpointSink,
@@ -39,7 +40,7 @@ from .publisher import (
     TouchpointSink,
     UnpublishableTouchpoints,
 )
-from .rejects import DeadLetterSink, KafkaDeadLetterSink, dead_letter
+from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
 from .settings import IntakeSettings
 
 log = logging.getLogger(__name__)
@@ -225,45 +226,25 @@ class TopicFollower:
         log.info(
             "dead letter %s at %s[%d]@%d", reason, record.topic, record.partition, record.offset
         )
-        return dead_letter(
-            record.topic,
-            record.offset,
-            reason,
-            detail,
-            record.value or b"",
-            self._clock(),
-            partition=record.partition,
-            key=record.key,
-        )
+        return record_dead_letter(record, reason, detail, self._clock())
 
 
 async def follow(settings: FollowSettings, mapping: Mapping, stop: asyncio.Event) -> FollowStats:
     """Follow the topic until ``stop`` is set; the batch in hand is finished first."""
-    consumer = AIOKafkaConsumer(
+    consumer = read_committed_consumer(
+        settings.intake,
         settings.topic,
-        bootstrap_servers=settings.intake.bootstrap_servers,
-        **settings.intake.security.client_options(),
         group_id=settings.group_id,
-        client_id=settings.intake.instance_id,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        from_beginning=settings.from_beginning,
     )
     sink = KafkaTouchpointSink(settings.intake)
     dead_letters = KafkaDeadLetterSink(
         settings.intake.bootstrap_servers, settings.dlq_topic, settings.intake.security
     )
-    await sink.start()
-    await dead_letters.start()
-    await consumer.start()
-    follower = TopicFollower(mapping, consumer, sink, dead_letters, settings.max_records)
-    try:
+    async with started(sink, dead_letters, consumer):
+        follower = TopicFollower(mapping, consumer, sink, dead_letters, settings.max_records)
         while not stop.is_set():
             await follower.step(timeout_ms=500)
-    finally:
-        await consumer.stop()
-        await dead_letters.stop()
-        await sink.stop()
     return follower.stats
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Protocol
-
-from aiokafka import AIOKafkaProducer
+from typing import Any, Protocol
 
 from schemas.codec import encode_dead_letter
 from schemas.models import DeadLetter
 
-from .kafka_security import PLAINTEXT, KafkaSecurity
+from .kafka_io import AckedProducer
 
 RAW_BYTES_KEPT = 65_536
 """A connector's dead letter keeps at most this many bytes of the raw input."""
@@ -54,30 +52,28 @@ def dead_letter(
     )
 
 
+def record_dead_letter(record: Any, reason: str, detail: str, failed_at: datetime) -> DeadLetter:
+    """A dead letter for a record consumed from a Kafka topic (an aiokafka
+    ``ConsumerRecord``): its topic, partition, offset, key and value."""
+    return dead_letter(
+        record.topic,
+        record.offset,
+        reason,
+        detail,
+        record.value or b"",
+        failed_at,
+        partition=record.partition,
+        key=record.key,
+    )
+
+
 class DeadLetterSink(Protocol):
     async def send(self, letter: DeadLetter) -> None: ...
 
 
-class KafkaDeadLetterSink:
+class KafkaDeadLetterSink(AckedProducer):
     """Writes dead letters to the ``dlq`` topic (idempotent producer, acks from all
     in-sync replicas): ``send`` returns once the broker has the record."""
-
-    def __init__(
-        self, bootstrap_servers: str, topic: str, security: KafkaSecurity = PLAINTEXT
-    ) -> None:
-        self.topic = topic
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            **security.client_options(),
-        )
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
 
     async def send(self, letter: DeadLetter) -> None:
         # the letter names its source partition; the source topic may have more than the dlq
