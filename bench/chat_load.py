@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.serving import free_port, wait_ready  # noqa: E402
 from schemas.codec import decode_touchpoints  # noqa: E402
 from schemas.topics import TOUCHPOINTS  # noqa: E402
 
@@ -183,34 +183,11 @@ def report(result: LoadResult, verdict: Verdict, label: str = "chat intake") -> 
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"chat serve exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"chat serve not ready within {within} s")
-
-
 def _start_replicas(count: int, env: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """``count`` chat serve processes with the same settings, as replicas of one deployment."""
     replicas = []
     for _ in range(count):
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "streams.cli", "chat", "serve", "--port", str(port)]
         process = subprocess.Popen(command, cwd=REPO, env=env)
         replicas.append((f"http://127.0.0.1:{port}", process))
@@ -233,7 +210,7 @@ async def main_async(args: argparse.Namespace) -> int:
     replicas = _start_replicas(args.replicas, env)
     try:
         for url, process in replicas:
-            await _wait_ready(url, process)
+            await wait_ready(url, process, "chat serve")
         results = await asyncio.gather(
             *(
                 drive(url, args.clients // len(replicas), args.seconds, f"{run}r{n}", args.batch)

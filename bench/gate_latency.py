@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.serving import free_port, wait_ready  # noqa: E402
 from engine.bundle import load_bundle  # noqa: E402
 from engine.compliance import Draft, judge  # noqa: E402
 
@@ -98,22 +98,6 @@ async def fixed_rate(
     return latencies, failures
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"gate exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"gate not ready within {within} s")
-
-
 async def main_async(args: argparse.Namespace) -> int:
     from streams.rules_push import push_bundle
     from streams.settings import Settings
@@ -126,9 +110,7 @@ async def main_async(args: argparse.Namespace) -> int:
     samples = texts()
     baseline = judge_baseline(samples)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(os.environ)
     env.update(
         WARROOM_TOPIC_PREFIX=settings.topic_prefix,
@@ -139,7 +121,7 @@ async def main_async(args: argparse.Namespace) -> int:
     gate = subprocess.Popen(command, cwd=REPO, env=env)  # noqa: ASYNC220 (started once)
     url = f"http://127.0.0.1:{port}"
     try:
-        await wait_ready(url, gate)
+        await wait_ready(url, gate, "gate")
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector) as session:
 

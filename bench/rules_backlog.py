@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.serving import free_port  # noqa: E402
 from connectors.publisher import envelopes  # noqa: E402
 from streams.rules_push import push_bundle  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -77,15 +78,6 @@ class Case:
     @property
     def per_second_in_slices(self) -> float:
         return self.touchpoints / self.slice_seconds
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def processed_and_fired(metrics: str) -> tuple[float, int]:

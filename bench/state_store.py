@@ -36,7 +36,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 
+from bench.serving import free_port  # noqa: E402
 from engine.builtin import BUILTIN_BUNDLE  # noqa: E402
 from engine.bundle import load_bundle  # noqa: E402
 from engine.reducer import apply  # noqa: E402
@@ -190,9 +190,7 @@ def _take(states: Iterator[Any], n: int) -> Iterator[Any]:
 
 
 def worker_settings(bootstrap: str, app_id: str, prefix: str, store: str, data: Path) -> Settings:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return Settings(
         app_id=app_id,
         bootstrap_servers=bootstrap,
