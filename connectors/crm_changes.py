@@ -54,12 +54,11 @@ from typing import Any, Literal
 import orjson
 import yaml
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .kafka_io import PollingConsumer, read_committed_consumer, started
+from .kafka_io import PollingConsumer, commit_poll, read_committed_consumer, started
 from .publisher import (
     KafkaTouchpointSink,
     PublishUnavailable,
@@ -736,15 +735,9 @@ class CrmChangeReader:
                 converted.append(_Converted(record, outcome.touchpoints))
         if not await self._publish(converted, stop):
             return False
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved the partitions: their next owner reads the poll again and
-            # its touchpoints repeat these event ids.
-            log.warning(
-                "offsets not committed (%s); the records will be read again", type(exc).__name__
-            )
+        # When the group moved the partitions, their next owner reads the poll again and
+        # its touchpoints repeat these event ids.
+        if not await commit_poll(self._consumer, batch, "the records", log):
             return False
         self.stats.commits += 1
         return True

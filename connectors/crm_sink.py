@@ -52,7 +52,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.codec import decode_intervention
@@ -61,7 +61,7 @@ from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
 from .http import parse_json, problem_response, read_body
-from .kafka_io import AckedProducer, PollingConsumer
+from .kafka_io import AckedProducer, PollingConsumer, commit_poll
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .problems import describe, validation_problems
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
@@ -584,15 +584,9 @@ class CrmSink:
             for records in batch.values():
                 for record in records:
                     group.create_task(self._one(record))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partitions moved; their next reader knows the delivered commands from
-            # their feedback and does not post them again.
-            log.warning(
-                "offsets not committed (%s); the commands will be read again", type(exc).__name__
-            )
+        # When the partitions moved, their next reader knows the delivered commands from
+        # their feedback and does not post them again.
+        if not await commit_poll(self._consumer, batch, "the commands", log):
             return False
         self.stats.commits += 1
         return True

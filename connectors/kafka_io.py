@@ -3,11 +3,13 @@ read-committed group consumer, and starting and stopping them together."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .settings import IntakeSettings
@@ -79,3 +81,23 @@ async def started(*clients: Client) -> AsyncIterator[None]:
     finally:
         for client in reversed(clients):
             await client.stop()
+
+
+async def commit_poll(
+    consumer: PollingConsumer,
+    batch: Mapping[TopicPartition, Sequence[Any]],
+    records: str,
+    log: logging.Logger,
+) -> bool:
+    """Commit the offsets after a handled poll; False when the group has moved its
+    partitions meanwhile (logged as a warning: ``records``, such as "the commands", will
+    be read again by their next owner)."""
+    offsets = {tp: polled[-1].offset + 1 for tp, polled in batch.items() if polled}
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning(
+            "offsets not committed (%s); %s will be read again", type(exc).__name__, records
+        )
+        return False
+    return True
