@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -125,14 +124,6 @@ async def _with_sinks(
         await sink.stop()  # finishes the transactions already asked for
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 def _keywords(path: Path | None) -> Any:
     import yaml
 
@@ -225,7 +216,9 @@ def _pos_follow(args: argparse.Namespace, sink_settings: SinkSettings) -> int:
     intake, dlq = sink_settings(args, "pos-follow")
 
     async def body(sink: Any, letters: Any) -> Any:
-        stop = _stop_on_signals()
+        from .running import stop_on_signals
+
+        stop = stop_on_signals()
         follow, batches = follower(
             args.file,
             args.state,
@@ -276,7 +269,9 @@ def _usage_follow(args: argparse.Namespace, sink_settings: SinkSettings) -> int:
     intake, dlq = sink_settings(args, "usage-follow")
 
     async def body(sink: Any, letters: Any) -> Any:
-        stop = _stop_on_signals()
+        from .running import stop_on_signals
+
+        stop = stop_on_signals()
         sentiment = LexiconSentiment()
         await asyncio.to_thread(sentiment.warm_up)
         follow, batches = follower(
@@ -306,18 +301,13 @@ def _usage_serve(args: argparse.Namespace, sink_settings: SinkSettings) -> int:
 
 
 async def _serve(intake: IntakeSettings, app: Callable[[Any], Any], args: Any, path: str) -> None:
-    from aiohttp import web
+    from .running import serve_intake, stop_on_signals
 
-    from .publisher import KafkaTouchpointSink
-
-    sink = KafkaTouchpointSink(intake)
-    await sink.start()
-    runner = web.AppRunner(app(sink))
-    await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    print(f"listening on http://{args.host}:{args.port}{path}", flush=True)
-    try:
-        await _stop_on_signals().wait()
-    finally:
-        await runner.cleanup()
-        await sink.stop()
+    await serve_intake(
+        intake,
+        app,
+        args.host,
+        args.port,
+        stop_on_signals(),
+        lambda _: f"listening on http://{args.host}:{args.port}{path}",
+    )

@@ -66,6 +66,7 @@ from .publisher import (
     UnpublishableTouchpoints,
 )
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
+from .running import stop_on_signals
 from .settings import IntakeSettings
 
 log = logging.getLogger(__name__)
@@ -827,8 +828,7 @@ async def follow(
 
 async def serve(settings: ChangeReaderSettings, mapping: CrmMapping) -> ReaderStats:
     """:func:`follow` until SIGINT or SIGTERM, then finish the poll in hand and report."""
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop = stop_on_signals()
     print(
         f"crm changes: reading {', '.join(settings.topics)} as group {settings.group_id}",
         flush=True,
@@ -840,11 +840,3 @@ async def serve(settings: ChangeReaderSettings, mapping: CrmMapping) -> ReaderSt
         flush=True,
     )
     return stats
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    import signal
-
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop.set)

@@ -65,6 +65,7 @@ from .kafka_io import AckedProducer, PollingConsumer, commit_poll
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .problems import describe, validation_problems
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
+from .running import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -868,12 +869,7 @@ async def run_sink(
 
 async def serve(settings: CrmSinkSettings, callback: tuple[str, int] | None) -> SinkStats:
     """:func:`run_sink` until SIGINT or SIGTERM, then finish the poll in hand and report."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop.set)
+    stop = stop_on_signals()
     where = ""
     if callback is not None:
         where = f"; feedback callback on http://{callback[0]}:{callback[1]}/v1/crm/feedback"

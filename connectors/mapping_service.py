@@ -14,9 +14,7 @@ hand, commits it, and closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections import Counter, abc
 from collections.abc import Callable, Sequence
@@ -41,6 +39,7 @@ from .publisher import (
     UnpublishableTouchpoints,
 )
 from .rejects import DeadLetterSink, KafkaDeadLetterSink, record_dead_letter
+from .running import serve_intake, stop_on_signals
 from .settings import IntakeSettings
 
 log = logging.getLogger(__name__)
@@ -248,16 +247,6 @@ async def follow(settings: FollowSettings, mapping: Mapping, stop: asyncio.Event
     return follower.stats
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM, so a running batch finishes before exit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(number, stop.set)
-    return stop
-
-
 async def serve_http(
     settings: IntakeSettings,
     make_app: Callable[[TouchpointSink], web.Application],
@@ -266,20 +255,14 @@ async def serve_http(
     banner: str,
 ) -> None:
     """Serve an intake app publishing through a Kafka sink until SIGINT or SIGTERM."""
-    stop = stop_on_signals()
-    sink = KafkaTouchpointSink(settings)
-    await sink.start()
-    runner = web.AppRunner(make_app(sink))
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    producer = sink.readiness().transactional_id
-    print(f"{banner} on http://{host}:{port} (producer {producer})", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        await sink.stop()
+    await serve_intake(
+        settings,
+        make_app,
+        host,
+        port,
+        stop_on_signals(),
+        lambda producer: f"{banner} on http://{host}:{port} (producer {producer})",
+    )
 
 
 def load_mapping_file(path: str) -> Mapping:
