@@ -20,8 +20,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .http import add_probes, dumps, parse_json, problem_response, read_body, unavailable
-from .problems import describe, found_always, validation_problems
+from .http import accepted, add_probes, dumps, parse_json, problem_response, read_body, unavailable
+from .problems import describe, found_always, unencodable, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
 log = logging.getLogger(__name__)
@@ -171,17 +171,8 @@ async def publish_messages(
     try:
         await sink.publish(events)
     except UnpublishableTouchpoints as exc:
-        index = {event.event_id: n for n, event in enumerate(events)}
-        raise InvalidChatInput(
-            [
-                {
-                    "index": index.get(p["event_id"]),
-                    "field": "(message)",
-                    "message": f"does not encode as a touchpoint: {p['message']}",
-                }
-                for p in exc.problems
-            ]
-        ) from exc
+        event_ids = [event.event_id for event in events]
+        raise InvalidChatInput(unencodable(event_ids, exc.problems, "(message)")) from exc
     return events
 
 
@@ -203,11 +194,7 @@ def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Applica
             return _error(422, exc.problems)
         except PublishUnavailable as exc:  # the transaction was aborted: nothing landed
             return unavailable(_error, exc)
-        return web.json_response(
-            {"accepted": len(events), "event_ids": [e.event_id for e in events]},
-            status=202,
-            dumps=dumps,
-        )
+        return accepted([e.event_id for e in events])
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/messages", post_messages)

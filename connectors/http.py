@@ -37,6 +37,12 @@ def problem_response(
     return web.json_response({"error": error, "problems": problems}, status=status, dumps=encode)
 
 
+def accepted(event_ids: list[str], encode: JsonDumps = dumps, **counts: int) -> web.Response:
+    """202: the touchpoints published, by event id, with any other ``counts``."""
+    body = {"accepted": len(event_ids), **counts, "event_ids": event_ids}
+    return web.json_response(body, status=202, dumps=encode)
+
+
 def too_large(limit: int) -> Problem:
     return {"field": "(body)", "message": f"expected a body of at most {limit} bytes, found more"}
 

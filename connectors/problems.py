@@ -8,7 +8,7 @@ them; :func:`describe` turns one into a line of text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +34,22 @@ def describe(problem: Mapping[str, Any], item: str, *, found: bool = False) -> s
         where = ""
     shown = f" (found {problem['found']!r})" if found and "found" in problem else ""
     return f"{where}{problem['field']}: {problem['message']}{shown}"
+
+
+def unencodable(
+    event_ids: Sequence[str], problems: Iterable[Mapping[str, Any]], field: str
+) -> list[Problem]:
+    """The problems of touchpoints that do not encode (each names its ``event_id``),
+    located by the index of the item the touchpoint came from."""
+    index = {event_id: n for n, event_id in enumerate(event_ids)}
+    return [
+        {
+            "index": index.get(p["event_id"]),
+            "field": field,
+            "message": f"does not encode as a touchpoint: {p['message']}",
+        }
+        for p in problems
+    ]
 
 
 def found_always(shown: Callable[[Any], Any]) -> FoundRule:

@@ -28,7 +28,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .http import add_probes, dumps_lenient, json_items, problem_response, read_body, unavailable
+from .http import (
+    accepted,
+    add_probes,
+    dumps_lenient,
+    json_items,
+    problem_response,
+    read_body,
+    unavailable,
+)
 from .problems import describe, found_unless, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 from .rejects import DeadLetterSink
@@ -304,11 +312,7 @@ def create_http_app(
             return _error(422, [{"field": "(event)", **p} for p in exc.problems])
         except PublishUnavailable as exc:
             return unavailable(_error, exc)
-        return web.json_response(
-            {"accepted": len(events), "event_ids": [e.event_id for e in events]},
-            status=202,
-            dumps=dumps_lenient,
-        )
+        return accepted([e.event_id for e in events], dumps_lenient)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/usage", post_usage)

@@ -34,8 +34,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from .http import add_probes, dumps, parse_json, problem_response, read_body, unavailable
+from .http import accepted, add_probes, dumps, parse_json, problem_response, read_body, unavailable
 from .mapping import Mapping, RecordRejected, describe
+from .problems import unencodable
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
 log = logging.getLogger(__name__)
@@ -195,26 +196,14 @@ def create_webhook_app(
         try:
             await sink.publish(mapped.events)
         except UnpublishableTouchpoints as exc:
-            index = {event.event_id: n for n, event in enumerate(mapped.events)}
-            problems = [
-                {
-                    "index": index.get(p["event_id"]),
-                    "field": "(record)",
-                    "message": f"does not encode as a touchpoint: {p['message']}",
-                }
-                for p in exc.problems
-            ]
-            return _error(422, problems)
+            event_ids = [event.event_id for event in mapped.events]
+            return _error(422, unencodable(event_ids, exc.problems, "(record)"))
         except PublishUnavailable as exc:
             return unavailable(_error, exc)
         event_ids = [e.event_id for e in mapped.events]
         recent.add(f"{name} {signed}", time.monotonic(), event_ids)
         counts["accepted"] += len(event_ids)
-        return web.json_response(
-            {"accepted": len(event_ids), "skipped": mapped.skipped, "event_ids": event_ids},
-            status=202,
-            dumps=dumps,
-        )
+        return accepted(event_ids, skipped=mapped.skipped)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/webhooks/{source}", post)
