@@ -270,6 +270,16 @@ def load_mapping_file(path: str) -> Mapping:
     return load_mapping(Path(path).read_text(encoding="utf-8"), path)
 
 
+def _loaded_or_reported(path: str) -> Mapping | None:
+    """The mapping, or None once every problem with it is on stderr, one a line."""
+    try:
+        return load_mapping_file(path)
+    except InvalidMapping as invalid:
+        for problem in invalid.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
 def source_secret_variable(name: str) -> str:
     """The environment variable holding a webhook source's secret."""
     return "WARROOM_WEBHOOK_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
@@ -294,15 +304,13 @@ def check_files(paths: Sequence[str]) -> int:
     failed = 0
     for path in paths:
         try:
-            mapping = load_mapping_file(path)
-        except InvalidMapping as invalid:
-            failed += 1
-            for problem in invalid.problems:
-                print(problem, file=sys.stderr)
-            continue
+            mapping = _loaded_or_reported(path)
         except OSError as exc:
             failed += 1
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            continue
+        if mapping is None:
+            failed += 1
             continue
         print(f"{path}: mapping {mapping.name} v{mapping.version}: ok")
     return 2 if failed else 0
@@ -316,11 +324,8 @@ class _Unparsed:
 def dry_run(mapping_path: str, input_path: str, now: datetime | None = None) -> int:
     """``warroom mapping map``: the touchpoints a JSON or JSON Lines file maps to, one JSON
     object a line on stdout; every problem on stderr with its line and record."""
-    try:
-        mapping = load_mapping_file(mapping_path)
-    except InvalidMapping as invalid:
-        for problem in invalid.problems:
-            print(problem, file=sys.stderr)
+    mapping = _loaded_or_reported(mapping_path)
+    if mapping is None:
         return 2
     text = Path(input_path).read_bytes()
     documents: list[tuple[int, Any]] = []
@@ -359,11 +364,8 @@ def dry_run(mapping_path: str, input_path: str, now: datetime | None = None) -> 
 
 def run_follow(settings: FollowSettings, mapping_path: str) -> int:
     """``warroom mapping follow``: follow the topic until SIGINT or SIGTERM."""
-    try:
-        mapping = load_mapping_file(mapping_path)
-    except InvalidMapping as invalid:
-        for problem in invalid.problems:
-            print(problem, file=sys.stderr)
+    mapping = _loaded_or_reported(mapping_path)
+    if mapping is None:
         return 2
 
     async def main() -> FollowStats:
