@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from schemas.models import Channel, Direction, TouchpointEvent
 
-from .http import accepted, add_probes, dumps, parse_json, problem_response, read_body, unavailable
+from .http import accepted, add_probes, dumps, problem_response, read_json, unavailable
 from .problems import describe, found_always, unencodable, validation_problems
 from .publisher import PublishUnavailable, TouchpointSink, UnpublishableTouchpoints
 
@@ -181,10 +181,7 @@ def create_http_app(sink: TouchpointSink, clock: Clock = utc_now) -> web.Applica
     says the process is up (liveness), ``GET /readyz`` whether it can publish now."""
 
     async def post_messages(request: web.Request) -> web.Response:
-        body = await read_body(request, MAX_BODY_BYTES, _error)
-        if isinstance(body, web.Response):
-            return body
-        payload = parse_json(body, _error)
+        payload = await read_json(request, MAX_BODY_BYTES, _error)
         if isinstance(payload, web.Response):
             return payload
         try:

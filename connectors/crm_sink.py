@@ -60,7 +60,7 @@ from schemas.errors import SchemaError
 from schemas.models import InterventionCommand
 from schemas.partitioning import customer_partition
 
-from .http import parse_json, problem_response, read_body
+from .http import problem_response, read_json
 from .kafka_io import AckedProducer, PollingConsumer, commit_poll
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .problems import describe, validation_problems
@@ -724,10 +724,7 @@ def create_callback_app(
             return _problem(
                 401, [{"field": "Authorization", "message": "expected the CRM's bearer token"}]
             )
-        body = await read_body(request, MAX_CALLBACK_BYTES, _problem)
-        if isinstance(body, web.Response):
-            return body
-        payload = parse_json(body, _problem)
+        payload = await read_json(request, MAX_CALLBACK_BYTES, _problem)
         if isinstance(payload, web.Response):
             return payload
         reports, problems = feedback_from_reports(payload, sent, clock())

@@ -94,6 +94,15 @@ def json_items(body: bytes, item_field: str) -> tuple[list[tuple[Any, Located]],
     return [(item, {"index": n}) for n, item in enumerate(listed)], []
 
 
+async def read_json(request: web.Request, limit: int, error: ErrorResponse) -> Any:
+    """The JSON value of the request body, or the 413 or 400 answer (a
+    :class:`web.Response`) of :func:`read_body` or :func:`parse_json`."""
+    body = await read_body(request, limit, error)
+    if isinstance(body, web.Response):
+        return body
+    return parse_json(body, error)
+
+
 def with_retry_after(response: web.Response, seconds: float) -> web.Response:
     """``Retry-After`` in whole seconds, at least one."""
     response.headers["Retry-After"] = str(max(1, round(seconds)))
