@@ -219,6 +219,7 @@ def start_offsets(log: Path, table: str) -> dict[int, int]:
     return found
 
 
+@pytest.mark.long  # `make chaos`; make test keeps the kill mid-stream on the RocksDB store
 async def test_a_graceful_restart_resumes_from_the_local_store(
     settings: Settings, worker: WorkerProcess
 ) -> None:
@@ -254,6 +255,7 @@ async def test_a_graceful_restart_resumes_from_the_local_store(
     assert read == 0, (resumed, changelog)
 
 
+@pytest.mark.long  # `make chaos`; rebalances are covered in make test on the memory store
 async def test_partitions_moving_between_workers_keep_their_counts(
     settings: Settings, worker: WorkerProcess, second_worker: WorkerProcess
 ) -> None:
