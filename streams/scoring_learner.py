@@ -23,6 +23,7 @@ rules feed, and predicts with the version it last read (:meth:`Scoring.receive`)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -297,6 +298,10 @@ async def _learn_while_owner(
 ) -> None:
     learner = Learner(rulebook)
     start = learner.resume(await read_models(settings))
+    # What exists now (tables, bundles, the models just read) lives as long as the
+    # worker: kept out of the cyclic collector's full passes, which would otherwise walk
+    # it all while the learner folds examples and hold the event loop past 50 ms.
+    gc.freeze()
     log.info("learning from scoring-examples offset %d", start)
     tp = TopicPartition(settings.topic(SCORING_EXAMPLES), 0)
     consumer = AIOKafkaConsumer(
