@@ -122,6 +122,13 @@ async def audit_entries(settings: Settings) -> tuple[list[dict[str, Any]], int, 
     return entries, code, out.getvalue() + err.getvalue()
 
 
+async def audited(settings: Settings, event: str, worker: WorkerProcess) -> None:
+    """Until the audit trail holds a record of ``event``."""
+    await read_topic(
+        settings, "audit", lambda f: any(e.get("event") == event for e in f), orjson.loads, worker
+    )
+
+
 async def test_consent_gate_and_audit_chain_hold_across_a_crash(
     settings: Settings, worker: WorkerProcess
 ) -> None:
@@ -132,8 +139,10 @@ async def test_consent_gate_and_audit_chain_hold_across_a_crash(
     start = datetime.now(UTC) - timedelta(minutes=30)
 
     # Granted: the offer goes out. Revoked: the next one is suppressed.
+    # Consents and touchpoints are separate topics: nothing orders a record of one before
+    # a record of the other, so the test waits until the worker has recorded each change.
     await produce(settings, "consents", [("ana", consent("ana", "marketing", True, start, 1))])
-    await asyncio.sleep(1.0)  # consents and touchpoints are separate topics: let it land
+    await audited(settings, "consent_granted", worker)
     await produce_raw(settings, [message("ana", "ana-1", start + timedelta(minutes=1))])
     [offer] = await read_topic(
         settings, "interventions", lambda f: len(f) >= 1, decode_intervention, worker
@@ -144,6 +153,7 @@ async def test_consent_gate_and_audit_chain_hold_across_a_crash(
         "consents",
         [("ana", consent("ana", "marketing", False, start + timedelta(minutes=2), 2))],
     )
+    await audited(settings, "consent_revoked", worker)
     risky = f"本产品保本保息，年利率8%，稳赚不赔。客户王先生的手机 {PHONE}，身份证 {RESIDENT_ID}"
     await produce(settings, "message-drafts", [("bo", draft("bo", "d-1", risky))])
     [first] = await read_topic(

@@ -354,6 +354,8 @@ async def test_mutual_tls_refuses_a_certificate_from_another_ca(
         await ensure_topics(settings, wait_seconds=60)
 
 
+# `make chaos`; make test keeps the round trips and refusals on every listener
+@pytest.mark.long
 async def test_worker_runs_and_restarts_on_scram_over_tls(
     secured: tuple[dict[str, str], Path], tmp_path: Path
 ) -> None:

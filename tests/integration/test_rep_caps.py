@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import decode_intervention
@@ -41,6 +42,8 @@ def request(customer: str, rep: str, n: int = 0) -> tuple[bytes, bytes]:
     )
 
 
+# `make chaos`; make test keeps the rep stage's read-twice test
+@pytest.mark.long
 async def test_a_rep_gets_at_most_the_cap_however_their_customers_are_spread_and_after_a_crash(
     settings: Settings, worker: WorkerProcess
 ) -> None:

@@ -161,6 +161,8 @@ def push_with_cli(settings: Settings, path: Path) -> subprocess.CompletedProcess
     )
 
 
+# `make chaos`: waits for the broker to compact; the ledger it tests has unit tests
+@pytest.mark.long
 async def test_refused_records_left_by_compaction_never_replace_what_ran(
     settings: Settings, worker: WorkerProcess, tmp_path: Path
 ) -> None:

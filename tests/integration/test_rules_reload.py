@@ -111,6 +111,8 @@ async def test_bundles_reload_live_and_broken_ones_are_refused(
     assert not any(c.customer_id == "c3" and c.title.startswith("v3") for c in found)
 
 
+# `make chaos`; make test keeps live reloads and refusals
+@pytest.mark.long
 async def test_a_deleted_bundle_stops_on_a_running_worker_and_stays_deleted_after_a_restart(
     settings: Settings, worker: WorkerProcess
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from schemas.codec import decode_intervention
 from schemas.models import Channel
 from streams.rules_push import push_bundle
@@ -53,6 +55,9 @@ def lead(
     )
 
 
+# `make chaos`: a real 20 s deadline across a restart; make test sees absences fire in
+# test_rule_packs and deadlines survive rebalances in the reduced chaos scaling test
+@pytest.mark.long
 async def test_an_absence_fires_at_its_deadline_once_across_a_restart(
     settings: Settings, worker: WorkerProcess
 ) -> None:
