@@ -136,8 +136,9 @@ async def test_touchpoints_scored_labels_learnt_and_the_new_model_used(
     # warroom top: every partition's leaders merged, as the CLI and the endpoint answer
     for _ in range(40):
         board = await read_board(settings)
-        leaders = board.top("churn", 9)
-        if len(leaders) == 9 and any(
+        # Every customer: c1's learnt score may rank below the untrained 0.5 of the others.
+        leaders = board.top("churn", 50)
+        if len(leaders) >= 9 and any(
             e.customer_id == "c1" and e.model_version == version for e in leaders
         ):
             break
