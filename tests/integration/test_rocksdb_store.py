@@ -143,6 +143,7 @@ async def wait_for_interventions(
         await asyncio.sleep(0.5)
 
 
+@pytest.mark.long  # `make chaos`, with the other RocksDB tests; memory is the default store
 async def test_a_kill_mid_stream_loses_and_repeats_nothing(
     settings: Settings, worker: WorkerProcess
 ) -> None:

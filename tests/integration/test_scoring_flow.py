@@ -194,6 +194,8 @@ async def model_version_seen(settings: Settings) -> float:
     return -1.0
 
 
+# `make chaos`: two workers; make test keeps one worker scoring across a crash
+@pytest.mark.long
 async def test_two_workers_give_the_same_score_for_the_same_features(
     settings: Settings, worker: WorkerProcess, tmp_path: Path
 ) -> None:
