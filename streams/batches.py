@@ -79,23 +79,11 @@ async def handle_batch(
     interval, whatever the backlog.
 
     Records of the batch not yet processed when the task is cancelled (the worker is
-    stopping) are never acknowledged: they are read again after the restart.
-
-    Nor are those left when a rebalance begins: the commit made at the revocation holds
-    everything acked so far, and a slice processed after it would write into the
-    transaction kept open through the rebalance while the recovery of a kept partition
-    puts back the committed states, so its output would later commit beside states that
-    no longer include it. The rest of the batch is read again from the committed offsets
-    once the rebalance is over."""
+    stopping) are never acknowledged: they are read again after the restart."""
     start = 0
-    generation = warroom.generation()
     try:
         while start < len(events):
             async with warroom.commit_lock.lock:
-                now = warroom.generation()
-                if now is None or now != generation:
-                    _never_ack(events[start:])
-                    return
                 start = await _handle_slice(warroom, stream, events, start)
             await asyncio.sleep(0)  # a commit waiting for the lock goes first
     except asyncio.CancelledError:
