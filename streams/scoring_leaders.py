@@ -32,6 +32,7 @@ from schemas.topics import SCORE_LEADERS
 
 from .kafka_security import client_options
 from .settings import Settings
+from .topic_reader import records_to_end
 
 log = logging.getLogger(__name__)
 
@@ -284,23 +285,9 @@ class Board:
 async def read_board(settings: Settings) -> Board:
     """Every partition's leaders as the topic holds them now."""
     board = Board()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        **client_options(settings),
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(settings.topic(SCORE_LEADERS), 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            for message in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                board.take(message.key, message.value)
-        return board
-    finally:
-        await consumer.stop()
+    async for message in records_to_end(settings, settings.topic(SCORE_LEADERS)):
+        board.take(message.key, message.value)
+    return board
 
 
 async def follow_board(settings: Settings, board: Board) -> None:

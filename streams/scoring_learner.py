@@ -41,6 +41,7 @@ from .kafka_security import client_options
 from .metrics import WorkerMetrics
 from .scoring import ModelRecord, Scoring, ScoringRecordError, decode_example
 from .settings import Settings
+from .topic_reader import records_to_end
 
 log = logging.getLogger(__name__)
 
@@ -236,34 +237,19 @@ def evaluation(model: ScoreModel) -> dict[str, float | None]:
 
 async def read_models(settings: Settings) -> dict[str, ModelRecord]:
     """Every score's newest record on ``models``, read to the end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        **client_options(settings),
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(settings.topic(MODELS), 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        records: dict[str, ModelRecord] = {}
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=500)
-            for message in batches.get(tp, []):
-                name = message.key.decode(errors="replace") if message.key else None
-                if name is None:
-                    continue
-                if message.value is None:
-                    records.pop(name, None)
-                    continue
-                try:
-                    records[name] = ModelRecord.from_bytes(message.value)
-                except ScoringRecordError as exc:
-                    log.warning("models offset %d: %s; ignored", message.offset, exc)
-        return records
-    finally:
-        await consumer.stop()
+    records: dict[str, ModelRecord] = {}
+    async for message in records_to_end(settings, settings.topic(MODELS)):
+        name = message.key.decode(errors="replace") if message.key else None
+        if name is None:
+            continue
+        if message.value is None:
+            records.pop(name, None)
+            continue
+        try:
+            records[name] = ModelRecord.from_bytes(message.value)
+        except ScoringRecordError as exc:
+            log.warning("models offset %d: %s; ignored", message.offset, exc)
+    return records
 
 
 async def run_learner(
