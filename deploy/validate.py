@@ -12,6 +12,10 @@
 6. The Prometheus alert rules with ``promtool check rules`` and their unit tests with
    ``promtool test rules``; the compose Prometheus configuration with
    ``promtool check config``.
+7. Every process that exports ``/metrics`` (:data:`SCRAPED`) is scraped: in each overlay
+   a Service selects its pods and names its container port, and a ServiceMonitor
+   selects that Service and scrapes that port's ``/metrics``; the compose Prometheus has
+   a job whose target is the compose service on the port it listens on.
 
 Any failure is printed with the file, the resource and the path of the field, and the
 exit status is 1. A missing promtool is a failure, not a skip.
@@ -60,6 +64,11 @@ rules:
   comments: {min-spaces-from-content: 1}
 """
 YAML_DIRS = ("kubernetes", "compose", "prometheus", "grafana")
+SCRAPED = {
+    "warroom-worker": "worker",  # warroom worker: streams/web.py
+    "warroom-gate": "gate",  # warroom gate serve: streams/gate_service.py
+}
+"""Workloads that export /metrics: Kubernetes name -> compose service."""
 
 
 def yaml_files() -> list[Path]:
@@ -162,6 +171,102 @@ def promtool_problems() -> Iterator[str]:
             yield f"{' '.join(command[1:])}: exit {done.returncode}\n{output}"
 
 
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def _container_ports(workload: dict[str, Any]) -> dict[str, int]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    return {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+
+
+def scrape_problems_in(resources: list[dict[str, Any]], origin: str) -> Iterator[str]:
+    """Each workload of :data:`SCRAPED` has a Service and a ServiceMonitor that reach its
+    ``/metrics``."""
+
+    def named(kind: str) -> list[dict[str, Any]]:
+        return [r for r in resources if r.get("kind") == kind]
+
+    for name in SCRAPED:
+        workloads = [r for r in resources if r.get("kind") in render.WORKLOADS]
+        workload = next((w for w in workloads if w["metadata"]["name"] == name), None)
+        if workload is None:
+            yield f"{origin}: expected a Deployment or StatefulSet {name}, found none"
+            continue
+        labels = workload["spec"]["template"]["metadata"].get("labels", {})
+        ports = _container_ports(workload)
+        services = [s for s in named("Service") if _selects(s["spec"].get("selector", {}), labels)]
+        if not services:
+            yield f"{origin}: {name}: expected a Service selecting its pods, found none"
+            continue
+        reached = []
+        for service in services:
+            service_labels = service["metadata"].get("labels", {})
+            for monitor in named("ServiceMonitor"):
+                match = monitor["spec"].get("selector", {}).get("matchLabels", {})
+                if not _selects(match, service_labels):
+                    continue
+                for endpoint in monitor["spec"].get("endpoints", []):
+                    port = next(
+                        (p for p in service["spec"]["ports"] if p["name"] == endpoint.get("port")),
+                        None,
+                    )
+                    target = None if port is None else port.get("targetPort")
+                    if target not in ports and target not in ports.values():
+                        continue
+                    if endpoint.get("path", "/metrics") == "/metrics":
+                        reached.append(monitor["metadata"]["name"])
+        if not reached:
+            found = ", ".join(m["metadata"]["name"] for m in named("ServiceMonitor")) or "none"
+            yield (
+                f"{origin}: {name}: expected a ServiceMonitor scraping /metrics on a port of "
+                f"Service {services[0]['metadata']['name']}, found ServiceMonitors: {found}"
+            )
+
+
+def scrape_problems() -> Iterator[str]:
+    for overlay in OVERLAYS:
+        folder = DEPLOY / "kubernetes" / "overlays" / overlay
+        try:
+            resources = render.render(folder)
+        except render.RenderError:
+            continue  # reported by manifest_problems
+        yield from scrape_problems_in(resources, f"overlays/{overlay}")
+    compose_path = DEPLOY / "compose" / "compose.yaml"
+    services = yaml.safe_load(compose_path.read_text(encoding="utf-8"))["services"]
+    prometheus_path = DEPLOY / "compose" / "prometheus.yml"
+    scrape = yaml.safe_load(prometheus_path.read_text(encoding="utf-8"))
+    targets = {
+        target
+        for job in scrape.get("scrape_configs", [])
+        if job.get("metrics_path", "/metrics") == "/metrics"
+        for static in job.get("static_configs", [])
+        for target in static.get("targets", [])
+    }
+    for service_name in SCRAPED.values():
+        service = services.get(service_name)
+        if service is None:
+            yield f"{compose_path.relative_to(ROOT)}: expected a service {service_name}, found none"
+            continue
+        wanted = f"{service_name}:{_compose_port(service)}"
+        if wanted not in targets:
+            yield (
+                f"{prometheus_path.relative_to(ROOT)}: scrape_configs: expected a job with "
+                f"target {wanted} (/metrics), found {sorted(targets)}"
+            )
+
+
+def _compose_port(service: dict[str, Any]) -> str:
+    """The port a compose service of Warroom listens on: WARROOM_WEB_PORT or --port."""
+    environment = service.get("environment", {})
+    if "WARROOM_WEB_PORT" in environment:
+        return str(environment["WARROOM_WEB_PORT"])
+    command = [str(part) for part in service.get("command", [])]
+    if "--port" in command[:-1]:
+        return command[command.index("--port") + 1]
+    return "?"
+
+
 def kustomize_cross_check() -> Iterator[str]:
     """With kubectl present, its kustomize must render what render.py renders."""
     kubectl = shutil.which("kubectl")
@@ -200,6 +305,7 @@ def main() -> int:
         ("compose file", compose_problems),
         ("grafana files", grafana_problems),
         ("prometheus rules and config", promtool_problems),
+        ("metrics scraped", scrape_problems),
     ]
     failed = 0
     for name, check in checks:
