@@ -25,17 +25,20 @@ KIND_NAMES = (
     "quote_sent", "demo_booked", "feature_used", "survey_answered", "refund_requested",
 )  # fmt: skip
 
-# (weight, template): {k}, {k2} kinds; {n}, {m} small numbers. Weights sum to 100.
+# (weight, template): {k}, {k2} kinds; {n}, {m} small numbers; {a} an amount that one
+# touchpoint in five or so reaches. Weights sum to 100.
 SHAPES: tuple[tuple[int, str], ...] = (
-    (24, "event: {{kind: {k}, attributes.amount: {{gte: {n}0}}}}"),
+    (24, "event: {{kind: {k}, attributes.amount: {{gte: {a}}}}}"),
     (12, "all: [{{event: {{kind: {k}}}}}, {{state: {{touchpoints: {{gte: {n}}}}}}}]"),
     (14, "count: {{of: {{kind: {k}}}, within: {n}h, at_least: {m}}}"),
     (8, "sum: {{of: {{kind: {k}}}, field: attributes.amount, within: 7d, at_least: {n}00}}"),
     (10, "sequence: {{within: {n}h, steps: [{{kind: {k}}}, {{kind: {k2}}}]}}"),
     (8, "streak: {{of: {{kind: {k}}}, reset_by: {{kind: {k2}}}, length: {m}}}"),
     (8, "absence: {{after: {{kind: {k}}}, missing: {{kind: {k2}}}, within: {n}d}}"),
-    (6, "any: [{{event: {{kind: {k}}}}}, {{event: {{kind: {k2}, attributes.plan: p{n}}}}}]"),
-    (4, "all: [{{event: {{kind: {k}}}}}, {{not: {{event: {{channel: chat}}}}}}]"),
+    (6, "any: [{{event: {{kind: {k}, attributes.amount: {{gte: {a}}}}}}}, "
+        "{{event: {{kind: {k2}, attributes.plan: p{n}}}}}]"),
+    (4, "all: [{{event: {{kind: {k}, attributes.amount: {{gte: {a}}}}}}}, "
+        "{{not: {{event: {{channel: chat}}}}}}]"),
     (3, "state: {{count.{k}: {{gte: {n}}}}}"),
     (3, "all: [{{event: {{direction: inbound}}}}, "
         "{{state: {{days_since_last_outbound: {{gte: {m}}}}}}}]"),
@@ -74,10 +77,12 @@ def bundle_yaml(
     for i in range(rules):
         [(_, shape)] = rng.choices(SHAPES, weights)
         k, k2 = rng.sample(names, 2)
-        condition = shape.format(k=k, k2=k2, n=rng.randrange(2, 50), m=rng.randrange(2, 6))
+        condition = shape.format(
+            k=k, k2=k2, n=rng.randrange(2, 50), m=rng.randrange(2, 6), a=rng.randrange(350, 480)
+        )
         lines += [
             f"  - id: {name}.r{i:03d}",
-            f"    cooldown: {rng.choice(['1h', '1d', '7d', '30d'])}",
+            f"    cooldown: {rng.choice(['1d', '7d', '30d'])}",
             f"    when: {{{condition}}}",
             f"    then: {{kind: task, priority: {rng.choice(['low', 'normal', 'high'])}, "
             f"due_in: 1d, title: 'r{i:03d} for {{customer_id}}'}}",
