@@ -5,6 +5,12 @@ writer schema's Parsing Canonical Form + the Avro binary body, as the Avro
 specification defines it. The fingerprint names the writer schema, so a reader that
 knows older writer schemas resolves their messages into its own schema.
 
+With a schema registry configured (``schemas.registry.use_registry``), records are
+written in the Confluent wire format instead: ``00`` + the 4-byte big-endian schema id
++ the Avro body; decoding accepts both framings, fetching an unknown schema id from the
+registry once. The single-object path stays as it was: one dict look-up and a marker
+check per record.
+
 ``AvroCodec`` works on plain dicts. The typed helpers below it (``encode_touchpoint``,
 ``decode_touchpoints`` ...) convert between the pydantic models and Avro dicts; that
 conversion lives only in ``ModelCodec`` and the touchpoint helpers of this module.
@@ -20,7 +26,7 @@ from functools import cache
 from importlib import resources
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -35,8 +41,10 @@ from schemas.errors import (
     InvalidRecordError,
     MarkerError,
     SchemaDefinitionError,
+    SchemaError,
     TruncatedMessageError,
     UnknownSchemaError,
+    UnknownSchemaIdError,
 )
 from schemas.models import (
     ComplianceVerdict,
@@ -50,12 +58,15 @@ from schemas.models import (
 )
 
 __all__ = [
+    "CONFLUENT_HEADER_SIZE",
+    "CONFLUENT_MAGIC",
     "HEADER_SIZE",
     "SINGLE_OBJECT_MARKER",
     "AvroCodec",
     "AvroSchema",
     "ModelCodec",
     "RejectedTouchpoint",
+    "SchemaIds",
     "compliance_verdict_codec",
     "consent_change_codec",
     "dead_letter_codec",
@@ -76,10 +87,14 @@ __all__ = [
     "packaged_schema",
     "touchpoint_batch_codec",
     "touchpoint_event_codec",
+    "use_registry",
+    "use_single_object",
 ]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 HEADER_SIZE = 10  # marker (2) + fingerprint (8)
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_SIZE = 5  # magic byte (1) + big-endian schema id (4)
 
 AvroRecord = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
@@ -163,6 +178,22 @@ def packaged_schema(stem: str) -> AvroSchema:
 class _Plan(NamedTuple):
     writer: AvroSchema
     reader_parsed: Any  # None when the writer is the reader schema (no resolution)
+    offset: int = HEADER_SIZE  # where the Avro body starts
+
+
+class SchemaIds(Protocol):
+    """Writer schemas by schema registry id (``schemas.registry.RegistrySchemas``)."""
+
+    def schema_of(self, schema_id: int) -> AvroSchema:
+        """Raises UnknownSchemaIdError when the registry has no such id."""
+        ...
+
+
+def confluent_header(schema_id: int) -> bytes:
+    if not 0 <= schema_id < 2**31:
+        msg = f"expected a schema id in 0..2^31-1, found {schema_id}"
+        raise SchemaDefinitionError(msg)
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
 
 
 class AvroCodec:
@@ -173,7 +204,7 @@ class AvroCodec:
     synthetic record, so most incompatibilities fail here, not on the first message.
     """
 
-    __slots__ = ("_plans", "reader_schema", "writer_schemas")
+    __slots__ = ("_by_id", "_header", "_ids", "_plans", "reader_schema", "writer_schemas")
 
     def __init__(
         self, reader_schema: AvroSchema, known_writer_schemas: Iterable[AvroSchema] = ()
@@ -186,6 +217,24 @@ class AvroCodec:
                 _probe_resolution(writer, reader_schema)
         self._plans = plans
         self.writer_schemas: tuple[AvroSchema, ...] = tuple(p.writer for p in plans.values())
+        self._header = reader_schema.header
+        self._ids: SchemaIds | None = None
+        self._by_id: dict[int, _Plan | SchemaError] = {}
+
+    def use_registry(self, ids: SchemaIds | None, schema_id: int | None) -> None:
+        """Read Confluent-framed messages, resolving their ids with ``ids`` (None: refuse
+        them); write with ``schema_id`` in the Confluent header (None: single-object)."""
+        self._ids = ids
+        self._by_id = {}
+        header = self.reader_schema.header
+        self._header = header if schema_id is None else confluent_header(schema_id)
+
+    @property
+    def schema_id(self) -> int | None:
+        """The registry id records are written with; None for single-object encoding."""
+        if self._header[:1] != CONFLUENT_MAGIC:
+            return None
+        return int.from_bytes(self._header[1:], "big")
 
     def __repr__(self) -> str:
         known = ", ".join(w.label for w in self.writer_schemas)
@@ -194,7 +243,7 @@ class AvroCodec:
     def encode(self, record: Mapping[str, Any]) -> bytes:
         schema = self.reader_schema
         buffer = BytesIO()
-        buffer.write(schema.header)
+        buffer.write(self._header)
         try:
             schemaless_writer(buffer, schema.parsed, record)
         except Exception as exc:  # fastavro raises ValueError, TypeError, AttributeError...
@@ -203,8 +252,17 @@ class AvroCodec:
         return buffer.getvalue()
 
     def knows(self, data: bytes) -> bool:
-        """True if ``data`` has a well-formed header naming a writer schema known here."""
-        return data[:2] == SINGLE_OBJECT_MARKER and data[2:HEADER_SIZE] in self._plans
+        """True if ``data`` has a well-formed header naming a writer schema known here
+        (with a registry, a schema id of this codec's record type, fetched if need be)."""
+        if data[:2] == SINGLE_OBJECT_MARKER and data[2:HEADER_SIZE] in self._plans:
+            return True
+        if self._ids is None or data[:1] != CONFLUENT_MAGIC:
+            return False
+        try:
+            self._confluent_plan(data)
+        except SchemaError:
+            return False
+        return True
 
     def writer_schema_of(self, data: bytes) -> AvroSchema:
         """The writer schema ``data`` names; raises if the header is bad or unknown."""
@@ -213,7 +271,7 @@ class AvroCodec:
     def decode(self, data: bytes) -> AvroRecord:
         plan = self._plan(data)
         buffer = BytesIO(data)
-        buffer.seek(HEADER_SIZE)
+        buffer.seek(plan.offset)
         try:
             record = schemaless_reader(buffer, plan.writer.parsed, plan.reader_parsed)
         except SchemaResolutionError as exc:
@@ -224,7 +282,7 @@ class AvroCodec:
             raise IncompatibleSchemaError(msg) from exc
         except Exception as exc:  # untrusted bytes: EOFError, IndexError, UnicodeDecodeError...
             msg = (
-                f"expected an Avro body of {plan.writer.label} ({len(data) - HEADER_SIZE} "
+                f"expected an Avro body of {plan.writer.label} ({len(data) - plan.offset} "
                 f"bytes after the header), found one that does not parse: "
                 f"{type(exc).__name__}: {exc}"
             )
@@ -242,11 +300,58 @@ class AvroCodec:
         plan = self._plans.get(data[2:HEADER_SIZE])
         if plan is not None and data[:2] == SINGLE_OBJECT_MARKER:
             return plan
+        if self._ids is not None and data[:1] == CONFLUENT_MAGIC:
+            return self._confluent_plan(data)
         _check_header(data)
         found = int.from_bytes(data[2:HEADER_SIZE], "little")
         known = ", ".join(w.label for w in self.writer_schemas)
         msg = f"unknown writer schema fingerprint 0x{found:016x}; known: {known}"
         raise UnknownSchemaError(msg, found)
+
+    def _confluent_plan(self, data: bytes) -> _Plan:
+        if len(data) < CONFLUENT_HEADER_SIZE:
+            msg = (
+                f"expected at least {CONFLUENT_HEADER_SIZE} bytes (magic byte 00 + 4-byte "
+                f"schema id), found {len(data)} bytes: {_hex(bytes(data))}"
+            )
+            raise TruncatedMessageError(msg)
+        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
+        plan = self._by_id.get(schema_id)
+        if plan is None:
+            plan = self._by_id[schema_id] = self._plan_for_id(schema_id)
+        if isinstance(plan, UnknownSchemaIdError):
+            raise UnknownSchemaIdError(str(plan), plan.schema_id)  # a fresh traceback
+        if isinstance(plan, SchemaError):
+            raise type(plan)(*plan.args)
+        return plan
+
+    def _plan_for_id(self, schema_id: int) -> _Plan | SchemaError:
+        """The plan for a registry id, or the error it always gives (both cached; a
+        registry that cannot be asked raises and nothing is cached)."""
+        assert self._ids is not None
+        try:
+            writer = self._ids.schema_of(schema_id)
+        except UnknownSchemaIdError as exc:
+            return exc
+        reader = self.reader_schema
+        if _full_name(writer) != _full_name(reader):
+            msg = (
+                f"schema id {schema_id}: expected a {_full_name(reader)} writer schema, "
+                f"found {_full_name(writer)} ({writer.label})"
+            )
+            return UnknownSchemaIdError(msg, schema_id)
+        if writer.canonical_form == reader.canonical_form:
+            return _Plan(writer, None, CONFLUENT_HEADER_SIZE)
+        try:
+            _probe_resolution(writer, reader)
+        except (IncompatibleSchemaError, SchemaDefinitionError) as exc:
+            return IncompatibleSchemaError(f"schema id {schema_id}: {exc}")
+        return _Plan(writer, reader.parsed, CONFLUENT_HEADER_SIZE)
+
+
+def _full_name(schema: AvroSchema) -> str:
+    parsed = schema.parsed
+    return str(parsed["name"]) if isinstance(parsed, dict) else str(parsed)
 
 
 def _check_header(data: bytes) -> None:
@@ -257,7 +362,10 @@ def _check_header(data: bytes) -> None:
             hint = " (looks like JSON)"
         elif head[:1] == b"\x00" and len(data) >= 5:
             schema_id = int.from_bytes(data[1:5], "big")
-            hint = f" (looks like Confluent wire format, schema id {schema_id})"
+            hint = (
+                f" (looks like Confluent wire format, schema id {schema_id}: set "
+                "WARROOM_SCHEMA_REGISTRY_URL to read it)"
+            )
         msg = f"expected single-object marker C3 01, found {_hex(head)}{hint}"
         raise MarkerError(msg)
     if len(data) < HEADER_SIZE:
@@ -379,8 +487,50 @@ def older_writer_schemas(stem: str) -> list[AvroSchema]:
     ]
 
 
+@cache
 def _packaged_codec(stem: str) -> AvroCodec:
-    return AvroCodec(packaged_schema(stem), older_writer_schemas(stem))
+    codec = AvroCodec(packaged_schema(stem), older_writer_schemas(stem))
+    if _registry is not None:
+        codec.use_registry(_registry.ids, _registry.schema_ids.get(stem))
+    return codec
+
+
+class _Registry(NamedTuple):
+    ids: SchemaIds
+    schema_ids: Mapping[str, int]
+
+
+_registry: _Registry | None = None
+
+
+def use_registry(ids: SchemaIds, schema_ids: Mapping[str, int]) -> None:
+    """Frame this process's packaged codecs the Confluent way: those of the stems in
+    ``schema_ids`` write with that id, every codec reads ids through ``ids``.
+
+    Called once at start by ``schemas.registry.use_registry`` (which registers the
+    schemas first); codecs created later follow it too.
+    """
+    global _registry
+    _registry = _Registry(ids, dict(schema_ids))
+    for stem in _packaged_stems():
+        _packaged_codec(stem).use_registry(ids, schema_ids.get(stem))
+
+
+def use_single_object() -> None:
+    """Back to the default framing: single-object encoding, Confluent framing refused."""
+    global _registry
+    _registry = None
+    for stem in _packaged_stems():
+        _packaged_codec(stem).use_registry(None, None)
+
+
+def _packaged_stems() -> list[str]:
+    folder = resources.files("schemas").joinpath("avro")
+    return sorted(
+        entry.name.removesuffix(".avsc")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".avsc") and ".v" not in entry.name
+    )
 
 
 @cache
@@ -448,6 +598,8 @@ def _decode_one_of_touchpoints(data: bytes) -> TouchpointEvent:
     codec = touchpoint_event_codec()
     try:
         record = codec.decode(data)
+    except UnknownSchemaIdError:
+        raise
     except UnknownSchemaError as exc:
         known = ", ".join(
             w.label for w in (*codec.writer_schemas, *touchpoint_batch_codec().writer_schemas)

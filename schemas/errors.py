@@ -12,6 +12,7 @@ and what was found::
     │   ├── MarkerError                  first two bytes are not C3 01
     │   └── CorruptBodyError             the body does not parse with the writer schema
     ├── UnknownSchemaError           "unknown_schema"       writer fingerprint not known here
+    │   └── UnknownSchemaIdError         Confluent framing: schema id unknown or of another type
     ├── IncompatibleSchemaError      "incompatible_schema"  writer cannot resolve into reader
     └── InvalidRecordError           "invalid_event"        decoded, but fails model validation
 """
@@ -61,6 +62,15 @@ class UnknownSchemaError(SchemaError):
     def __init__(self, message: str, fingerprint: int) -> None:
         super().__init__(message)
         self.fingerprint = fingerprint
+
+
+class UnknownSchemaIdError(UnknownSchemaError):
+    """A Confluent-framed message names a schema id the registry does not have, or one
+    of another record type than the reader's."""
+
+    def __init__(self, message: str, schema_id: int) -> None:
+        super().__init__(message, schema_id)
+        self.schema_id = schema_id
 
 
 class IncompatibleSchemaError(SchemaError):
