@@ -1,5 +1,6 @@
 """The HTTP edge the intake connectors share: problem answers, bodies read within a
-limit, JSON bodies, 503 with Retry-After, and the ``/healthz`` and ``/readyz`` probes.
+limit, JSON bodies, 503 with Retry-After, the ``/healthz`` and ``/readyz`` probes, and
+a SERVER span per request when tracing is on.
 
 Every refusal is a JSON body ``{"error": <one line>, "problems": [...]}``; each
 connector says how its problems read as that one line.
@@ -8,14 +9,19 @@ connector says how its problems read as that one line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from .problems import Problem
 from .publisher import PublishUnavailable, Readiness
+from .tracing import extract_http
+
+PROBES = frozenset({"/healthz", "/readyz"})
+"""Paths never traced: probes every few seconds would bury the requests in spans."""
 
 JsonDumps = Callable[[Any], str]
 ErrorResponse = Callable[[int, list[Problem]], web.Response]
@@ -145,3 +151,46 @@ def add_probes(
 
     app.router.add_get("/healthz", health)
     app.router.add_get("/readyz", ready)
+
+
+def add_tracing(app: web.Application, tracer: Tracer | None) -> None:
+    """With a tracer, every request but the probes is a SERVER span, the child of the
+    request's W3C ``traceparent`` when it brings a valid one; the handler runs inside it,
+    so the touchpoints it publishes carry its trace. Without one, nothing is added."""
+    if tracer is None:
+        return
+
+    @web.middleware
+    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PROBES:
+            return await handler(request)
+        resource = request.match_info.route.resource
+        route = request.path if resource is None else resource.canonical
+        with tracer.start_as_current_span(
+            f"{request.method} {route}",
+            context=extract_http(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.path": request.path,
+            },
+        ) as span:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                _answered(span, exc.status)
+                raise
+            _answered(span, response.status)
+            return response
+
+    app.middlewares.append(traced)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answered(span: Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)

@@ -10,6 +10,10 @@ Requests that arrive while a transaction is in flight share the next one (group
 commit): one producer runs one transaction at a time, and each request waits for
 the transaction that holds its touchpoints. A request's touchpoints are in exactly
 one transaction, so each request still lands whole or not at all.
+
+Requests share transactions, never records: every record holds touchpoints of one
+call only. With tracing on (connectors.tracing) a call is a PRODUCER span and each of
+its records carries that span's W3C ``traceparent`` header.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import SpanKind
 
 from schemas.codec import encode_touchpoint, encode_touchpoint_batch
 from schemas.errors import EncodeError
@@ -30,6 +35,7 @@ from schemas.models import TouchpointEvent
 from schemas.partitioning import customer_partition
 
 from .settings import IntakeSettings
+from .tracing import Headers, inject_kafka, tracer_for
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +172,12 @@ class TransactionalProducer(Protocol):
     async def abort_transaction(self) -> None: ...
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
     ) -> asyncio.Future[Any]: ...
 
 
@@ -186,6 +197,8 @@ class ProducerBroken(Exception):
 class _Request:
     records: list[Record]
     events: int
+    headers: Headers | None = None
+    """Headers of every record of the request (its trace context), if any."""
     answer: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -222,6 +235,8 @@ class KafkaTouchpointSink:
         self._closing = False
         self._committer: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self.tracer = tracer_for(settings.tracing)
+        """None when tracing is off."""
         self.transactions = 0
         """Transactions committed so far (requests share them under load)."""
 
@@ -276,7 +291,23 @@ class KafkaTouchpointSink:
         records = envelopes(events, self._settings.partitions)
         if self._producer is None or self._closing:
             raise PublishUnavailable(f"not published: producer not ready ({self._reason}); retry")
-        request = _Request(records, len(events))
+        if self.tracer is None:
+            await self._enqueue(_Request(records, len(events)))
+            return
+        with self.tracer.start_as_current_span(
+            "send touchpoints",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self._settings.topic,
+                "messaging.batch.message_count": len(records),
+                "warroom.touchpoints": len(events),
+            },
+        ):
+            await self._enqueue(_Request(records, len(events), inject_kafka()))
+
+    async def _enqueue(self, request: _Request) -> None:
         self._queue.append(request)
         self._idle.clear()
         self._wake.set()
@@ -360,7 +391,13 @@ class KafkaTouchpointSink:
         topic = self._settings.topic
         try:
             deliveries = [
-                await producer.send(topic, value, key=key, partition=partition)
+                await (
+                    producer.send(topic, value, key=key, partition=partition)
+                    if request.headers is None
+                    else producer.send(
+                        topic, value, key=key, partition=partition, headers=request.headers
+                    )
+                )
                 for request in group
                 for partition, key, value in request.records
             ]

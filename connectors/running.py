@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from .http import add_tracing
 from .publisher import KafkaTouchpointSink, TouchpointSink
 from .settings import IntakeSettings
 
@@ -36,7 +37,9 @@ async def serve_intake(
     printing ``announce(<the producer's transactional id>)`` once it listens."""
     sink = KafkaTouchpointSink(settings)
     await sink.start()
-    runner = web.AppRunner(make_app(sink))
+    app = make_app(sink)
+    add_tracing(app, sink.tracer)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from .kafka_security import PLAINTEXT, KafkaSecurity
+from .tracing import TRACING_OFF, TracingSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,8 @@ class IntakeSettings:
     """First wait before a fenced or broken producer is recreated (doubles up to 30 s)."""
     security: KafkaSecurity = PLAINTEXT
     """SASL and TLS of the connector's Kafka clients."""
+    tracing: TracingSettings = TRACING_OFF
+    """Where the spans of its HTTP requests and publishes go (connectors.tracing)."""
 
     def __post_init__(self) -> None:
         if self.partitions < 1:

@@ -56,6 +56,7 @@ from .scoring_learner import follow_models, run_learner
 from .settings import Guarantee, Settings
 from .state_codec import CustomerStateCodec, SentCodec, Utf8Codec
 from .timers import Expiry, Schedule, run_scheduler
+from .tracing import worker_tracing
 from .web import register_pages
 from .writer import BatchWriter
 
@@ -220,6 +221,7 @@ def build_pipeline(
         state_max_bytes=settings.state_max_bytes,
         customer_ttl=timedelta(days=settings.customer_ttl_days),
         scoring=scoring,
+        tracing=worker_tracing(settings),
     )
 
 

@@ -100,6 +100,7 @@ async def _handle_slice(
     settings = warroom.settings
     candidates = settings.topic(REP_CANDIDATES)
     pipeline = warroom.pipeline
+    tracing = pipeline.tracing
     now = datetime.now(UTC)
     result = BatchResult()
     held: list[EventT[Any]] = []
@@ -116,7 +117,12 @@ async def _handle_slice(
             record = RawRecord(
                 message.topic, message.partition, message.offset, message.key, message.value
             )
-            pipeline.process((record,), warroom.stored_state, now, into=result)
+            if tracing is not None and message.headers:
+                tracing.process(
+                    pipeline, record, message.headers, warroom.stored_state, now, result
+                )
+            else:
+                pipeline.process((record,), warroom.stored_state, now, into=result)
         taken = result.processed + result.duplicates + len(result.dead_letters) + len(held)
         if taken >= settings.slice_max_events or time.perf_counter() >= deadline:
             break
@@ -256,10 +262,13 @@ def _output(
     interventions = settings.topic(INTERVENTIONS)
     candidates = settings.topic(REP_CANDIDATES)
     encoded = result.encoded
+    traced = result.trace_headers
     for partition, command in result.interventions:
         value = encoded[command.intervention_id]
+        headers = traced.get(command.intervention_id) if traced else None
         if direct:
-            yield OutRecord(interventions, partition, command.customer_id.encode(), value)
+            customer = command.customer_id.encode()
+            yield OutRecord(interventions, partition, customer, value, headers=headers)
             continue
         key = assignee_key(command)
         yield OutRecord(
@@ -268,6 +277,7 @@ def _output(
             key.encode(),
             value,
             source_partition=partition,
+            headers=headers,
         )
     verdicts = settings.topic(COMPLIANCE_VERDICTS)
     for partition, verdict in result.verdicts:
@@ -295,8 +305,10 @@ def _output(
                 source_partition=partition,
             )
     dlq = settings.topic(DLQ)
+    kept = result.dead_letter_headers
     for partition, letter in result.dead_letters:
-        yield OutRecord(dlq, partition, letter.raw_key, encode_dead_letter(letter))
+        headers = kept.get((letter.source_topic, letter.partition, letter.offset)) if kept else None
+        yield OutRecord(dlq, partition, letter.raw_key, encode_dead_letter(letter), headers=headers)
 
 
 def _observe(

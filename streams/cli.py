@@ -245,6 +245,7 @@ def _intake_settings(args: argparse.Namespace, role: str) -> IntakeSettings:
         partitions=settings.partitions,
         instance_id=instance,
         security=settings.kafka_security(),
+        tracing=settings.tracing_settings(role),
     )
 
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from engine import Example
 
     from .scoring import Scoring
+    from .tracing import WorkerTracing
 
 WORKER_DECIDER = "worker"
 
@@ -103,6 +104,13 @@ class BatchResult:
     reviews: list[tuple[int, DraftReview]] = field(default_factory=list)
     examples: list[tuple[int, Example]] = field(default_factory=list)
     """(partition, labelled example) for the scoring-examples topic."""
+    trace_headers: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    """Intervention id -> the trace context headers of its record (streams.tracing)."""
+    dead_letter_headers: dict[tuple[str, int, int], list[tuple[str, bytes]]] = field(
+        default_factory=dict
+    )
+    """(topic, partition, offset) of a rejected record -> the trace context headers it
+    came with, kept on its dead letters (streams.tracing)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,9 @@ class Pipeline:
     scoring: Scoring | None = None
     """Scores the running bundles declare, predicted as touchpoints are folded in
     (streams.scoring); None: no scoring."""
+    tracing: WorkerTracing | None = None
+    """Spans for touchpoint records that carry a trace context (streams.tracing); None:
+    tracing is off and record headers are never read."""
 
     def encode_states(
         self, result: BatchResult, dump: Callable[[CustomerState], bytes]

@@ -6,10 +6,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
+from connectors.tracing import TracingSettings
 from schemas.topics import Topic, by_name
 
 
@@ -101,6 +102,21 @@ class Settings(BaseSettings):
     """Client certificate (PEM) for mutual TLS, with ssl_keyfile (unencrypted PEM key)."""
     ssl_keyfile: Path | None = None
 
+    tracing: str = "off"
+    """OpenTelemetry tracing from connector request to intervention: ``off``,
+    ``console`` (spans as JSON lines on stdout), ``otlp`` (OTLP/HTTP, configured by the
+    standard OTEL_EXPORTER_OTLP_* variables) or ``file:PATH`` (spans as JSON lines
+    appended to PATH). See connectors.tracing."""
+    tracing_service_name: str | None = Field(None, min_length=1, max_length=128)
+    """The ``service.name`` of this process's spans; default ``warroom-<role>`` (e.g.
+    warroom-worker, warroom-chat-http)."""
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_names_an_exporter(cls, value: str) -> str:
+        TracingSettings.parse(value, "warroom")
+        return value
+
     @model_validator(mode="after")
     def _security_fits_together(self) -> Settings:
         self.kafka_security()
@@ -117,6 +133,10 @@ class Settings(BaseSettings):
             self.ssl_certfile,
             self.ssl_keyfile,
         )
+
+    def tracing_settings(self, role: str) -> TracingSettings:
+        """Tracing of a process of ``role`` (worker, chat-http, ...)."""
+        return TracingSettings.parse(self.tracing, self.tracing_service_name or f"warroom-{role}")
 
     def topic(self, topic: Topic | str) -> str:
         """Full Kafka topic name of one of Warroom's registered topics."""

@@ -34,6 +34,8 @@ class OutRecord:
     source_partition: int | None = None
     """Partition of the consumed record that caused this one (its transaction);
     ``None`` when it is the same as ``partition``."""
+    headers: list[tuple[str, bytes]] | None = None
+    """Kafka record headers (the trace context, when tracing is on)."""
 
 
 class BatchWriter:
@@ -80,11 +82,15 @@ class BatchWriter:
                         f"a record of {size} bytes for {topic!r} exceeds the "
                         f"{self._max_record_bytes} bytes allowed (WARROOM_MAX_RECORD_BYTES)"
                     )
-                if batch.append(key=item.key, value=item.value, timestamp=None) is None:
+                headers = item.headers
+                if (
+                    batch.append(key=item.key, value=item.value, timestamp=None, headers=headers)
+                    is None
+                ):
                     self._watch(await producer.send_batch(batch, topic, partition=partition))
                     queued += 1
                     batch = producer.create_batch()
-                    batch.append(key=item.key, value=item.value, timestamp=None)
+                    batch.append(key=item.key, value=item.value, timestamp=None, headers=headers)
             self._watch(await producer.send_batch(batch, topic, partition=partition))
             queued += 1
         return queued
