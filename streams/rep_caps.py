@@ -21,6 +21,7 @@ from schemas.partitioning import customer_partition
 from schemas.topics import INTERVENTIONS
 
 from .state_codec import SentCodec
+from .tracing import carried
 from .writer import OutRecord
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def admit_candidates(warroom: Warroom, events: Sequence[EventT[Any]]) -> list[Ou
                     command.customer_id.encode(),
                     message.value,
                     source_partition=message.partition,
+                    headers=carried(message.headers),
                 )
             )
         else:

@@ -106,6 +106,17 @@ class WorkerTracing:
         span.end()
 
 
+def carried(
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+) -> list[tuple[str, bytes]] | None:
+    """The trace context among a consumed record's headers, for the record it becomes
+    (an intervention admitted from rep-candidates); None when there is none."""
+    if not headers:
+        return None
+    items = list(headers.items()) if isinstance(headers, Mapping) else headers
+    return trace_headers(items) or None
+
+
 def worker_tracing(settings: Settings) -> WorkerTracing | None:
     """The worker's tracing as ``settings`` ask for it; None when it is off."""
     tracer = tracer_for(settings.tracing_settings(ROLE))

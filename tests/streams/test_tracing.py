@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from connectors.publisher import envelopes
 from schemas.partitioning import customer_partition
 from streams.batches import _output
+from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchResult, RawRecord
+from streams.rep_caps import admit_candidates
 from streams.settings import Settings
 from streams.tracing import WorkerTracing, worker_tracing
 from streams.writer import OutRecord
@@ -108,3 +110,41 @@ def test_dead_letters_keep_the_trace_context_they_came_with() -> None:
     assert letter.headers == [HEADERS[0], ("tracestate", b"vendor=1")]
     [span] = exporter.get_finished_spans()
     assert span.attributes is not None and span.attributes["warroom.dead_letters"] == 1
+
+
+class Assignees:
+    changelog = "assignee-sent"
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.kept.get(key)
+
+    def put(self, key: str, partition: int, value: Any) -> None:
+        self.kept[key] = value
+
+
+def test_an_intervention_admitted_under_a_rep_cap_keeps_its_trace_context() -> None:
+    tracing, _ = traced()
+    result = BatchResult()
+    tracing.process(pipeline(), acme_record(), HEADERS, nothing_stored, NOW, result)
+    warroom: Any = SimpleNamespace(
+        settings=SETTINGS,
+        states=SimpleNamespace(changelog="states"),
+        pipeline=SimpleNamespace(rulebook=SimpleNamespace(per_rep_per_day=5)),
+        assignees=Assignees(),
+        metrics=WorkerMetrics.create(),
+        analytics=SimpleNamespace(record=lambda *_: None),
+    )
+    [candidate] = [
+        r for r in _output(warroom, result, [], direct=False) if r.topic.endswith("candidates")
+    ]
+    assert header(candidate, "traceparent") is not None
+    event = SimpleNamespace(
+        message=SimpleNamespace(
+            value=candidate.value, partition=candidate.partition, headers=candidate.headers
+        )
+    )
+    [admitted] = [r for r in admit_candidates(warroom, [event]) if r.topic == INTERVENTIONS]
+    assert admitted.headers == candidate.headers
