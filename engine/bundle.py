@@ -1034,7 +1034,14 @@ class _Checker:
         for op, operand in comparisons:
             self.check_operand(name, op, operand, line, path if shorthand else _join(path, op))
             tests.append(
-                FieldTest(f"{name} {op} {_show(operand)}", getter, compile_test(op, operand))
+                FieldTest(
+                    f"{name} {op} {_show(operand)}",
+                    getter,
+                    compile_test(op, operand),
+                    name,
+                    op,
+                    operand,
+                )
             )
         return tests
 

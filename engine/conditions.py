@@ -103,6 +103,12 @@ class FieldTest:
     label: str
     get: Getter
     test: Test
+    field: str = ""
+    """The touchpoint field tested (``kind``, ``attributes.plan``, ...); "" if unknown."""
+    op: str = ""
+    """The operator (``eq``, ``in``, ...); "" if unknown."""
+    operand: Any = None
+    """What the field is compared with, as the bundle gives it."""
 
 
 @dataclass(frozen=True, slots=True)

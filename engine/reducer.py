@@ -16,6 +16,7 @@ from .journeys import CompiledJourney, JourneySignal
 from .memories import JourneyMemory, RuleMemory
 from .profile import concerns_profile, fold
 from .retention import MAX_KIND_COUNTS, OTHER_KINDS
+from .rule_index import journey_entries, rule_entries
 from .rules import CompiledRule, Decision
 from .scoring.spec import ScoreSpec
 from .state import RECENT_EVENT_IDS, CustomerState
@@ -172,8 +173,12 @@ def _evaluate(
     decisions: list[Decision] = []
     old_rules = state.rule_memories
     rule_memories: dict[str, RuleMemory] | None = None  # copied at the first change
-    for rule in rules:
+    # Only the rules this moment can change (engine.rule_index); every rule when
+    # ``rules`` is not indexed.
+    for rule, needs_memory in rule_entries(rules, moment.event):
         memory = old_rules.get(rule.rule_id)
+        if memory is None and needs_memory:
+            continue
         try:
             new_memory, decision = rule.step(memory, moment, now)
         except Exception as exc:  # a bug in one rule must not take the batch with it
@@ -189,8 +194,15 @@ def _evaluate(
             decisions.append(decision)
     old_journeys = state.journey_memories
     journey_memories: dict[str, JourneyMemory] | None = None
-    for journey in journeys:
+    for journey, entry_reached in journey_entries(journeys, moment.event):
         journey_memory = old_journeys.get(journey.journey_id)
+        if (
+            not entry_reached
+            and journey_memory is not None
+            and not journey_memory.inside
+            and journey_memory.version == journey.version
+        ):
+            continue  # outside the journey, and this moment cannot make it enter
         try:
             new_journey_memory, fired, marks = journey.step(journey_memory, moment, now)
         except Exception as exc:

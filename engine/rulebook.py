@@ -21,6 +21,7 @@ from .builtin import BUILTIN_NAME
 from .bundle import BundleProblem, InvalidBundle, RuleBundle, load_bundle
 from .compliance import CompiledPolicy
 from .journeys import CompiledJourney
+from .rule_index import IndexedJourneys, IndexedRules
 from .rules import CompiledRule
 from .scoring.spec import ScoreSpec
 
@@ -158,10 +159,12 @@ class RuleBook:
         self.allowed_lateness = max(
             (b.allowed_lateness for b in self._bundles.values()), default=timedelta(0)
         )
-        self.rules = tuple(
+        # Indexed by the touchpoints that can change them (engine.rule_index): apply
+        # evaluates only those.
+        self.rules = IndexedRules(
             rule for name in sorted(self._bundles) for rule in self._bundles[name].rules
         )
-        self.journeys = tuple(
+        self.journeys = IndexedJourneys(
             journey for name in sorted(self._bundles) for journey in self._bundles[name].journeys
         )
         self.policies = tuple(
