@@ -33,6 +33,8 @@ from schemas.codec import encode_touchpoint, encode_touchpoint_batch
 from schemas.errors import EncodeError
 from schemas.models import TouchpointEvent
 from schemas.partitioning import customer_partition
+from schemas.registry import use_registry
+from schemas.topics import TOUCHPOINTS
 
 from .settings import IntakeSettings
 from .tracing import Headers, inject_kafka, tracer_for
@@ -254,7 +256,15 @@ class KafkaTouchpointSink:
         return producer
 
     async def start(self) -> None:
-        """Start a producer (raises if Kafka cannot be reached) and the committer."""
+        """Start a producer (raises if Kafka cannot be reached) and the committer.
+
+        With a schema registry configured, first registers the touchpoint schemas
+        (raises schemas.registry.RegistryError if the registry refuses them) and
+        switches this process to the Confluent wire format."""
+        if self._settings.schema_registry is not None:
+            await asyncio.to_thread(
+                use_registry, self._settings.schema_registry, {self._settings.topic: TOUCHPOINTS}
+            )
         self._install(*await self._new_producer())
         self._committer = asyncio.create_task(self._commit_loop(), name="touchpoint-commits")
 

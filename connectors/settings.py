@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from schemas.registry_settings import RegistrySettings
+
 from .kafka_security import PLAINTEXT, KafkaSecurity
 from .tracing import TRACING_OFF, TracingSettings
 
@@ -34,6 +36,9 @@ class IntakeSettings:
     """First wait before a fenced or broken producer is recreated (doubles up to 30 s)."""
     security: KafkaSecurity = PLAINTEXT
     """SASL and TLS of the connector's Kafka clients."""
+    schema_registry: RegistrySettings | None = None
+    """With a registry, touchpoints are written in the Confluent wire format and their
+    schemas registered at start (schemas.registry); without, single-object encoding."""
     tracing: TracingSettings = TRACING_OFF
     """Where the spans of its HTTP requests and publishes go (connectors.tracing)."""
 

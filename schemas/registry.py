@@ -40,14 +40,13 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-from pydantic import SecretStr
+from urllib.parse import quote
 
 from schemas.codec import AvroSchema, packaged_schema
 from schemas.codec import use_registry as _use_registry_framing
 from schemas.codec import use_single_object as _use_single_object
 from schemas.errors import UnknownSchemaIdError
+from schemas.registry_settings import RegistrySettings
 from schemas.topics import (
     COMPLIANCE_VERDICTS,
     CONSENTS,
@@ -72,6 +71,7 @@ __all__ = [
     "RegistryUnavailable",
     "register_writes",
     "subject_of",
+    "topic_writes",
     "use_registry",
     "use_single_object",
 ]
@@ -117,34 +117,6 @@ class IncompatibleWithRegistry(RegistryError):
     """A schema this process writes is not compatible with its subject's registered
     versions. Operators: register a compatible version first, change the subject's
     compatibility level on purpose, or roll this process back."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
-    url: str
-    """Base URL, e.g. ``http://registry:8081`` (no credentials in it)."""
-    username: str | None = None
-    password: SecretStr | None = None
-    """HTTP basic authentication; never logged or shown."""
-    timeout_seconds: float = 5.0
-    """Longest wait for one answer of the registry."""
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            msg = f"schema registry URL: expected http(s)://host[:port], found {self.url!r}"
-            raise ValueError(msg)
-        if parts.username is not None or parts.password is not None:
-            msg = (
-                "schema registry URL: expected no credentials in the URL (give the user "
-                "name and password as settings), found some"
-            )
-            raise ValueError(msg)
-        if self.password is not None and self.username is None:
-            raise ValueError("schema registry: a password needs a user name, found none")
-        if self.timeout_seconds <= 0:
-            msg = f"schema registry timeout: expected > 0 s, found {self.timeout_seconds}"
-            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,16 +283,21 @@ def subject_of(topic: str, stem: str, primary: bool) -> str:
     return f"{topic}-{parsed['name']}"
 
 
-def register_writes(client: RegistryClient, prefix: str, topics: Iterable[Topic]) -> dict[str, int]:
-    """Check and register the schemas written to ``topics``: stem -> schema id.
+def topic_writes(prefix: str, topics: Iterable[Topic]) -> dict[str, Topic]:
+    """Full topic name -> topic, for ``topics`` under ``prefix``."""
+    return {topic.full_name(prefix): topic for topic in topics}
+
+
+def register_writes(client: RegistryClient, writes: Mapping[str, Topic]) -> dict[str, int]:
+    """Check and register the schemas written to ``writes`` (full topic name -> topic):
+    stem -> schema id.
 
     Raises :class:`IncompatibleWithRegistry` before registering anything more once one
     schema is refused.
     """
     ids: dict[str, int] = {}
     where: dict[str, str] = {}
-    for topic in topics:
-        full = topic.full_name(prefix)
+    for full, topic in writes.items():
         stems = VALUE_SCHEMAS.get(topic.name)
         if stems is None:
             known = ", ".join(VALUE_SCHEMAS)
@@ -371,15 +348,16 @@ def _incompatible(
 
 
 def use_registry(
-    settings: RegistrySettings, prefix: str, writes: Iterable[Topic] = ()
+    settings: RegistrySettings, writes: Mapping[str, Topic] | None = None
 ) -> dict[str, int]:
-    """Register (after checking) the schemas of the topics this process writes, then
-    frame every Avro record of this process the Confluent way and read both framings.
+    """Register (after checking) the schemas of the topics this process writes (full
+    name -> topic, see :func:`topic_writes`), then frame every Avro record of this
+    process the Confluent way and read both framings.
 
-    Call once at start, before any record is encoded; returns stem -> schema id.
+    Call at start, before any record is encoded; returns stem -> schema id.
     """
     client = RegistryClient(settings)
-    ids = register_writes(client, prefix, writes)
+    ids = register_writes(client, writes or {})
     schemas = RegistrySchemas(client)
     for stem, schema_id in ids.items():
         schemas.remember(schema_id, packaged_schema(stem))

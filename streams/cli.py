@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 from aiokafka.errors import KafkaConnectionError
 
 from connectors.kafka_security import KafkaAccessRefused, explain_refusal
+from schemas.registry import RegistryError
 from schemas.topics import TAILABLE
 
 from .settings import Settings
 
 if TYPE_CHECKING:
     from connectors.settings import IntakeSettings
+    from schemas.topics import Topic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         command = (list(argv) if argv is not None else sys.argv[1:])[:1]
         print(f"warroom {' '.join(command)}: not starting: {reason}", file=sys.stderr)
+        return 3
+    except RegistryError as refused:  # a schema the registry refuses, or no registry
+        command = (list(argv) if argv is not None else sys.argv[1:])[:1]
+        print(f"warroom {' '.join(command)}: not starting: {refused}", file=sys.stderr)
         return 3
     return result
 
@@ -218,6 +224,9 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"warroom worker: not starting: {refused}", file=sys.stderr)
         return 3
     asyncio.run(ensure_topics(settings))
+    from schemas.registry import WORKER_WRITES
+
+    _use_registry(settings, *WORKER_WRITES)
     worker = Worker(warroom.app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -245,8 +254,19 @@ def _intake_settings(args: argparse.Namespace, role: str) -> IntakeSettings:
         partitions=settings.partitions,
         instance_id=instance,
         security=settings.kafka_security(),
+        schema_registry=settings.schema_registry(),
         tracing=settings.tracing_settings(role),
     )
+
+
+def _use_registry(settings: Settings, *writes: Topic) -> None:
+    """With a schema registry configured, register (after a compatibility check) the
+    schemas of ``writes`` and frame Avro records the Confluent way (schemas.registry)."""
+    registry = settings.schema_registry()
+    if registry is not None:
+        from schemas.registry import topic_writes, use_registry
+
+        use_registry(registry, topic_writes(settings.topic_prefix, writes))
 
 
 def _file_connector_sinks(args: argparse.Namespace, role: str) -> tuple[IntakeSettings, str]:
@@ -259,6 +279,9 @@ def _gate_serve(args: argparse.Namespace) -> int:
     from .gate_service import serve
 
     settings = Settings()
+    from schemas.topics import MESSAGE_DRAFTS
+
+    _use_registry(settings, MESSAGE_DRAFTS)
     token = None if settings.gate_token is None else settings.gate_token.get_secret_value()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, args.host, args.port, token))
@@ -320,6 +343,7 @@ def _crm_sink(args: argparse.Namespace) -> int:
         return None if path is None else path.read_text(encoding="utf-8").strip()
 
     settings = Settings()
+    _use_registry(settings, DLQ)
     host, _, port = args.callback.rpartition(":")
     sink = CrmSinkSettings(
         bootstrap_servers=settings.bootstrap_servers,
@@ -411,8 +435,10 @@ def _top(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from .tail import tail
 
+    settings = Settings()
+    _use_registry(settings)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(Settings(), args.stream, args.from_beginning, args.max))
+        asyncio.run(tail(settings, args.stream, args.from_beginning, args.max))
     return 0
 
 

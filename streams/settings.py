@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from connectors.tracing import TracingSettings
+from schemas.registry_settings import RegistrySettings
 from schemas.topics import Topic, by_name
 
 
@@ -117,10 +118,38 @@ class Settings(BaseSettings):
         TracingSettings.parse(value, "warroom")
         return value
 
+    schema_registry_url: str | None = None
+    """A schema registry with Confluent's REST API (e.g. ``http://registry:8081``). Set:
+    the Avro topics use the Confluent wire format and every process registers (after a
+    compatibility check) the schemas it writes, see schemas.registry. Unset: Avro
+    single-object encoding, no registry."""
+    schema_registry_username: str | None = None
+    """HTTP basic authentication to the registry, with schema_registry_password."""
+    schema_registry_password: SecretStr | None = None
+    """Never logged or shown."""
+    schema_registry_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    """Longest wait for one answer of the registry."""
+
     @model_validator(mode="after")
     def _security_fits_together(self) -> Settings:
         self.kafka_security()
         return self
+
+    @model_validator(mode="after")
+    def _registry_is_usable(self) -> Settings:
+        self.schema_registry()
+        return self
+
+    def schema_registry(self) -> RegistrySettings | None:
+        """The schema registry these settings name, or None for single-object encoding."""
+        if self.schema_registry_url is None:
+            return None
+        return RegistrySettings(
+            self.schema_registry_url,
+            self.schema_registry_username,
+            self.schema_registry_password,
+            self.schema_registry_timeout_seconds,
+        )
 
     def kafka_security(self) -> KafkaSecurity:
         """The Kafka client security these settings ask for (see streams.kafka_security)."""

@@ -36,6 +36,7 @@ from schemas.registry import (
     RegistryUnavailable,
     register_writes,
     subject_of,
+    topic_writes,
     use_registry,
     use_single_object,
 )
@@ -263,7 +264,7 @@ def test_subjects_follow_topic_name_strategy() -> None:
 def test_use_registry_registers_what_a_worker_writes_and_frames_with_its_ids(
     server: Any,
 ) -> None:
-    ids = use_registry(RegistrySettings(server.url), "p.", WORKER_WRITES)
+    ids = use_registry(RegistrySettings(server.url), topic_writes("p.", WORKER_WRITES))
     assert set(ids) == {"intervention_command", "dead_letter", "compliance_verdict"}
     registry = server.registry
     assert registry.subjects() == [
@@ -276,8 +277,8 @@ def test_use_registry_registers_what_a_worker_writes_and_frames_with_its_ids(
     assert intervention_codec().avro.schema_id == ids["intervention_command"]
     assert touchpoint_event_codec().schema_id is None  # a worker does not write touchpoints
     # starting again finds everything registered already: same ids
-    assert use_registry(RegistrySettings(server.url), "p.", WORKER_WRITES) == ids
-    connector = use_registry(RegistrySettings(server.url), "p.", CONNECTOR_WRITES)
+    assert use_registry(RegistrySettings(server.url), topic_writes("p.", WORKER_WRITES)) == ids
+    connector = use_registry(RegistrySettings(server.url), topic_writes("p.", CONNECTOR_WRITES))
     assert registry.subjects()[-2:] == [
         "p.touchpoints-io.warroom.TouchpointBatch",
         "p.touchpoints-value",
@@ -292,7 +293,7 @@ def test_an_incompatible_registered_schema_refuses_the_start_naming_it(server: A
     theirs["fields"] = [f for f in theirs["fields"] if f["name"] != "title"]
     client.register("p.interventions-value", AvroSchema.from_dict(theirs))
     with pytest.raises(IncompatibleWithRegistry) as info:
-        use_registry(RegistrySettings(server.url), "p.", (INTERVENTIONS,))
+        use_registry(RegistrySettings(server.url), topic_writes("p.", (INTERVENTIONS,)))
     assert str(info.value) == (
         "schema registry subject 'p.interventions-value': expected InterventionCommand v1 "
         f"(0x{mine.fingerprint:016x}) to be BACKWARD-compatible with version 1 (schema id 1), "
@@ -320,10 +321,10 @@ def test_a_worker_and_a_plain_reader_agree_through_the_registry(server: Any) -> 
         explanation=Explanation(matched=[], triggering_event_ids=[]),
         created_at=datetime(2024, 5, 1, tzinfo=UTC),
     )
-    ids = use_registry(RegistrySettings(server.url), "p.", WORKER_WRITES)
+    ids = use_registry(RegistrySettings(server.url), topic_writes("p.", WORKER_WRITES))
     data = encode_intervention(command)
     use_single_object()
-    use_registry(RegistrySettings(server.url), "p.")  # a reader that writes nothing
+    use_registry(RegistrySettings(server.url))  # a reader that writes nothing
     assert data[1:5] == ids["intervention_command"].to_bytes(4, "big")
     assert decode_intervention(data) == command
 
@@ -333,4 +334,4 @@ def test_register_writes_names_a_topic_without_avro_values() -> None:
 
     client = RegistryClient(RegistrySettings("http://127.0.0.1:9"))
     with pytest.raises(ValueError, match="'metrics' has no Avro value schema"):
-        register_writes(client, "", (METRICS,))
+        register_writes(client, {"metrics": METRICS})
