@@ -40,7 +40,19 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy engine streams schemas connectors
 
-bench: venv kafka ## throughput: naive Faust agent vs Warroom's pipeline on a local broker
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): bench/constraints-quix.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -c bench/constraints-quix.txt 'quixstreams[avro]'
+	touch $(BENCH_STAMP)
+
+.PHONY: bench-venv
+bench-venv: $(BENCH_STAMP) ## Quix Streams for make bench, in .venv-bench (its pins clash with .venv's)
+
+bench: venv kafka bench-venv ## ceiling, naive Faust, Quix Streams, Warroom full pipeline; latency; state bytes (BENCH_ARGS=--quick)
 	$(BROKER) run -- $(PY) bench/throughput.py $(BENCH_ARGS)
 
 bench-chat: venv kafka ## chat intake: 50 HTTP clients for 60 s, no 5xx, every accepted event once

@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
+# bench.cases is imported from the repo; appended, so that a sources snapshot on
+# PYTHONPATH still comes first for Warroom's own packages.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
 BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
 PARTITIONS = 4
 EXACTLY_ONCE = "exactly_once"
@@ -82,12 +86,25 @@ AT_LEAST_ONCE = "at_least_once"
 SNAPSHOT_ENV = "WARROOM_BENCH_SNAPSHOT"
 RUN_ID_ENV = "WARROOM_BENCH_RUN_ID"
 
+CEILING = "ceiling"
+"""A plain aiokafka consumer + fastavro decode of the one-record-per-event touchpoints."""
 NAIVE = "naive"
+QUIX = "quix"
+"""Quix Streams (under .venv-bench) counting touchpoints per customer in RocksDB state."""
 ENVELOPES = "warroom-envelopes"
 SINGLE = "warroom-single"
 PACKS = "warroom-packs"
 """Envelopes again, with the five example rule packs of rules/examples running."""
-CASES = (NAIVE, ENVELOPES, SINGLE, PACKS)
+FULL_ENVELOPES = "full-envelopes"
+"""Warroom's full pipeline (packs, policy, three scores, 100 generated rules, consents,
+drafts judged by the compliance gate) over envelopes."""
+FULL_SINGLE = "full-single"
+"""The full pipeline over one record per event."""
+CASES = (CEILING, NAIVE, QUIX, ENVELOPES, SINGLE, PACKS, FULL_ENVELOPES, FULL_SINGLE)
+SUITE = (CEILING, NAIVE, QUIX, FULL_ENVELOPES, FULL_SINGLE)
+"""What `make bench` runs by default (issue 12)."""
+FULL_CASES = (FULL_ENVELOPES, FULL_SINGLE)
+WARROOM_CASES = (ENVELOPES, SINGLE, PACKS, *FULL_CASES)
 PACK_FILES = sorted((Path(__file__).resolve().parents[1] / "rules" / "examples").glob("*.yaml"))
 CASE_ALIASES = {
     "a": NAIVE,
@@ -99,6 +116,8 @@ CASE_ALIASES = {
     "packs": PACKS,
     **{case: case for case in CASES},
 }
+BENCH_VENV_PYTHON = REPO_ROOT / ".venv-bench" / "bin" / "python"
+QUIX_SCRIPT = HERE / "cases" / "quix_counter.py"
 
 Record = tuple[int, bytes | None, bytes]
 """(partition, key, value) of one Kafka record."""
@@ -305,12 +324,15 @@ def _settings(bootstrap: str, topic_prefix: str, app_id: str, guarantee: str) ->
     )
 
 
-async def _preload(bootstrap: str, settings: Settings, records: Sequence[Record]) -> float:
-    """Create the case's topics and write ``records``; returns the seconds the write took."""
+async def _preload(
+    bootstrap: str, settings: Settings, records: Sequence[Record], topic_name: str = "touchpoints"
+) -> float:
+    """Create the case's topics and write ``records`` to ``topic_name``; returns the
+    seconds the write took."""
     from streams.topics import ensure_topics
 
     await ensure_topics(settings)
-    topic = settings.topic("touchpoints")
+    topic = settings.topic(topic_name)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks=1,
@@ -343,6 +365,27 @@ async def _preload(bootstrap: str, settings: Settings, records: Sequence[Record]
     if written != len(records):
         raise RuntimeError(f"pre-load wrote {written} records to {topic}, expected {len(records)}")
     return seconds
+
+
+async def push_bundles(settings: Settings, bundles: Sequence[tuple[str, str]]) -> None:
+    """Check ``bundles`` as `warroom rules push` does, against what runs and each other,
+    then publish them to the case's rules topic; the worker loads them at start.
+
+    The running bundles are read once for all of them (``push_bundle`` reads them again
+    for every bundle, about 2 s each on a fresh topic)."""
+    from streams.rules_feed import running_rulebook
+    from streams.rules_push import publish_bundle_text
+
+    rulebook = await running_rulebook(settings)
+    accepted = []
+    for source, text in bundles:
+        verdict = rulebook.offer(text, source)
+        if not verdict.accepted:
+            problems = "; ".join(verdict.problems)
+            raise RuntimeError(f"expected bundle {source} to be accepted, refused: {problems}")
+        accepted.append((verdict.bundle, text))
+    for name, text in accepted:
+        await publish_bundle_text(settings, name, text)
 
 
 async def _push_packs(settings: Settings) -> None:
@@ -415,6 +458,10 @@ class CaseResult:
     loadavg_after: tuple[float, float, float]
     sources: str = ""
     """Fingerprint of streams/ engine/ schemas/ connectors/ as the worker started."""
+    inputs: int = 0
+    """Everything the worker counted: touchpoints, and drafts and consents in full cases."""
+    verdicts: int = 0
+    consent_changes: int = 0
     timed_until: str = ""
     repeat: int = 1
     profiled: bool = False
@@ -430,6 +477,16 @@ class CaseSpec:
     case: str
     records: list[Record]
     events: int
+    """Touchpoints in ``records``."""
+    side: dict[str, list[Record]] = field(default_factory=dict)
+    """Records of other input topics (by topic name: message-drafts, consents)."""
+    bundles: list[tuple[str, str]] = field(default_factory=list)
+    """(source, YAML) of the bundles pushed to the rules topic before the worker starts."""
+
+    @property
+    def expected(self) -> int:
+        """Inputs the worker counts before the clock stops: touchpoints and side records."""
+        return self.events + sum(len(records) for records in self.side.values())
 
 
 @dataclass
@@ -450,8 +507,17 @@ class Harness:
         settings = _settings(self.bootstrap, prefix, app_id, self.guarantee)
         log(f"{tag}: pre-loading {spec.events} events in {len(spec.records)} records")
         preload = asyncio.run(_preload(self.bootstrap, settings, spec.records))
+        for topic_name, side_records in spec.side.items():
+            log(f"{tag}: pre-loading {len(side_records)} records to {topic_name}")
+            preload += asyncio.run(_preload(self.bootstrap, settings, side_records, topic_name))
         if spec.case == PACKS:
             asyncio.run(_push_packs(settings))
+        if spec.bundles:
+            pushed = time.perf_counter()
+            asyncio.run(push_bundles(settings, spec.bundles))
+            log(
+                f"{tag}: pushed {len(spec.bundles)} bundles in {time.perf_counter() - pushed:.1f} s"
+            )
         log(f"{tag}: pre-loaded in {preload:.1f} s; starting the worker")
         case_dir = self.out_dir / tag
         case_dir.mkdir(parents=True, exist_ok=True)
@@ -466,7 +532,8 @@ class Harness:
             "topic_prefix": prefix,
             "bootstrap": self.bootstrap,
             "guarantee": self.guarantee,
-            "expected": spec.events,
+            "expected": spec.expected,
+            "partitions": PARTITIONS,
             "result_path": str(result_path),
             "started_path": str(started_path),
             "data_dir": str(data_dir),
@@ -477,14 +544,14 @@ class Harness:
         config_path.write_text(json.dumps(config, indent=2))
         load_before = os.getloadavg()
         spawned = time.perf_counter()
+        if spec.case == QUIX:
+            command = [str(BENCH_VENV_PYTHON), str(QUIX_SCRIPT), str(config_path)]
+        else:
+            command = [sys.executable, str(Path(__file__).resolve()), "--worker-config"]
+            command.append(str(config_path))
         with (case_dir / "worker.log").open("wb") as worker_log:
             worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--worker-config",
-                    str(config_path),
-                ],
+                command,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
@@ -536,12 +603,17 @@ class Harness:
                     f"the bench counted {measured['processed'] + measured['duplicates']}"
                 )
         seconds = float(measured["seconds"])
+        if int(measured["events"]) < spec.expected:
+            raise RuntimeError(
+                f"{tag}: expected the worker to count {spec.expected} inputs, found "
+                f"{measured['events']}"
+            )
         result = CaseResult(
             case=spec.case,
-            events=int(measured["events"]),
+            events=spec.events,
             records=len(spec.records),
             seconds=round(seconds, 3),
-            events_per_s=round(measured["events"] / seconds, 1),
+            events_per_s=round(spec.events / seconds, 1),
             cpu_seconds=round(measured["cpu_seconds"], 2),
             cpu_percent=round(100.0 * measured["cpu_seconds"] / seconds, 1),
             processed=int(measured["processed"]),
@@ -557,6 +629,9 @@ class Harness:
             loadavg_before=load_before,
             loadavg_after=load_after,
             sources=str(measured.get("sources", "")),
+            inputs=int(measured["events"]),
+            verdicts=int(measured.get("verdicts", 0)),
+            consent_changes=int(measured.get("consent_changes", 0)),
             timed_until=str(measured.get("timed_until", "")),
             repeat=repeat,
             profiled=profile,
@@ -768,56 +843,26 @@ def _ratio(results: dict[str, CaseResult], case: str) -> float | None:
 
 
 def render_table(results: Sequence[CaseResult]) -> str:
-    chosen = representative(results)
-    header = (
-        "case",
-        "runs",
-        "events",
-        "seconds",
-        "events/s",
-        "events/s range",
-        "vs naive",
-        "worker cpu",
-        "batches",
-        "state writes/event",
-        "interventions",
-    )
-    rows = [header]
-    for case, r in chosen.items():
+    from bench.cases.summary import Row, render
+
+    rows = []
+    for case, r in representative(results).items():
         rates = [x.events_per_s for x in results if x.case == case and not x.profiled]
-        ratio = _ratio(chosen, case)
         rows.append(
-            (
-                case,
-                str(len(rates)),
-                f"{r.events:,}",
-                f"{r.seconds:.2f}",
-                f"{r.events_per_s:,.0f}",
-                f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else "-",
-                f"{ratio:.2f}x" if ratio else "-",
-                f"{r.cpu_percent:.0f}%",
-                f"{r.batches:,}",
-                f"{r.writes_per_event:.2f}",
-                f"{r.interventions:,}",
+            Row(
+                case=case,
+                runs=len(rates),
+                events=r.events,
+                seconds=r.seconds,
+                rate=r.events_per_s,
+                rate_range=(min(rates), max(rates)) if len(rates) > 1 else None,
+                cpu_percent=r.cpu_percent,
+                state_writes_per_event=r.writes_per_event,
+                interventions=r.interventions,
+                verdicts=r.verdicts,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-        if index == 0:
-            lines.append(
-                "|"
-                + "|".join(
-                    "-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)
-                )
-                + "|"
-            )
-    return "\n".join(lines)
+    return render(rows)
 
 
 def render_profile(result: CaseResult) -> str:
@@ -922,6 +967,8 @@ class Probe:
         self.dead_letters = 0
         self.interventions = 0
         self.state_writes = 0
+        self.verdicts = 0
+        self.consent_changes = 0
         self.batches = 0
         self.first_batch_events = 0
         self.max_batch_events = 0
@@ -940,9 +987,19 @@ class Probe:
             self.started_path.touch()
 
     def add(
-        self, events: int, processed: int, duplicates: int, letters: int, sent: int, writes: int
+        self,
+        events: int,
+        processed: int,
+        duplicates: int,
+        letters: int,
+        sent: int,
+        writes: int,
+        verdicts: int = 0,
+        consent_changes: int = 0,
     ) -> None:
         self.count += events
+        self.verdicts += verdicts
+        self.consent_changes += consent_changes
         self.state_writes += writes
         self.processed += processed
         self.duplicates += duplicates
@@ -977,6 +1034,8 @@ class Probe:
             "dead_letters": self.dead_letters,
             "interventions": self.interventions,
             "state_writes": self.state_writes,
+            "verdicts": self.verdicts,
+            "consent_changes": self.consent_changes,
             "batches": self.batches,
             "first_batch_events": self.first_batch_events,
             "max_batch_events": self.max_batch_events,
@@ -1103,14 +1162,27 @@ def build_warroom_app(config: dict[str, Any], probe: Probe) -> Any:
     def account() -> None:
         results = list(batch_results.values())
         batch_results.clear()
+        # Inputs: touchpoints (processed, duplicate or rejected), drafts judged (and gate
+        # answers recorded), consent changes applied; a repeated draft or consent counts
+        # as a duplicate. Timer ticks are the worker's own records: not counted.
         probe.add(
-            sum(r.processed + r.duplicates + len(r.dead_letters) for r in results),
+            sum(
+                r.processed
+                + r.duplicates
+                + len(r.dead_letters)
+                + len(r.verdicts)
+                + len(r.reviews)
+                + len(r.consent_changes)
+                for r in results
+            ),
             sum(r.processed for r in results),
             sum(r.duplicates for r in results),
             sum(len(r.dead_letters) for r in results),
             sum(len(r.interventions) for r in results),
             # the worker writes one changelog record per changed customer per batch
             sum(len(changed) for r in results for changed in r.states.values()),
+            verdicts=sum(len(r.verdicts) for r in results),
+            consent_changes=sum(len(r.consent_changes) for r in results),
         )
 
     settings = Settings(
@@ -1188,6 +1260,10 @@ def worker_main(config_path: Path) -> int:
     from faust import Worker
 
     config = json.loads(config_path.read_text())
+    if config["case"] == CEILING:
+        from bench.cases import ceiling
+
+        return ceiling.main(config)
     probe = Probe(config)
     if config["case"] == NAIVE:
         app = build_naive_app(config, probe)
@@ -1223,18 +1299,73 @@ def _parser() -> argparse.ArgumentParser:
         description="Naive Faust agent vs Warroom's worker on a real broker "
         f"({BOOTSTRAP_ENV}); run it under deploy/kafka/broker.py run -- ...",
     )
-    parser.add_argument("--events", type=int, default=150_000, help="events per case (150000)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=100_000,
+        help="touchpoints of the ceiling, quix and warroom-* cases (100000)",
+    )
     parser.add_argument(
         "--naive-events",
         type=int,
         default=None,
-        help="events for the naive case, a prefix of the same stream (default: --events)",
+        help="events for the naive case, a prefix of the same stream (default: 30000 or "
+        "--events, the smaller)",
     )
     parser.add_argument(
         "--cases",
         type=_cases,
-        default=list(CASES),
-        help="comma-separated subset of naive,warroom-envelopes,warroom-single (or a,b,c)",
+        default=list(SUITE),
+        help=f"comma-separated cases among {', '.join(CASES)} (default: {','.join(SUITE)})",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=["full", "basic"],
+        default="full",
+        help="full: 20 touchpoint kinds with drafts and consents (bench/cases/full_workload.py); "
+        "basic: the 8 kinds of the earlier runs in bench/RESULTS.md (no full cases)",
+    )
+    parser.add_argument(
+        "--full-events",
+        type=int,
+        default=30_000,
+        help="touchpoints of the full cases, a prefix of the same stream (30000)",
+    )
+    parser.add_argument(
+        "--generated-rules", type=int, default=100, help="generated rules in the full cases (100)"
+    )
+    parser.add_argument("--rules-seed", type=int, default=12, help="seed of the generated rules")
+    parser.add_argument(
+        "--latency-rates",
+        type=_rates,
+        default=[1_000, 5_000, 10_000],
+        help="touchpoints/s of the latency runs (1000,5000,10000; empty: none)",
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, default=8.0, help="seconds of sending per rate (8)"
+    )
+    parser.add_argument(
+        "--latency-drain",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the worker to catch up after sending (15)",
+    )
+    parser.add_argument(
+        "--state-customers",
+        type=int,
+        default=100_000,
+        help="customers of the state bytes measure (100000; 0: none)",
+    )
+    parser.add_argument(
+        "--state-templates",
+        type=int,
+        default=1_000,
+        help="distinct customer histories run through the full pipeline for it (1000)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts and one latency rate: checks the harness end to end in a few minutes",
     )
     parser.add_argument(
         "--guarantee",
@@ -1289,6 +1420,77 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _make_quick(args: argparse.Namespace) -> None:
+    """--quick: small counts and one rate, to check the harness end to end."""
+    args.events = min(args.events, 4_000)
+    args.naive_events = min(args.naive_events or 2_000, 2_000)
+    args.full_events = min(args.full_events, 2_000)
+    args.customers = min(args.customers, 500)
+    args.latency_rates = args.latency_rates[:1]
+    args.latency_seconds = min(args.latency_seconds, 3.0)
+    args.state_customers = min(args.state_customers, 5_000)
+    args.state_templates = min(args.state_templates, 50)
+
+
+def run_latency(
+    args: argparse.Namespace,
+    bootstrap: str,
+    run_id: str,
+    out_dir: Path,
+    overrides: dict[str, str],
+    full: Any,
+    bundles: list[tuple[str, str]],
+) -> list[Any]:
+    from bench.cases import latency
+
+    def settings_for(app_id: str, prefix: str) -> Settings:
+        return _settings(bootstrap, prefix, app_id, EXACTLY_ONCE)
+
+    def preload(settings: Settings, records: Sequence[Record], topic: str) -> None:
+        asyncio.run(_preload(bootstrap, settings, records, topic))
+
+    def push(settings: Settings, items: Sequence[tuple[str, str]]) -> None:
+        asyncio.run(push_bundles(settings, items))
+
+    results = []
+    for rate in args.latency_rates:
+        log(f"latency: {rate} touchpoints/s for {args.latency_seconds:.0f} s")
+        results.append(
+            latency.run_rate(
+                bootstrap=bootstrap,
+                run_id=run_id,
+                rate=rate,
+                seconds=args.latency_seconds,
+                seed=args.seed + rate,
+                customers=args.customers,
+                out_dir=out_dir,
+                bundles=bundles,
+                consents=full.consents,
+                settings_for=settings_for,
+                preload=preload,
+                push=push,
+                worker_command=latency.worker_command(Path(__file__).resolve()),
+                warroom_settings=overrides,
+                free_port=_free_port,
+                drain_limit=args.latency_drain,
+                log=log,
+            )
+        )
+    return results
+
+
+def _rates(text: str) -> list[int]:
+    try:
+        rates = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated touchpoints/s such as 1000,5000, found {text!r}"
+        ) from None
+    if any(rate < 1 for rate in rates):
+        raise argparse.ArgumentTypeError(f"expected rates of 1 or more, found {text!r}")
+    return rates
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.worker_config is not None:
@@ -1303,9 +1505,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    naive_events = args.naive_events if args.naive_events is not None else args.events
+    if args.quick:
+        _make_quick(args)
+    naive_events = args.naive_events if args.naive_events is not None else min(30_000, args.events)
     if args.events < 1 or not 1 <= naive_events <= args.events:
         print("expected 1 <= --naive-events <= --events", file=sys.stderr)
+        return 2
+    full_events = min(args.full_events, args.events)
+    if full_events < 1:
+        print("expected --full-events >= 1", file=sys.stderr)
+        return 2
+    if args.workload == "basic" and set(args.cases) & set(FULL_CASES):
+        print(
+            f"--workload basic has no drafts, consents or 20 kinds: expected none of "
+            f"{', '.join(FULL_CASES)} in --cases",
+            file=sys.stderr,
+        )
+        return 2
+    if QUIX in args.cases and not BENCH_VENV_PYTHON.exists():
+        print(
+            f"the quix case runs under {BENCH_VENV_PYTHON}, which is missing: run `make "
+            "bench-venv` (make bench does it)",
+            file=sys.stderr,
+        )
         return 2
     arguments = list(argv if argv is not None else sys.argv[1:])
     command = " ".join(["bench/throughput.py", *arguments])
@@ -1327,27 +1549,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         "live": "the live tree (may change between cases)",
     }[args.sources]
     log(f"Warroom sources: {sources_label}: {imported} ({sources_at_start})")
+    from bench.cases import full_workload
     from connectors.publisher import ENVELOPE_MAX_EVENTS
     from streams.settings import Settings
 
-    log(f"generating {args.events} events ({args.customers} customers, seed {args.seed})")
-    workload = build_workload(
-        args.events, args.customers, args.skew, args.seed, args.envelope_chunk
-    )
-    summary = workload.summary()
     log(
-        f"workload: {summary['single_records']} single records, {summary['envelope_records']} "
-        f"envelopes (~{summary['mean_events_per_envelope']} events each, <= "
-        f"{ENVELOPE_MAX_EVENTS}), {workload.mean_event_bytes} bytes/event on average, top "
-        f"customer {100 * workload.top_customer_share:.1f}% of events, built in "
-        f"{workload.generate_seconds} s"
+        f"generating {args.events} events ({args.workload} workload, {args.customers} "
+        f"customers, seed {args.seed})"
     )
+    full: full_workload.FullWorkload | None = None
+    if args.workload == "full":
+        full = full_workload.build(
+            args.events,
+            args.customers,
+            args.skew,
+            args.seed,
+            datetime.now(UTC),
+            PARTITIONS,
+            args.envelope_chunk,
+            cuts=(naive_events, full_events),
+        )
+        summary = full.summary()
+        singles, envelopes_all = full.singles, full.envelopes
+        log(
+            f"workload: {len(full.singles)} single records, {len(full.envelopes)} envelopes, "
+            f"{len(full.drafts)} drafts, {len(full.consents)} consents, "
+            f"{full.mean_event_bytes} bytes/event on average, built in {full.seconds} s"
+        )
+        mean_bytes = f"{full.mean_event_bytes} B/event"
+    else:
+        workload = build_workload(
+            args.events, args.customers, args.skew, args.seed, args.envelope_chunk
+        )
+        summary = workload.summary()
+        singles, envelopes_all = workload.singles, workload.envelopes
+        log(
+            f"workload: {summary['single_records']} single records, "
+            f"{summary['envelope_records']} envelopes (~{summary['mean_events_per_envelope']} "
+            f"events each, <= {ENVELOPE_MAX_EVENTS}), {workload.mean_event_bytes} bytes/event "
+            f"on average, top customer {100 * workload.top_customer_share:.1f}% of events, "
+            f"built in {workload.generate_seconds} s"
+        )
+        mean_bytes = (
+            f"{workload.mean_event_bytes} B/event (min {workload.min_event_bytes}, max "
+            f"{workload.max_event_bytes})"
+        )
     specs = {
-        NAIVE: CaseSpec(NAIVE, workload.singles[:naive_events], naive_events),
-        ENVELOPES: CaseSpec(ENVELOPES, workload.envelopes, args.events),
-        SINGLE: CaseSpec(SINGLE, workload.singles, args.events),
-        PACKS: CaseSpec(PACKS, workload.envelopes, args.events),
+        CEILING: CaseSpec(CEILING, singles, args.events),
+        NAIVE: CaseSpec(NAIVE, singles[:naive_events], naive_events),
+        QUIX: CaseSpec(QUIX, singles, args.events),
+        ENVELOPES: CaseSpec(ENVELOPES, envelopes_all, args.events),
+        SINGLE: CaseSpec(SINGLE, singles, args.events),
+        PACKS: CaseSpec(PACKS, envelopes_all, args.events),
     }
+    bundles: list[tuple[str, str]] = []
+    if full is not None:
+        bundles = full_workload.bundles(args.generated_rules, args.rules_seed)
+        prefix = full.prefix(full_events)
+        side = {"message-drafts": prefix.drafts, "consents": full.consents}
+        specs[FULL_ENVELOPES] = CaseSpec(
+            FULL_ENVELOPES, prefix.envelopes, full_events, side, bundles
+        )
+        specs[FULL_SINGLE] = CaseSpec(FULL_SINGLE, prefix.singles, full_events, side, bundles)
     overrides: dict[str, str] = {}
     for item in args.warroom_setting:
         name, sep, value = item.partition("=")
@@ -1394,10 +1657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [
         f"guarantee: {args.guarantee}; {PARTITIONS} partitions; memory store; "
         f"{os.cpu_count()} CPUs shared with the broker (and anything else running)",
-        f"workload: seed {args.seed}, {args.customers} customers (Zipf {args.skew}), "
-        f"{workload.mean_event_bytes} B/event (min {workload.min_event_bytes}, max "
-        f"{workload.max_event_bytes}); envelopes: {summary['envelope_records']} records, "
-        f"~{summary['mean_events_per_envelope']} events each",
+        f"workload ({args.workload}): seed {args.seed}, {args.customers} customers (Zipf "
+        f"{args.skew}), {mean_bytes}; envelopes: {summary['envelope_records']} records",
     ]
     if overrides:
         shown = ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -1412,7 +1673,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.repeat} runs per case, interleaved; the row is the run with the median "
             "events/s, ratios are between those rows"
         )
-    for case in (ENVELOPES, SINGLE, PACKS):
+    if set(FULL_CASES) & by_case.keys():
+        notes.append(
+            f"full cases: the first {full_events:,} touchpoints of the same stream, with "
+            f"{len(specs[FULL_SINGLE].side['message-drafts']):,} drafts judged by the "
+            f"compliance gate and {len(specs[FULL_SINGLE].side['consents']):,} consent records; "
+            "touchpoints/s counts touchpoints only, over the time to process all of them; "
+            f"bundles: {', '.join(Path(source).stem for source, _ in bundles)}"
+        )
+    for case in WARROOM_CASES:
         ratio = _ratio(by_case, case)
         if ratio is not None:
             notes.append(f"{case} / naive = {ratio:.2f}x (events/s, same invocation)")
@@ -1432,7 +1701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     short = sorted({r.case for r in results if not r.profiled and r.seconds < 10})
     if short:
         notes.append(f"under 10 s of work: {', '.join(short)}; raise --events for steadier numbers")
-    sources = {r.sources for r in results} | {sources_at_start}
+    sources = {r.sources for r in results if r.sources} | {sources_at_start}
     if len(sources) > 1:
         notes.append(
             "WARNING: the Warroom sources changed while this ran (fingerprints "
@@ -1440,13 +1709,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         notes.append(f"sources: {sources_label}, fingerprint {sources_at_start}")
-    if len({r.interventions for r in by_case.values() if r.events == args.events}) > 1:
-        notes.append("WARNING: intervention counts differ between cases over the same events")
+    if len({by_case[c].interventions for c in (ENVELOPES, SINGLE) if c in by_case}) > 1:
+        notes.append(
+            f"WARNING: intervention counts differ between {ENVELOPES} and {SINGLE} over the "
+            "same events"
+        )
+    if all(c in by_case for c in FULL_CASES):
+        notes.append(
+            "interventions of the full cases: "
+            + ", ".join(f"{c} {by_case[c].interventions:,}" for c in FULL_CASES)
+            + " (they may differ: nothing orders consents, drafts and touchpoints across "
+            "topics, and scores follow the models the learner has published so far)"
+        )
+    latencies: list[Any] = []
+    if args.latency_rates and full is not None:
+        latencies = run_latency(args, bootstrap, run_id, out_dir, overrides, full, bundles)
+    state: Any = None
+    if args.state_customers > 0 and full is not None:
+        from bench.cases import state_bytes
+
+        log(
+            f"state bytes: {args.state_templates:,} customer histories through the full "
+            f"pipeline, {args.state_customers:,} customers"
+        )
+        state = state_bytes.measure(args.state_customers, args.state_templates, args.seed, bundles)
     print()
     print(f"command: {command}")
     print(table)
     for note in notes:
         print(f"- {note}")
+    if latencies:
+        from bench.cases import latency
+
+        print()
+        print(
+            "End-to-end latency, full pipeline, one record per event (produced -> "
+            "intervention read by a read_committed consumer):"
+        )
+        print(latency.render(latencies))
+    if state is not None:
+        from bench.cases import state_bytes
+
+        print()
+        print("State per customer, full pipeline:")
+        print(state_bytes.render(state))
     for result in results:
         if result.profiled and result.profile:
             print()
@@ -1468,6 +1774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sources_at_start": sources_at_start,
             "workload": summary,
             "results": [asdict(r) for r in results],
+            "latency": [asdict(r) for r in latencies],
+            "state": None if state is None else asdict(state),
             "ratios": {case: _ratio(by_case, case) for case in (ENVELOPES, SINGLE, PACKS)},
             "notes": notes,
         }
@@ -1475,6 +1783,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=2))
     if args.markdown is not None:
         parts = [f"`{command}`", "", table, "", *[f"- {n}" for n in notes]]
+        if latencies:
+            from bench.cases import latency
+
+            parts += ["", latency.render(latencies)]
+        if state is not None:
+            from bench.cases import state_bytes
+
+            parts += ["", state_bytes.render(state)]
         for result in results:
             if result.profiled and result.profile:
                 parts += ["", render_profile(result)]
