@@ -258,11 +258,7 @@ class AvroCodec:
             return True
         if self._ids is None or data[:1] != CONFLUENT_MAGIC:
             return False
-        try:
-            self._confluent_plan(data)
-        except SchemaError:
-            return False
-        return True
+        return len(data) >= CONFLUENT_HEADER_SIZE and isinstance(self._by_id_plan(data), _Plan)
 
     def writer_schema_of(self, data: bytes) -> AvroSchema:
         """The writer schema ``data`` names; raises if the header is bad or unknown."""
@@ -315,14 +311,18 @@ class AvroCodec:
                 f"schema id), found {len(data)} bytes: {_hex(bytes(data))}"
             )
             raise TruncatedMessageError(msg)
-        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
-        plan = self._by_id.get(schema_id)
-        if plan is None:
-            plan = self._by_id[schema_id] = self._plan_for_id(schema_id)
+        plan = self._by_id_plan(data)
         if isinstance(plan, UnknownSchemaIdError):
             raise UnknownSchemaIdError(str(plan), plan.schema_id)  # a fresh traceback
         if isinstance(plan, SchemaError):
             raise type(plan)(*plan.args)
+        return plan
+
+    def _by_id_plan(self, data: bytes) -> _Plan | SchemaError:
+        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
+        plan = self._by_id.get(schema_id)
+        if plan is None:
+            plan = self._by_id[schema_id] = self._plan_for_id(schema_id)
         return plan
 
     def _plan_for_id(self, schema_id: int) -> _Plan | SchemaError:
