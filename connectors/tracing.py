@@ -123,7 +123,14 @@ def _exporter(settings: TracingSettings) -> SpanExporter:
         return OTLPSpanExporter()
     if settings.exporter == "file":
         assert settings.path is not None
-        return JsonLinesSpanExporter(settings.path.open("a", encoding="utf-8"))
+        try:
+            settings.path.parent.mkdir(parents=True, exist_ok=True)
+            out = settings.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise TracingSettingsError(
+                f"tracing: expected a file spans can be appended to, found {exc}"
+            ) from exc
+        return JsonLinesSpanExporter(out)
     return JsonLinesSpanExporter(sys.stdout)
 
 

@@ -314,3 +314,34 @@ async def test_requests_that_share_a_transaction_keep_their_own_trace(tmp_path: 
             ("chat:m-1", "chat:m-11"): TRACE_ID,
             ("chat:m-2", "chat:m-12"): other_trace,
         }
+
+
+def test_otlp_exports_over_http_to_the_standard_endpoint_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from connectors.tracing import _exporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318")
+    exporter = _exporter(TracingSettings.parse("otlp", "svc"))
+    assert isinstance(exporter, OTLPSpanExporter)
+    assert exporter._endpoint == "http://collector.example:4318/v1/traces"
+    exporter.shutdown()
+
+
+def test_a_span_file_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(TracingSettingsError, match="expected a file spans can be appended to"):
+        tracer_for(TracingSettings.parse(f"file:{blocker}/spans.jsonl", "svc"))
+
+
+def test_a_span_file_in_a_new_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "traces" / "today" / "spans.jsonl"
+    tracer = tracer_for(TracingSettings.parse(f"file:{path}", "svc"))
+    assert tracer is not None
+    with tracer.start_as_current_span("one"):
+        pass
+    [span] = spans(path)
+    assert (span["name"], span["service"], span["parent_span_id"]) == ("one", "svc", None)
