@@ -73,9 +73,11 @@ def create_app(settings: Settings) -> Warroom:
     """Build a worker from ``settings``; nothing is started or connected yet."""
     app = _faust_app(settings)
     exactly_once = settings.processing_guarantee is Guarantee.EXACTLY_ONCE
-    if exactly_once:
-        install_exactly_once_commit(app, settings.transaction_timeout_seconds)
     commit_lock = BatchCommitLock()
+    if exactly_once:
+        install_exactly_once_commit(
+            app, settings.transaction_timeout_seconds, commit_lock, settings.topic(TOUCHPOINTS)
+        )
     install_commit_lock(app, commit_lock)
     install_lossless_resume(app)
     # Interventions waiting for a per-rep cap come back on rep-candidates, keyed by
@@ -118,6 +120,7 @@ def create_app(settings: Settings) -> Warroom:
             exactly_once,
             settings.max_record_bytes,
             on_delivered=None if rocks is None else rocks.delivered,
+            on_written=commit_lock.wrote if exactly_once else None,
         ),
         commit_lock=commit_lock,
         state_codec=state_codec,
@@ -131,6 +134,9 @@ def create_app(settings: Settings) -> Warroom:
         models_loaded=asyncio.Event(),
         rules_loaded=asyncio.Event(),
     )
+    # A kept partition's uncommitted output aborted at an assignment: its tables go
+    # back to the committed changelog (streams.patches.transactions).
+    commit_lock.after_rollback.append(warroom.roll_back)
     rules_loaded = warroom.rules_loaded
     scoring.ranks = warroom.board.above  # rank conditions read the published standings
 

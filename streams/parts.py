@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from engine.assignees import Sent
 from engine.state import CustomerState
@@ -69,6 +70,18 @@ class Warroom:
     def stored_state(self, customer_id: str) -> CustomerState | None:
         """The customer's state as of the last slice (in-memory store, no copy)."""
         return self.states.get(customer_id)
+
+    def roll_back(self, partitions: frozenset[int]) -> None:
+        """Kept source ``partitions`` had their uncommitted output aborted: every table
+        drops what it holds of them beyond the committed changelog, and the recovery
+        that follows reads their changelogs again (from the start for the in-memory
+        store, from the committed offset on disk for RocksDB)."""
+        tables: Any = self.app.tables
+        recovery = tables.recovery
+        for store in (self.states, self.assignees, self.audit_heads):
+            store.roll_back(partitions)
+            for partition in partitions:
+                recovery.revoke(TP(store.changelog, partition))
 
     def generation(self) -> int | None:
         """None while the worker rebalances or recovers its tables; otherwise the number

@@ -48,11 +48,16 @@ class BatchWriter:
         exactly_once: bool,
         max_record_bytes: int,
         on_delivered: Callable[[Any], None] | None = None,
+        on_written: Callable[[Iterable[int]], None] | None = None,
     ) -> None:
         """``on_delivered`` gets the RecordMetadata (topic, partition, base offset) of every
-        record batch the broker acknowledged (streams.patches.rocks keeps changelog offsets)."""
+        record batch the broker acknowledged (streams.patches.rocks keeps changelog offsets);
+        ``on_written``, before anything is sent, the source partitions whose transactions
+        a write adds to (streams.patches.transactions rolls back a kept partition whose
+        transaction holds output its offsets do not cover)."""
         self._app = app
         self._on_delivered = on_delivered
+        self._on_written = on_written
         self._max_record_bytes = max_record_bytes
         self._source_topic = source_topic
         self._exactly_once = exactly_once
@@ -69,6 +74,8 @@ class BatchWriter:
                 record.partition if record.source_partition is None else record.source_partition
             )
             grouped[(source, record.topic, record.partition)].append(record)
+        if self._on_written is not None and grouped:
+            self._on_written({source for source, _, _ in grouped})
         queued = 0
         for (source, topic, partition), items in grouped.items():
             producer = await self._producer_for(source)

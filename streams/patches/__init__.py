@@ -10,8 +10,10 @@ start otherwise. A library upgrade therefore cannot turn a patch into a silent n
 patch                   replaces
 ======================  =============================================================
 exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers),
-                        _start_transactions (producers kept through a rebalance) and
-                        the transactional producers' timeout
+                        _start_transactions (producers kept through a rebalance),
+                        on_rebalance (a kept partition's output written after its
+                        last commit is aborted, its acks dropped, its tables
+                        recovered again) and the transactional producers' timeout
 commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and
                         on_partitions_revoked (commit before the acks are forgotten),
                         and its consumer thread (seek uncommitted partitions, true
@@ -111,6 +113,26 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
         "Producer",
         "maybe_begin_transaction",
         "exactly_once_commit",
+    ),
+    Internal(
+        "faust.transport.consumer", "TransactionManager", "on_rebalance", "exactly_once_commit"
+    ),
+    Internal("faust.transport.drivers.aiokafka", "Producer", "_trn_locks", "exactly_once_commit"),
+    Internal(
+        "faust.transport.drivers.aiokafka",
+        "Producer",
+        "_transaction_producers",
+        "exactly_once_commit",
+    ),
+    Internal("faust.tables.recovery", "Recovery", "revoke", "exactly_once_commit"),
+    Internal(
+        "faust.assignor.partition_assignor",
+        "PartitionAssignor",
+        "is_standby",
+        "exactly_once_commit",
+    ),
+    Internal(
+        "aiokafka.producer.producer", "AIOKafkaProducer", "abort_transaction", "exactly_once_commit"
     ),
     Internal(
         "faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "position", "commit_lock"

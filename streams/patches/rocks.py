@@ -23,7 +23,8 @@ here, as in Quix Streams, nothing reaches RocksDB before Kafka committed it:
 - the overlay of a partition lives as long as its transaction: through a rebalance
   that gives the partition back to this worker (its producer and open transaction are
   kept), not past one that takes it away (the overlay is dropped, the transaction is
-  aborted or fenced).
+  aborted or fenced), nor past an assignment that aborts the kept transaction because it
+  held output written after the partition's last commit (streams.patches.transactions).
 
 kill -9 at each point, under exactly-once:
 
@@ -215,6 +216,22 @@ class RocksTableStore(TableStore[V]):
                     partition,
                 )
             self._delivered.pop(partition, None)
+
+    def roll_back(self, partitions: frozenset[int]) -> None:
+        """The open transactions of ``partitions`` were aborted: drop their uncommitted
+        values and acknowledged offsets (the disk holds only committed values, and
+        recovery replays the changelog from the offset the disk reached)."""
+        for partition in partitions:
+            dropped = self._pending.pop(partition, None)
+            self._delivered.pop(partition, None)
+            if dropped:
+                log.info(
+                    "dropped %d aborted values of %s partition %d",
+                    len(dropped),
+                    self.changelog,
+                    partition,
+                )
+        self._cache.clear()
 
     def pending(self, partition: int) -> int:
         """How many values of ``partition`` wait for their commit."""

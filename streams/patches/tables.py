@@ -60,6 +60,14 @@ class TableStore(Generic[V]):
         store.data.pop(key, None)
         store._key_partition.pop(key, None)
 
+    def roll_back(self, partitions: frozenset[int]) -> None:
+        """Forget every key of ``partitions``: their uncommitted values were aborted, and
+        recovery puts the committed ones back from the changelog."""
+        store = self._store
+        for key, _, _ in list(self.owned(partitions)):
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+
     def owned(self, partitions: frozenset[int]) -> Iterator[tuple[str, int, V]]:
         """(key, partition, value) of every stored key on one of ``partitions``."""
         store = self._store

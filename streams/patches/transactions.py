@@ -7,6 +7,16 @@ writes a batch's output through the same producers (:mod:`streams.writer`).
 Faust's stock commit has two gaps closed here: it commits without draining its
 own send buffer, and it fails (and hangs the shutdown) when a producer is
 between transactions, as happens when a worker stops right after an assignment.
+
+A producer kept through a rebalance keeps its open transaction, while the recovery of
+the kept partition puts back the states its changelog committed. Output written into
+that transaction after the partition's last commit (a slice processed after the commit
+made at the revocation) would commit later, with its offsets, beside states that no
+longer include it: the customer's state would lose those touchpoints. So at the
+assignment, under the commit lock, such a transaction is aborted, the partition's
+acknowledgements are dropped, its states are recovered from the changelog again and
+its records are read again from the committed offsets: state and offsets move together
+(:meth:`ExactlyOnceTransactions.on_rebalance`, tests/streams/test_kept_transactions.py).
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ log = logging.getLogger(__name__)
 
 
 class ExactlyOnceTransactions(TransactionManager):
-    """Faust's transaction manager with a commit that drains and tolerates idle producers."""
+    """Faust's transaction manager with a commit that drains and tolerates idle producers,
+    and an assignment that rolls back a kept partition's uncommitted output."""
+
+    commit_lock: BatchCommitLock | None = None
+    """Set by :func:`install_exactly_once_commit`: which partitions hold uncommitted output."""
+    source_topic: str | None = None
+    """The topic whose transactional producers the worker writes its output with."""
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Commit each partition's offsets in its producer's transaction.
@@ -65,6 +81,70 @@ class ExactlyOnceTransactions(TransactionManager):
                     return False
         return True
 
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]
+    ) -> None:
+        """Roll back what kept partitions wrote since their last commit, then Faust's
+        step (stop the revoked partitions' producers, start the assigned ones')."""
+        commit_lock = self.commit_lock
+        if commit_lock is not None:
+            async with commit_lock.lock:
+                await self._roll_back_kept(commit_lock, assigned - newly_assigned)
+        await super().on_rebalance(assigned, revoked, newly_assigned)
+
+    async def _roll_back_kept(self, commit_lock: BatchCommitLock, kept: set[TP]) -> None:
+        """Abort the open transaction of every kept source partition that holds output
+        written since its last commit; drop that partition's acknowledgements, so no
+        commit covers records whose output is gone; and have its tables recovered from
+        the changelog again. Records after the committed offsets are read again when the
+        recovery ends (Faust seeks every source partition to its committed offset)."""
+        source = self.source_topic
+        if source is None:
+            return
+        group = self.app.assignor.group_for_topic(source)
+        in_group = {
+            tp
+            for tp in kept
+            if not self.app.assignor.is_standby(tp)
+            and self._group_of(tp.topic) == group
+            and tp.topic not in self.app.tables.changelog_topics
+        }
+        kept_partitions = {tp.partition for tp in in_group}
+        # Partitions that left: their producer stops, and the next owner's producer
+        # aborts the transaction when it starts.
+        commit_lock.uncommitted &= kept_partitions
+        dirty = frozenset(commit_lock.uncommitted)
+        if not dirty:
+            return
+        producer: Any = self.producer
+        consumer: Any = self.consumer
+        for partition in sorted(dirty):
+            transactional_id = f"{self.app.conf.id}-{group}-{partition}"
+            lock = producer._trn_locks.setdefault(transactional_id, asyncio.Lock())
+            async with lock:
+                transaction = producer._transaction_producers.get(transactional_id)
+                if transaction is not None and transaction._txn_manager.is_in_transaction():
+                    await transaction.abort_transaction()
+                    await transaction.begin_transaction()
+            for tp in in_group:
+                if tp.partition == partition:
+                    consumer._acked.pop(tp, None)
+                    consumer._acked_index.pop(tp, None)
+                    consumer._gap.pop(tp, None)
+            log.warning(
+                "partition %d of %s, kept through the rebalance, held output written after "
+                "its last commit: its transaction is aborted, its state is recovered from "
+                "the changelog and its records after the committed offset are read again",
+                partition,
+                source,
+            )
+        commit_lock.rolled_back(dirty)
+
+    def _group_of(self, topic: str) -> int | None:
+        assignor: Any = self.app.assignor
+        groups: Mapping[str, int] = assignor._topic_groups
+        return groups.get(topic)
+
     async def _start_transactions(self, tids: Iterable[str]) -> None:
         """Begin a transaction for each newly started producer; a producer kept through
         the rebalance is already in one (begun by the commit made when the partitions
@@ -77,15 +157,27 @@ class ExactlyOnceTransactions(TransactionManager):
             await producer.maybe_begin_transaction(transactional_id)
 
 
-def install_exactly_once_commit(app: faust.App, transaction_timeout_seconds: float) -> None:
+def install_exactly_once_commit(
+    app: faust.App,
+    transaction_timeout_seconds: float,
+    commit_lock: BatchCommitLock | None = None,
+    source_topic: str | None = None,
+) -> None:
     """Make ``app`` use :class:`ExactlyOnceTransactions`, and give its transactional
-    producers an explicit transaction timeout; call before it starts.
+    producers an explicit transaction timeout; call before it starts. With
+    ``commit_lock`` and ``source_topic`` (the topic whose producers the worker writes
+    its output with), an assignment rolls back what a kept partition wrote since its
+    last commit.
 
     aiokafka's default (60 s) is what the broker aborts an open transaction after; the
     worker's transactions last about a commit interval and one slice of processing, and
     the explicit setting keeps that margin a decision instead of a library default.
     """
-    app.transport.TransactionManager = ExactlyOnceTransactions  # type: ignore[misc]
+    app.transport.TransactionManager = type(  # type: ignore[misc]
+        "WarroomTransactions",
+        (ExactlyOnceTransactions,),
+        {"commit_lock": commit_lock, "source_topic": source_topic},
+    )
     base: Any = app.transport.Producer
     timeout_ms = int(transaction_timeout_seconds * 1000)
 
@@ -102,7 +194,8 @@ def install_exactly_once_commit(app: faust.App, transaction_timeout_seconds: flo
 
 def is_exactly_once_installed(app: faust.App) -> bool:
     transport: Any = app.transport
-    return transport.TransactionManager is ExactlyOnceTransactions and getattr(
+    manager = transport.TransactionManager
+    return issubclass(manager, ExactlyOnceTransactions) and getattr(
         transport.Producer, "warroom_patch", False
     )
 
@@ -121,10 +214,26 @@ class BatchCommitLock:
         """Called, still under the lock, with the partition numbers of the committed
         source partitions after each successful commit (with exactly-once: after their
         transactions committed); streams.patches.rocks writes committed state to disk."""
+        self.after_rollback: list[Callable[[frozenset[int]], None]] = []
+        """Called, under the lock, with the partition numbers of kept source partitions
+        whose uncommitted output an assignment aborted: their tables must drop what
+        they hold beyond the committed changelog and be recovered again."""
+        self.uncommitted: set[int] = set()
+        """Source partitions whose open transaction holds output written since their
+        last commit (streams.writer reports every write)."""
+
+    def wrote(self, partitions: Iterable[int]) -> None:
+        self.uncommitted.update(partitions)
 
     def committed(self, tps: Iterable[TP]) -> None:
         partitions = frozenset(tp.partition for tp in tps)
+        self.uncommitted.difference_update(partitions)
         for listener in self.after_commit:
+            listener(partitions)
+
+    def rolled_back(self, partitions: frozenset[int]) -> None:
+        self.uncommitted.difference_update(partitions)
+        for listener in self.after_rollback:
             listener(partitions)
 
 
