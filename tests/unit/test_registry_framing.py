@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from schemas.codec import (
     CONFLUENT_HEADER_SIZE,
@@ -36,6 +36,7 @@ from schemas.codec import (
 from schemas.errors import (
     IncompatibleSchemaError,
     MarkerError,
+    SchemaError,
     TruncatedMessageError,
     UnknownSchemaError,
     UnknownSchemaIdError,
@@ -50,8 +51,9 @@ from schemas.models import (
     InterventionKind,
     TouchpointEvent,
 )
+from schemas.registry import RegistryUnavailable
 
-DATA = Path(__file__).parent / "data"
+from .test_codec import touchpoint_events
 
 EVENT = TouchpointEvent(
     event_id="evt-1",
@@ -264,3 +266,44 @@ def test_faust_codecs_follow_the_registry_framing(registry: MemoryIds) -> None:
 def test_codecs_created_after_the_switch_follow_it(registry: MemoryIds) -> None:
     # consent_change_codec may be first built now; it still writes with its id
     assert consent_change_codec().avro.schema_id == 51
+
+
+@settings(max_examples=50, deadline=None)
+@given(touchpoint_events)
+def test_confluent_round_trip_has_the_single_object_body(event: TouchpointEvent) -> None:
+    ids = MemoryIds({number: packaged_schema(stem) for stem, number in IDS.items()})
+    use_single_object()
+    single = encode_touchpoint(event)
+    use_registry(ids, IDS)
+    try:
+        framed = encode_touchpoint(event)
+        assert framed == confluent(11, single)
+        assert decode_touchpoint(framed) == decode_touchpoint(single)
+    finally:
+        use_single_object()
+
+
+class DownIds:
+    """A registry that does not answer."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def schema_of(self, schema_id: int) -> AvroSchema:
+        self.asked += 1
+        raise RegistryUnavailable("schema registry: GET /schemas/ids/21: no answer")
+
+
+def test_a_registry_that_does_not_answer_is_not_the_records_fault() -> None:
+    down = DownIds()
+    use_registry(down, {})
+    try:
+        data = b"\x00" + (21).to_bytes(4, "big") + b"\x00"
+        for attempt in (1, 2):
+            with pytest.raises(RegistryUnavailable) as info:
+                decode_intervention(data)
+            # not a SchemaError: the worker must not dead-letter the record for it
+            assert not isinstance(info.value, SchemaError)
+            assert down.asked == attempt  # nothing cached: asked again next time
+    finally:
+        use_single_object()
