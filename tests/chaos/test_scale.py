@@ -159,19 +159,16 @@ async def test_scaling_one_to_three_and_back_keeps_state_and_exactly_once(
             worker.start()
         scaled_up = time.monotonic()
         # A trickle while the new workers start and recover, until each one processes.
-        # It stops at a third of what is left, so a slow start on a loaded machine
-        # waits for the workers instead of using up the load.
+        # A tenth of the load rate, so the two new workers have about 45 s (reduced
+        # scale) to start, recover and process before it runs out on a loaded machine.
         all_working = asyncio.Event()
-        trickle_end = up + (len(records) - up) // 3
         trickle = asyncio.create_task(
-            produce_paced(
-                settings, records[up:trickle_end], per_record, rate // 4, until=all_working
-            )
+            produce_paced(settings, records[up:], per_record, rate // 10, until=all_working)
         )
 
         async def all_three_working() -> bool:
             counts = [await touchpoints_processed(w) for w in others]
-            return all(counts)
+            return all(counts) or trickle.done()
 
         await supervisor.wait_for(all_three_working, "the new workers to process", 90)
         all_working.set()
