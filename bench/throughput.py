@@ -1,30 +1,49 @@
 #!/usr/bin/env python3
-"""Throughput of Warroom's worker against the naive Faust pattern, on a real Kafka broker.
+"""Throughput of Warroom's worker against its peers and a ceiling, on a real Kafka broker.
 
+    make bench                       # the suite below, ~10 minutes on 2 cores
+    make bench BENCH_ARGS=--quick    # small counts, one latency rate: checks the harness
     .venv/bin/python deploy/kafka/broker.py run -- .venv/bin/python bench/throughput.py
-    make bench BENCH_ARGS="--repeat 3 --profile --json bench/out/run.json"
+    make bench BENCH_ARGS="--cases b,c --workload basic --repeat 3 --profile"
 
 For every case the harness creates fresh topics (own topic prefix and app id, 4
 partitions), pre-loads the same seeded touchpoint stream with a plain aiokafka
 producer, and only then starts a worker subprocess. The worker times itself with
 ``time.perf_counter`` from the start of its first batch (naive: first event) to
-the end of the batch that brings it to N events (engine run, state stored,
+the end of the batch that brings it to N inputs (engine run, state stored,
 output queued) and writes a JSON result; the harness waits for it and stops
 the worker. Nothing in streams/ is changed: the Warroom worker is built with
 ``create_app`` and only its ``pipeline`` and ``streams.batches.handle_batch`` are
 wrapped, to count and to stop the clock.
 
-Cases:
+The workload (``--workload full``, bench/cases/full_workload.py) has touchpoints of 20
+kinds (bench/cases/kinds.py), message texts, the drafts of outbound messages and consent
+records; ``--workload basic`` is the 8-kind stream of the earlier runs in RESULTS.md.
 
+Cases (the first five are the default suite, issue 12):
+
+``ceiling``
+    A plain aiokafka consumer decoding each one-record-per-event touchpoint with
+    fastavro; nothing else (bench/cases/ceiling.py).
 ``naive``
     A minimal Faust app: ``async for value in stream`` over one Avro record per
     event, ``decode_touchpoint`` + ``engine.reducer.apply``, one table write per
     event, ``await topic.send`` per intervention.
-``warroom-envelopes``
-    ``streams.app.create_app`` over the events published as
-    ``connectors.publisher.envelopes`` (TouchpointBatch records of <= 500 events).
-``warroom-single``
-    ``streams.app.create_app`` over one record per event (an external producer).
+``quix``
+    Quix Streams (under .venv-bench, `make bench-venv`) over the same records,
+    fastavro decode and a per-customer counter in its RocksDB state, exactly-once
+    (bench/cases/quix_counter.py).
+``full-envelopes`` / ``full-single``
+    ``streams.app.create_app``, exactly-once, running the example packs, the default
+    compliance policy, the three scores (lead, win, churn) and 100 generated rules
+    (bench/cases/generated_rules.py), over touchpoints published as envelopes / one
+    record per event, with the drafts (judged by the worker's compliance gate) and the
+    consents on their own topics. The clock stops when every input was counted.
+``warroom-envelopes`` / ``warroom-single`` / ``warroom-packs``
+    ``create_app`` with the built-in bundle only (packs: plus the example packs).
+
+After the cases: end-to-end latency of the full pipeline at fixed rates
+(bench/cases/latency.py) and state bytes per customer (bench/cases/state_bytes.py).
 
 The input is a backlog (pre-loaded), so batch sizes are those of a worker
 catching up, not of live traffic; the table shows batches and state writes per
@@ -1392,7 +1411,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="afterwards, run each chosen Warroom case once more under py-spy",
+        help="afterwards, run each chosen Warroom case (warroom-*, full-*) once more under py-spy",
     )
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s (100)")
     parser.add_argument("--top", type=int, default=15, help="hot spots to list per profile")
@@ -1649,7 +1668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results += [harness.run_case(specs[case], repeat=repeat) for case in args.cases]
     if args.profile:
         for case in args.cases:
-            if case != NAIVE:
+            if case in WARROOM_CASES:
                 results.append(harness.run_case(specs[case], profile=True))
 
     by_case = representative(results)
