@@ -175,10 +175,20 @@ def _evaluate(
     rule_memories: dict[str, RuleMemory] | None = None  # copied at the first change
     # Only the rules this moment can change (engine.rule_index); every rule when
     # ``rules`` is not indexed.
-    for rule, needs_memory in rule_entries(rules, moment.event):
+    for rule, when, wake in rule_entries(rules, moment.event):
         memory = old_rules.get(rule.rule_id)
-        if memory is None and needs_memory:
-            continue
+        if when and (
+            memory is None
+            or (
+                wake is not None
+                and (
+                    memory.version != rule.version
+                    or (woken := wake(memory.condition)) is None
+                    or moment.at < woken
+                )
+            )
+        ):
+            continue  # this moment can change neither the rule's memory nor its verdict
         try:
             new_memory, decision = rule.step(memory, moment, now)
         except Exception as exc:  # a bug in one rule must not take the batch with it

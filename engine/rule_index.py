@@ -9,13 +9,15 @@ rules for each touchpoint. It is a tuple of all the rules, so everything else th
 the rules (deadlines, explanations, clean-up of memories) sees them all.
 
 How far a condition reaches (:class:`Reach`) is told apart for a customer with no
-memory of the rule yet ("fresh") and one with a memory ("kept"): an absence waiting
-for its deadline holds at any touchpoint or timer, a sequence with partial matches
-drops expired ones at any touchpoint, a streak under way is reset by its ``reset_by``
-touchpoints. Conditions on state (thresholds, ``rank``, scores) and ``not`` hold at any
-touchpoint and timer, so rules built on them (outside an ``all`` with an event test)
-are evaluated always. Correctness comes first: where in doubt, a condition reaches
-everything.
+memory of the rule yet ("fresh") and one with a memory ("kept"): a streak under way is
+reset by its ``reset_by`` touchpoints, a waiting absence ends at a ``missing`` one. What
+time alone changes is told apart too: a waiting absence holds at any touchpoint or timer
+past its deadline, a sequence drops a partial match at any touchpoint past its window;
+such a rule is evaluated at other touchpoints only from the event time its memory says
+(:func:`wake`). Conditions on state (thresholds, ``rank``, scores) and ``not`` hold at
+any touchpoint and timer, so rules built on them (outside an ``all`` with an event
+test) are evaluated always. Correctness comes first: where in doubt, a condition
+reaches everything.
 
 The keys are (kind, direction) pairs over the kinds the rules name, plus
 :data:`OTHER_KIND` for every kind no rule names, plus :data:`TIMER` for a timer (no
@@ -77,13 +79,17 @@ class Universe:
 @dataclass(frozen=True, slots=True)
 class Reach:
     """The keys at which a condition may hold (``holds_*``) or change its memory
-    (``moves_*``), with no memory (``*_fresh``) and with one (``*_kept``). The kept sets
-    include the fresh ones (a composite's memory may hold ``None`` for some parts)."""
+    (``moves_*``), with no memory (``*_fresh``) and with one (``*_kept``), and the keys
+    at which time alone may change a kept memory (``timed``: an absence past its
+    deadline, a sequence's partial match past its window), from the event time its
+    :data:`Wake` gives on. The kept sets include the fresh ones (a composite's memory
+    may hold ``None`` for some parts)."""
 
     holds_fresh: Keys
     moves_fresh: Keys
     holds_kept: Keys
     moves_kept: Keys
+    timed: Keys = frozenset()
 
     @property
     def fresh(self) -> Keys:
@@ -92,8 +98,14 @@ class Reach:
 
     @property
     def kept(self) -> Keys:
-        """Where it must be evaluated for a customer with a memory of it."""
+        """Where it must be evaluated for a customer with a memory of it, whatever the
+        time."""
         return self.holds_kept | self.moves_kept
+
+
+Wake = Callable[[Any], int | None]
+"""A condition's memory -> the earliest event time (µs) from which a moment at one of
+its ``timed`` keys may change it; None: never by time alone."""
 
 
 ReachOf = Callable[[Condition, Universe], Reach]
@@ -168,43 +180,80 @@ def reach(condition: Condition, universe: Universe) -> Reach:
         keys = matching(condition.of, universe)
         return Reach(keys, keys, keys, keys)
     if isinstance(condition, Sequence_):
-        # No partial match yet: only the first step starts one. With partial matches,
-        # any touchpoint (not a timer) may drop expired ones or complete a match.
-        first = matching(condition.steps[0], universe)
-        touchpoints = universe.touchpoints
-        return Reach(nothing, first, touchpoints, touchpoints)
+        # No partial match yet: only the first step starts one. With partial matches, a
+        # step's touchpoint advances or completes one, and any touchpoint (not a timer)
+        # past a partial match's window drops it.
+        steps = [matching(step, universe) for step in condition.steps]
+        return Reach(
+            nothing,
+            steps[0],
+            frozenset().union(*steps[1:]),
+            frozenset().union(*steps),
+            universe.touchpoints,
+        )
     if isinstance(condition, Streak):
         counted = matching(condition.of, universe)
         reset = matching(condition.reset_by, universe)
         return Reach(counted, counted, counted, counted | reset)
     if isinstance(condition, Absence):
-        # Waiting: any touchpoint or timer past the deadline makes it hold.
+        # Waiting: a ``missing`` touchpoint ends the wait; past the deadline, any
+        # touchpoint or timer makes it hold.
         started = matching(condition.after, universe)
-        everything = universe.everything
-        return Reach(nothing, started, everything, everything)
-    if isinstance(condition, AllOf):
+        missing = matching(condition.missing, universe)
+        return Reach(nothing, started, nothing, started | missing, universe.everything)
+    if isinstance(condition, AllOf | AnyOf):
         parts = [reach(part, universe) for part in condition.parts]
+        holds = _every if isinstance(condition, AllOf) else _some
         return Reach(
-            _every(universe, (p.holds_fresh for p in parts)),
+            holds(universe, (p.holds_fresh for p in parts)),
             frozenset().union(*(p.moves_fresh for p in parts)),
-            _every(universe, (p.holds_kept for p in parts)),
+            holds(universe, (p.holds_kept for p in parts)),
             frozenset().union(*(p.moves_kept for p in parts)),
-        )
-    if isinstance(condition, AnyOf):
-        parts = [reach(part, universe) for part in condition.parts]
-        return Reach(
-            frozenset().union(*(p.holds_fresh for p in parts)),
-            frozenset().union(*(p.moves_fresh for p in parts)),
-            frozenset().union(*(p.holds_kept for p in parts)),
-            frozenset().union(*(p.moves_kept for p in parts)),
+            frozenset().union(*(p.timed for p in parts)),
         )
     if isinstance(condition, Not):
         # Holds wherever its part does not: anywhere.
         part = reach(condition.part, universe)
         everything = universe.everything
-        return Reach(everything, part.moves_fresh, everything, part.moves_kept)
+        return Reach(everything, part.moves_fresh, everything, part.moves_kept, part.timed)
     everything = universe.everything  # a condition this index does not know
     return Reach(everything, everything, everything, everything)
+
+
+def wake(condition: Condition) -> Wake | None:
+    """When time alone may change ``condition``'s memory (None: never), following
+    ``step``: an absence holds at a moment after its deadline, a sequence drops a partial
+    match at a touchpoint more than ``within`` after its start."""
+    if isinstance(condition, Absence):
+        return _absence_wake
+    if isinstance(condition, Sequence_):
+        within = condition.within
+        return lambda memory: (
+            None if not memory else min(partial[0] for partial in memory) + within + 1
+        )
+    if isinstance(condition, AllOf | AnyOf):
+        wakes = [(index, w) for index, part in enumerate(condition.parts) if (w := wake(part))]
+        if not wakes:
+            return None
+        return lambda memory: _earliest(memory, wakes)
+    if isinstance(condition, Not):
+        return wake(condition.part)
+    return None
+
+
+def _absence_wake(memory: Any) -> int | None:
+    return None if memory is None else int(memory[1]) + 1
+
+
+def _earliest(memory: Any, wakes: list[tuple[int, Wake]]) -> int | None:
+    if memory is None:
+        return None
+    times = [t for index, w in wakes if (t := w(memory[index])) is not None]
+    return min(times) if times else None
+
+
+def _some(universe: Universe, sets: Iterable[Keys]) -> Keys:
+    return frozenset().union(*sets)
 
 
 def _every(universe: Universe, sets: Iterable[Keys]) -> Keys:
@@ -218,8 +267,16 @@ def _key(event: TouchpointEvent | None) -> Key:
     return TIMER if event is None else (event.kind, event.direction)
 
 
-RuleEntry = tuple[CompiledRule, bool]
-"""A rule to evaluate, and whether only for a customer with a memory of it."""
+ALWAYS = 0
+"""Evaluate the rule."""
+REMEMBERED = 1
+"""Evaluate the rule only for a customer with a memory of it."""
+WOKEN = 2
+"""Evaluate the rule only for a customer with a memory of it (of this version) whose
+wake time has come."""
+
+RuleEntry = tuple[CompiledRule, int, Wake | None]
+"""A rule to evaluate, when (ALWAYS, REMEMBERED or WOKEN), and its wake for WOKEN."""
 
 
 class IndexedRules(tuple[CompiledRule, ...]):
@@ -227,26 +284,36 @@ class IndexedRules(tuple[CompiledRule, ...]):
 
     ``for_moment(event)`` is what :func:`engine.reducer.apply` evaluates: the rules, in
     the order of the tuple, whose condition may hold or move at that touchpoint (or at a
-    timer when ``event`` is None); each with a flag: evaluate only when the customer
-    has a memory of the rule.
+    timer when ``event`` is None), each with when to evaluate it (ALWAYS, REMEMBERED,
+    WOKEN).
     """
 
     _entries: dict[Key, tuple[RuleEntry, ...]]
     _every_rule: tuple[RuleEntry, ...]
 
-    def __new__(cls, rules: Iterable[CompiledRule] = (), reach_of: ReachOf = reach) -> IndexedRules:
+    def __new__(
+        cls,
+        rules: Iterable[CompiledRule] = (),
+        reach_of: ReachOf = reach,
+        wake_of: Callable[[Condition], Wake | None] = wake,
+    ) -> IndexedRules:
         self = super().__new__(cls, rules)
         universe = Universe(frozenset().union(*(named_kinds(r.condition) for r in self)))
         reaches = [reach_of(rule.condition, universe) for rule in self]
+        wakes = [wake_of(rule.condition) for rule in self]
         entries: dict[Key, tuple[RuleEntry, ...]] = {}
         for key in universe.everything:
-            entries[key] = tuple(
-                (rule, key not in r.fresh)
-                for rule, r in zip(self, reaches, strict=True)
-                if key in r.fresh or key in r.kept
-            )
+            selected: list[RuleEntry] = []
+            for rule, r, w in zip(self, reaches, wakes, strict=True):
+                if key in r.fresh:
+                    selected.append((rule, ALWAYS, None))
+                elif key in r.kept or (key in r.timed and w is None):
+                    selected.append((rule, REMEMBERED, None))
+                elif key in r.timed:
+                    selected.append((rule, WOKEN, w))
+            entries[key] = tuple(selected)
         self._entries = entries
-        self._every_rule = tuple((rule, False) for rule in self)
+        self._every_rule = tuple((rule, ALWAYS, None) for rule in self)
         return self
 
     def for_moment(self, event: TouchpointEvent | None) -> tuple[RuleEntry, ...]:
@@ -280,7 +347,9 @@ class IndexedJourneys(tuple[CompiledJourney, ...]):
         universe = Universe(frozenset().union(*(named_kinds(j.entry) for j in self)))
         reaches = [reach_of(journey.entry, universe) for journey in self]
         self._entries = {
-            key: tuple((j, key in r.kept) for j, r in zip(self, reaches, strict=True))
+            key: tuple(
+                (j, key in r.kept or key in r.timed) for j, r in zip(self, reaches, strict=True)
+            )
             for key in universe.everything
         }
         self._every_journey = tuple((journey, True) for journey in self)
@@ -303,7 +372,7 @@ def rule_entries(
     """What :func:`engine.reducer.apply` evaluates: the indexed selection, or every rule."""
     if isinstance(rules, IndexedRules):
         return rules.for_moment(event)
-    return [(rule, False) for rule in rules]
+    return [(rule, ALWAYS, None) for rule in rules]
 
 
 def journey_entries(

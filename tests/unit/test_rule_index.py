@@ -25,14 +25,19 @@ from engine.conditions import Absence, Condition, EventMatch, Not, Sequence_, St
 from engine.journeys import JourneySignal
 from engine.reducer import apply, apply_timer, next_deadline
 from engine.rule_index import (
+    ALWAYS,
     OTHER_KIND,
+    REMEMBERED,
     TIMER,
+    WOKEN,
     IndexedJourneys,
     IndexedRules,
     Reach,
     ReachOf,
     Universe,
+    Wake,
     reach,
+    wake,
 )
 from engine.rulebook import RuleBook
 from engine.rules import Decision
@@ -224,9 +229,10 @@ def cases(draw: st.DrawFn) -> Case:
 
 
 Outcome = tuple[CustomerState, list[Decision], list[JourneySignal]]
+WakeOf = Callable[[Condition], Wake | None]
 
 
-def _run(case: Case, reach_of: ReachOf) -> list[tuple[str, Outcome, Outcome]]:
+def _run(case: Case, reach_of: ReachOf, wake_of: WakeOf) -> list[tuple[str, Outcome, Outcome]]:
     """Every moment of ``case`` evaluated with the index and without; (what, indexed,
     every rule)."""
     out = []
@@ -238,7 +244,7 @@ def _run(case: Case, reach_of: ReachOf) -> list[tuple[str, Outcome, Outcome]]:
         if what == "upgrade":
             bundle = case.second
             continue
-        rules = IndexedRules(bundle.rules, reach_of)
+        rules = IndexedRules(bundle.rules, reach_of, wake_of)
         journeys = IndexedJourneys(bundle.journeys, reach_of)
         every: tuple[Any, ...] = (tuple(bundle.rules), tuple(bundle.journeys))
         signals_plain: list[JourneySignal] = []
@@ -285,14 +291,16 @@ def _run(case: Case, reach_of: ReachOf) -> list[tuple[str, Outcome, Outcome]]:
     return out
 
 
-def assert_same(case: Case, reach_of: ReachOf) -> None:
-    for what, indexed, every in _run(case, reach_of):
+def assert_same(case: Case, reach_of: ReachOf, wake_of: WakeOf = wake) -> None:
+    for what, indexed, every in _run(case, reach_of, wake_of):
         assert indexed[1] == every[1], f"{what}: decisions differ"
         assert indexed[2] == every[2], f"{what}: journey signals differ"
         assert indexed[0] == every[0], f"{what}: states differ"
 
 
-def check_property(reach_of: ReachOf, examples: int, shrink: bool = True) -> None:
+def check_property(
+    reach_of: ReachOf, examples: int, shrink: bool = True, wake_of: WakeOf = wake
+) -> None:
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
 
     @settings(
@@ -306,7 +314,7 @@ def check_property(reach_of: ReachOf, examples: int, shrink: bool = True) -> Non
     )
     @given(case=cases())
     def indexed_evaluation_is_evaluating_every_rule(case: Case) -> None:
-        assert_same(case, reach_of)
+        assert_same(case, reach_of, wake_of)
 
     indexed_evaluation_is_evaluating_every_rule()
 
@@ -329,8 +337,26 @@ def _no_timers(condition: Condition, universe: Universe) -> Reach:
     """Forgets that a timer can make a condition hold (an absence at its deadline)."""
     r = reach(condition, universe)
     return Reach(
-        *(keys - {TIMER} for keys in (r.holds_fresh, r.moves_fresh, r.holds_kept, r.moves_kept))
+        *(
+            keys - {TIMER}
+            for keys in (r.holds_fresh, r.moves_fresh, r.holds_kept, r.moves_kept, r.timed)
+        )
     )
+
+
+def _timeless(condition: Condition, universe: Universe) -> Reach:
+    """Forgets that time alone changes a remembered condition (an absence past its
+    deadline, a partial sequence past its window)."""
+    r = reach(condition, universe)
+    return Reach(r.holds_fresh, r.moves_fresh, r.holds_kept, r.moves_kept)
+
+
+def _late_wake(condition: Condition) -> Wake | None:
+    """Wakes a remembered condition an hour after it should."""
+    woken = wake(condition)
+    if woken is None:
+        return None
+    return lambda memory: None if (at := woken(memory)) is None else at + 3_600_000_000
 
 
 def _events_only(condition: Condition, universe: Universe) -> Reach:
@@ -347,7 +373,7 @@ def _listed_kinds_only(condition: Condition, universe: Universe) -> Reach:
     return Reach(
         *(
             frozenset(k for k in keys if k[0] != OTHER_KIND)
-            for keys in (r.holds_fresh, r.moves_fresh, r.holds_kept, r.moves_kept)
+            for keys in (r.holds_fresh, r.moves_fresh, r.holds_kept, r.moves_kept, r.timed)
         )
     )
 
@@ -361,19 +387,22 @@ def _first_step_only(condition: Condition, universe: Universe) -> Reach:
     return reach(condition, universe)
 
 
-BROKEN: dict[str, Callable[[Condition, Universe], Reach]] = {
-    "fresh only": _fresh_only,
-    "no timers": _no_timers,
-    "events only": _events_only,
-    "listed kinds only": _listed_kinds_only,
-    "first step only": _first_step_only,
+BROKEN: dict[str, tuple[ReachOf, WakeOf]] = {
+    "fresh only": (_fresh_only, wake),
+    "no timers": (_no_timers, wake),
+    "timeless": (_timeless, wake),
+    "late wake": (reach, _late_wake),
+    "events only": (_events_only, wake),
+    "listed kinds only": (_listed_kinds_only, wake),
+    "first step only": (_first_step_only, wake),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_the_property_catches_an_index_that_drops_rules(name: str) -> None:
+    reach_of, wake_of = BROKEN[name]
     with pytest.raises(AssertionError, match="differ"):
-        check_property(BROKEN[name], examples=150, shrink=False)
+        check_property(reach_of, examples=150, shrink=False, wake_of=wake_of)
 
 
 # --- the index itself ----------------------------------------------------------------------
@@ -411,30 +440,30 @@ rules:
 """
 
 
-def _selected(book: RuleBook, event: TouchpointEvent | None) -> list[tuple[str, bool]]:
+def _selected(book: RuleBook, event: TouchpointEvent | None) -> list[tuple[str, int]]:
     rules = book.rules
     assert isinstance(rules, IndexedRules)
-    return [(rule.rule_id, needs_memory) for rule, needs_memory in rules.for_moment(event)]
+    return [(rule.rule_id, when) for rule, when, _wake in rules.for_moment(event)]
 
 
 def test_a_touchpoint_selects_the_rules_that_name_it_and_those_on_state() -> None:
     book = RuleBook(load_bundle(PACK, "pack.yaml"))
     assert _selected(book, _event("purchase", Direction.NONE)) == [
-        ("purchase", False),
-        ("quiet-after-quote", True),
-        ("many-touchpoints", False),
+        ("purchase", ALWAYS),
+        ("quiet-after-quote", WOKEN),
+        ("many-touchpoints", ALWAYS),
     ]
     assert _selected(book, _event("login", Direction.OUTBOUND)) == [
-        ("outbound-streak", False),
-        ("quiet-after-quote", True),
-        ("many-touchpoints", False),
+        ("outbound-streak", ALWAYS),
+        ("quiet-after-quote", WOKEN),
+        ("many-touchpoints", ALWAYS),
     ]
     assert _selected(book, _event("reply", Direction.INBOUND)) == [
-        ("outbound-streak", True),
-        ("quiet-after-quote", True),
-        ("many-touchpoints", False),
+        ("outbound-streak", REMEMBERED),
+        ("quiet-after-quote", REMEMBERED),
+        ("many-touchpoints", ALWAYS),
     ]
-    assert _selected(book, None) == [("quiet-after-quote", True), ("many-touchpoints", False)]
+    assert _selected(book, None) == [("quiet-after-quote", WOKEN), ("many-touchpoints", ALWAYS)]
 
 
 def test_the_rule_book_hands_out_indexed_rules_equal_to_the_plain_tuple() -> None:
