@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from bench.cases.kinds import KINDS
 from bench.cases.latency import percentile
 from bench.cases.plain_avro import PlainDecoder
 from bench.cases.summary import Row, ratio, render
+from bench.cases.worker_result import Clock
 from engine.builtin import BUILTIN_BUNDLE
 from engine.bundle import load_bundle
 from engine.rulebook import RuleBook
@@ -121,3 +124,23 @@ def test_the_table_shows_each_rate_against_naive_ceiling_and_quix() -> None:
     assert [c.strip() for c in full.split("|")[7:10]] == ["10.00x", "0.05x", "0.40x"]
     # no "vs quix" for a peer's own row
     assert [c.strip() for c in quix.split("|")[7:10]] == ["25.00x", "0.12x", "-"]
+
+
+def test_a_worker_clock_writes_its_result_at_the_n_th_input(tmp_path: Path) -> None:
+    config = {
+        "case": "quix",
+        "expected": 5,
+        "result_path": str(tmp_path / "result.json"),
+        "started_path": str(tmp_path / "started"),
+    }
+    clock = Clock(config)
+    clock.writes_per_event = 1
+    clock.begin()
+
+    assert (tmp_path / "started").exists()
+    assert not clock.add(4)
+    assert not (tmp_path / "result.json").exists()
+    assert clock.add(2)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["events"], result["state_writes"], result["case"]) == (6, 6, "quix")
+    assert result["seconds"] >= 0
