@@ -14,8 +14,9 @@ exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers
                         on_rebalance (a kept partition's output written after its
                         last commit is aborted, its acks dropped, its tables
                         recovered again) and the transactional producers' timeout
-commit_lock             Faust's Consumer._commit_tps (no commit inside a batch) and
-                        on_partitions_revoked (commit before the acks are forgotten),
+commit_lock             Faust's Consumer._commit_tps (no commit inside a batch),
+                        on_partitions_revoked (commit before the acks are forgotten)
+                        and ack (a record a stream skipped is not counted),
                         and its consumer thread (seek uncommitted partitions, true
                         highwaters, no "aborted" tail below them in recovery)
 lossless_resume         FlowControlEvent.resume (records what a resume drops), and the
@@ -98,6 +99,8 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     Internal("faust.transport.consumer", "TransactionManager", "commit", "exactly_once_commit"),
     Internal("faust.transport.consumer", "Consumer", "_commit_tps", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "_new_offset", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "ack", "commit_lock"),
+    Internal("faust.types.tuples", "Message", "tracked", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "on_partitions_revoked", "commit_lock"),
     Internal(
         "faust.transport.consumer", "Consumer", "_filter_tps_with_pending_acks", "commit_lock"

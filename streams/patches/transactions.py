@@ -238,8 +238,9 @@ class BatchCommitLock:
 
 
 def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
-    """Give ``app`` a consumer that takes ``commit_lock`` around every commit, asks the
-    broker for changelog highwaters and seeks every partition on assignment (see
+    """Give ``app`` a consumer that takes ``commit_lock`` around every commit, never
+    counts a record its streams skipped as acknowledged, asks the broker for changelog
+    highwaters and seeks every partition on assignment (see
     :class:`_WarroomConsumerThread`)."""
     base: Any = app.transport.Consumer
 
@@ -274,6 +275,20 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
             revoking = base.on_partitions_revoked(self, revoked)
         await revoking
 
+    def ack(self: Any, message: Any) -> bool:
+        # Faust's stream acknowledges a record it skips without handing it over: one
+        # taken while flow control is stopped for a rebalance, or one of an earlier
+        # generation (Stream.__aiter__). Nothing processed it; counted, its offset could
+        # be committed after the rebalance with nothing in the state for it, and the
+        # customer's state would lose that touchpoint. A record a stream hands over is
+        # tracked first, so an untracked one is left out of the commit; the seek to the
+        # committed offsets that ends every rebalance reads it again.
+        if not message.tracked:
+            message.acked = True
+            return False
+        acked: bool = base.ack(self, message)
+        return acked
+
     def _new_consumer_thread(self: Any) -> Any:
         return _WarroomConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -283,6 +298,7 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
         {
             "_commit_tps": _commit_tps,
             "on_partitions_revoked": on_partitions_revoked,
+            "ack": ack,
             "_new_consumer_thread": _new_consumer_thread,
             "warroom_patch": True,
         },

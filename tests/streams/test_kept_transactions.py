@@ -192,3 +192,47 @@ async def test_output_committed_before_the_assignment_is_kept(warroom: Warroom) 
     producers: Any = app_of(warroom).producer._transaction_producers
     assert producers[tid(warroom, KEPT_DIRTY)].steps == []
     assert warroom.states.get(customer) is not None
+
+
+def consumer_message(partition: int, offset: int, generation: int) -> Any:
+    from faust.types.tuples import ConsumerMessage
+
+    return ConsumerMessage(
+        SOURCE,
+        partition,
+        offset,
+        0.0,
+        0,
+        None,
+        b"acct",
+        b"touchpoint",
+        None,
+        generation_id=generation,
+    )
+
+
+def test_a_record_a_stream_skipped_is_not_acknowledged(warroom: Warroom) -> None:
+    """Faust's stream skips a record it takes while flow control is stopped for a
+    rebalance, or one of an earlier generation, and acknowledges it without handing it
+    over (Stream.__aiter__). Counted, its offset would be committed after a rebalance
+    with nothing in the state for it: the customer's state loses that touchpoint. It
+    must stay out of the commit, so the seek to the committed offsets reads it again."""
+    app = app_of(warroom)
+    consumer: Any = app.consumer
+    app.topics._acking_topics.add(SOURCE)
+    tp = TP(SOURCE, KEPT_DIRTY)
+    consumer._committed_offset[tp] = 30
+    processed = consumer_message(KEPT_DIRTY, 30, app.consumer_generation_id)
+    processed.tracked = True  # the stream handed it to the agent
+    processed.incref()
+    skipped = consumer_message(KEPT_DIRTY, 31, app.consumer_generation_id - 1)
+    skipped.incref()  # delivered to the channel, never handed over: tracked stays False
+
+    processed.ack(consumer)
+    skipped.ack(consumer)
+
+    assert list(consumer._acked[tp]) == [30], (
+        f"expected only the processed record's offset 30 acknowledged; found "
+        f"{list(consumer._acked[tp])}"
+    )
+    assert consumer._new_offset(tp) == 31, "expected a commit up to the processed record only"
