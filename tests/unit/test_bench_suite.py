@@ -40,7 +40,7 @@ def test_the_generated_bundle_loads_with_100_rules_over_the_20_kinds() -> None:
     assert any("purposes" in rule["then"] for rule in rules)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 99])
+@pytest.mark.parametrize("seed", [1, 99])
 def test_every_seed_gives_a_bundle_that_loads(seed: int) -> None:
     assert len(load_bundle(generate_bundle(100, seed), f"seed-{seed}.yaml").rules) == 100
 
