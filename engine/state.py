@@ -102,7 +102,9 @@ class CustomerState:
     bundle declares a score."""
     snapshots: Snapshots | None = None
     """Features as they were at recent predictions, kept until a label settles them
-    (engine.scoring.learner); None for a customer who refused training."""
+    (engine.scoring.learner); None for a customer who refused training. Written as
+    ``feature_snapshots`` (:meth:`Snapshots.to_compact`); states written before that
+    carry ``snapshots`` (:meth:`Snapshots.to_json`) and still load."""
     scores: Mapping[str, Score] = field(default_factory=dict)
     """Score name -> the latest prediction."""
 
@@ -130,7 +132,7 @@ class CustomerState:
         if self.feature_memory is not None:
             data["feature_memory"] = self.feature_memory.to_json()
         if self.snapshots is not None:
-            data["snapshots"] = self.snapshots.to_json()
+            data["feature_snapshots"] = self.snapshots.to_compact()
         if self.scores:
             data["scores"] = {k: s.to_json() for k, s in self.scores.items()}
         return data
@@ -158,7 +160,11 @@ class CustomerState:
             from .features import FeatureMemory
 
             feature_memory = FeatureMemory.from_json(data["feature_memory"])
-        if "snapshots" in data:
+        if "feature_snapshots" in data:
+            from .scoring.learner import Snapshots
+
+            snapshots = Snapshots.from_compact(data["feature_snapshots"])
+        elif "snapshots" in data:  # the form written before snapshots were shared
             from .scoring.learner import Snapshots
 
             snapshots = Snapshots.from_json(data["snapshots"])

@@ -180,6 +180,8 @@ class _Book:
     profile: tuple[str, ...]
     keep: Mapping[str, int]
     """Score name -> snapshots kept per customer (its bundle's ``scoring.snapshots``)."""
+    every: Mapping[str, int]
+    """Score name -> its bundle's ``scoring.snapshot_every`` (µs; 0: no thinning)."""
 
 
 class Scoring:
@@ -206,6 +208,7 @@ class Scoring:
         if self._book is None or self._book_of is not scores:
             profile: list[str] = []
             keep: dict[str, int] = {}
+            every: dict[str, int] = {}
             bundles = self.rulebook.bundles
             for name in sorted(bundles):
                 scoring = bundles[name].scoring
@@ -214,7 +217,8 @@ class Scoring:
                 profile.extend(p for p in scoring.profile if p not in profile)
                 for spec in scoring.scores:
                     keep.setdefault(spec.name, scoring.snapshots)
-            self._book = _Book(dict(scores), tuple(profile), keep)
+                    every.setdefault(spec.name, scoring.snapshot_every)
+            self._book = _Book(dict(scores), tuple(profile), keep, every)
             self._book_of = scores
         return self._book
 
@@ -305,6 +309,7 @@ class Scoring:
                     name,
                     Snapshot(at, selected, value, model.version),
                     book.keep.get(name, SNAPSHOTS_DEFAULT),
+                    book.every.get(name, 0),
                 )
         for name in [n for n in scores if n not in book.scores]:
             del scores[name]  # a score no running bundle declares any more

@@ -61,6 +61,8 @@ class Snapshots:
     by_score: Mapping[str, tuple[Snapshot, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The earlier form, ``{score: [[at, {feature: value}, score, version], ...]}``:
+        read from states written before :meth:`to_compact` (and still written by nobody)."""
         return {name: [s.to_json() for s in kept] for name, kept in self.by_score.items()}
 
     @classmethod
@@ -68,6 +70,170 @@ class Snapshots:
         if not isinstance(data, dict):
             raise ValueError(f"snapshots: expected a mapping, found {type(data).__name__}")
         return cls({k: tuple(Snapshot.from_json(s) for s in v) for k, v in data.items()})
+
+    def to_compact(self) -> dict[str, Any]:
+        """The form a state is written in (docs/scoring.md, "Snapshots in the state"):
+        every distinct (time, features) once for all the scores that took it, its
+        values positional against a shared key list, a value equal to the previous
+        vector's for the same feature written as part of a run-length count."""
+        return _encode_compact(self)
+
+    @classmethod
+    def from_compact(cls, data: Any) -> Snapshots:
+        """Inverse of :meth:`to_compact`; raises ValueError naming the part that is wrong."""
+        return _decode_compact(data)
+
+
+FIXED_FEATURE_NAMES: tuple[str, ...] = (
+    "touchpoints", "touchpoints_per_week", "days_since_first_seen",
+    "days_since_last_event", "days_since_last_inbound", "days_since_last_outbound",
+    "amount_total", "amount_mean", "purchases", "reply_latency_hours", "replies",
+    "unanswered_outbound", "meetings", "customer_talk_share", "video_seconds", "videos",
+    "sandbox_errors", "support_sentiment", "stage", "days_in_stage", "event_kind",
+    "event_channel",
+)  # fmt: skip
+"""Feature names written in compact snapshots as their place in this tuple (0, 1, ...);
+other names are written once per state and referred to as -1, -2, ... Places are written
+in states: append new names, never move or remove one."""
+_FIXED_PLACE = {name: place for place, name in enumerate(FIXED_FEATURE_NAMES)}
+_Vector = tuple[int, tuple[tuple[str, FeatureValue], ...]]
+
+
+def _same(a: FeatureValue, b: FeatureValue) -> bool:
+    return a == b and type(a) is type(b)
+
+
+def _encode_compact(snapshots: Snapshots) -> dict[str, Any]:
+    extra: list[str] = []
+    extra_at: dict[str, int] = {}
+    key_lists: list[list[int]] = []
+    key_list_at: dict[tuple[str, ...], int] = {}
+    found: dict[_Vector, int] = {}
+    vectors: list[_Vector] = []
+    for kept in snapshots.by_score.values():
+        for snap in kept:
+            vector = (snap.at, tuple(snap.features.items()))
+            if vector not in found:
+                found[vector] = len(vectors)
+                vectors.append(vector)
+    order = sorted(range(len(vectors)), key=lambda i: vectors[i][0])
+    place = {old: new for new, old in enumerate(order)}
+    rows: list[list[Any]] = []
+    previous_at = 0
+    previous: dict[str, FeatureValue] = {}
+    for i in order:
+        at, items = vectors[i]
+        names = tuple(name for name, _ in items)
+        keys = key_list_at.get(names)
+        if keys is None:
+            refs: list[int] = []
+            for name in names:
+                ref = _FIXED_PLACE.get(name)
+                if ref is None:
+                    ref = extra_at.get(name)
+                    if ref is None:
+                        ref = extra_at[name] = -1 - len(extra)
+                        extra.append(name)
+                refs.append(ref)
+            keys = key_list_at[names] = len(key_lists)
+            key_lists.append(refs)
+        row: list[Any] = [at - previous_at, keys]
+        run = 0
+        for name, value in items:
+            if name in previous and _same(previous[name], value):
+                run += 1
+                continue
+            if run:
+                row.append(run)
+                run = 0
+            row.append(value if isinstance(value, str) else float(value))
+        if run:
+            row.append(run)
+        rows.append(row)
+        previous_at, previous = at, dict(items)
+    scores: dict[str, list[Any]] = {}
+    for name, kept in snapshots.by_score.items():
+        flat: list[Any] = []
+        for snap in kept:
+            x = place[found[(snap.at, tuple(snap.features.items()))]]
+            flat.extend((x, snap.score, snap.model_version))
+        scores[name] = flat
+    return {"n": extra, "k": key_lists, "x": rows, "s": scores}
+
+
+def _fail(where: str, expected: str, found: Any) -> ValueError:
+    return ValueError(f"feature_snapshots.{where}: expected {expected}, found {found!r}")
+
+
+def _decode_compact(data: Any) -> Snapshots:
+    if not isinstance(data, dict) or set(data) != {"n", "k", "x", "s"}:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise _fail("", "the parts ['k', 'n', 's', 'x']", found)
+    extra, key_lists, rows, scores = data["n"], data["k"], data["x"], data["s"]
+    if not isinstance(extra, list) or not all(isinstance(n, str) for n in extra):
+        raise _fail("n", "a list of feature names", extra)
+    if not isinstance(key_lists, list) or not isinstance(rows, list):
+        raise _fail("k/x", "lists", (type(key_lists).__name__, type(rows).__name__))
+    resolved: list[tuple[str, ...]] = []
+    for k, refs in enumerate(key_lists):
+        names: list[str] = []
+        for ref in refs if isinstance(refs, list) else [None]:
+            if isinstance(ref, int) and 0 <= ref < len(FIXED_FEATURE_NAMES):
+                names.append(FIXED_FEATURE_NAMES[ref])
+            elif isinstance(ref, int) and -len(extra) <= ref < 0:
+                names.append(extra[-1 - ref])
+            else:
+                raise _fail(f"k[{k}]", "places of known feature names", refs)
+        resolved.append(tuple(names))
+    vectors: list[tuple[int, dict[str, FeatureValue]]] = []
+    at = 0
+    previous: dict[str, FeatureValue] = {}
+    for r, row in enumerate(rows):
+        if (
+            not isinstance(row, list)
+            or len(row) < 2
+            or not isinstance(row[0], int)
+            or not isinstance(row[1], int)
+            or not 0 <= row[1] < len(resolved)
+        ):
+            raise _fail(f"x[{r}]", "[time step, key list, values...]", row)
+        at += row[0]
+        names_of = resolved[row[1]]
+        features: dict[str, FeatureValue] = {}
+        position = 0
+        for item in row[2:]:
+            if isinstance(item, bool) or item is None:
+                raise _fail(f"x[{r}]", "numbers, text and run lengths", item)
+            if isinstance(item, int):
+                for name in names_of[position : position + item]:
+                    if name not in previous:
+                        raise _fail(f"x[{r}]", f"{name!r} in the previous vector", row)
+                    features[name] = previous[name]
+                position += item
+            elif isinstance(item, float | str) and position < len(names_of):
+                features[names_of[position]] = item
+                position += 1
+            else:
+                raise _fail(f"x[{r}]", f"{len(names_of)} values", row)
+        if position != len(names_of):
+            raise _fail(f"x[{r}]", f"{len(names_of)} values", row)
+        vectors.append((at, features))
+        previous = features
+    if not isinstance(scores, dict):
+        raise _fail("s", "a mapping of score names", scores)
+    by_score: dict[str, tuple[Snapshot, ...]] = {}
+    for name, flat in scores.items():
+        if not isinstance(flat, list) or len(flat) % 3:
+            raise _fail(f"s.{name}", "[vector, score, version] triples", flat)
+        kept: list[Snapshot] = []
+        for i in range(0, len(flat), 3):
+            x, score, version = flat[i : i + 3]
+            if not isinstance(x, int) or not 0 <= x < len(vectors) or not isinstance(version, int):
+                raise _fail(f"s.{name}", "[vector, score, version] triples", flat[i : i + 3])
+            at_x, features_x = vectors[x]
+            kept.append(Snapshot(at_x, features_x, float(score), version))
+        by_score[name] = tuple(kept)
+    return Snapshots(by_score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +250,20 @@ class Example:
     """Event time of the label (the outcome event, or the timeout's deadline)."""
 
 
-def remember(snapshots: Snapshots | None, score: str, snapshot: Snapshot, keep: int) -> Snapshots:
+def remember(
+    snapshots: Snapshots | None, score: str, snapshot: Snapshot, keep: int, every: int = 0
+) -> Snapshots:
     """``snapshots`` with ``snapshot`` kept for ``score`` (at most ``keep``, newest win).
-    Features equal to the newest kept ones add nothing: the features did not move."""
+    Features equal to the newest kept ones add nothing: the features did not move. With
+    ``every`` (µs), event time is cut into intervals of ``every`` from the epoch and a
+    snapshot in the same interval as the newest kept one replaces it: at most one
+    snapshot per score per interval, the newest."""
     kept = snapshots.by_score if snapshots is not None else {}
     mine = kept.get(score, ())
     if mine and mine[-1].features == snapshot.features:
         return snapshots if snapshots is not None else Snapshots()
+    if mine and every > 0 and snapshot.at // every == mine[-1].at // every:
+        mine = mine[:-1]
     return Snapshots({**kept, score: (*mine, snapshot)[-keep:]})
 
 
@@ -287,6 +460,7 @@ def snapshot(model: ScoreModel, features: Mapping[str, FeatureValue], at: int) -
 
 
 __all__ = [
+    "FIXED_FEATURE_NAMES",
     "DriftState",
     "Evaluation",
     "Example",

@@ -108,6 +108,9 @@ class ScoringSpec:
     profile: tuple[str, ...] = ()
     """Attributes remembered per customer (latest value) as ``profile.<name>``."""
     snapshots: int = SNAPSHOTS_DEFAULT
+    snapshot_every: int = 0
+    """µs: at most one snapshot per score and customer in each interval of event time
+    this long (the newest); 0 keeps every snapshot whose features moved."""
 
     def score(self, name: str) -> ScoreSpec | None:
         return next((s for s in self.scores if s.name == name), None)
@@ -130,7 +133,7 @@ class _Compiler:
     def section(self, value: Any, line: int) -> ScoringSpec:
         c = self.checker
         spec = c.mapping(value, line, "scoring")
-        c.keys(spec, "scoring", ("scores",), ("profile", "snapshots"))
+        c.keys(spec, "scoring", ("scores",), ("profile", "snapshots", "snapshot_every"))
         profile = self.profile(spec) if "profile" in spec else ()
         snapshots = (
             c.integer(spec, "snapshots", "scoring", minimum=1, maximum=SNAPSHOTS_MAX)
@@ -154,7 +157,13 @@ class _Compiler:
             )
             if score is not None:
                 scores.append(score)
-        return ScoringSpec(scores=tuple(scores), profile=profile, snapshots=snapshots)
+        every = c.duration(spec, "snapshot_every", "scoring")
+        return ScoringSpec(
+            scores=tuple(scores),
+            profile=profile,
+            snapshots=snapshots,
+            snapshot_every=0 if every is None else every // timedelta(microseconds=1),
+        )
 
     def profile(self, spec: _Located) -> tuple[str, ...]:
         c = self.checker
