@@ -16,9 +16,11 @@ deadline passes, whether a touchpoint or a timer notices it first.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Protocol
 
 import re2
@@ -71,6 +73,17 @@ class Moment:
     ranks: Ranks | None = None
     """Where the customer stands among its rep's customers by a score (``rank``
     conditions); None where nobody can tell (such a condition does not hold)."""
+    newest: int | None = None
+    """The customer's newest touchpoint time (µs): ``state.last_event_at`` or ``at``,
+    whichever is later, when the caller has worked it out already (once per touchpoint,
+    not once per window condition); None: worked out from ``state`` where needed."""
+
+    def newest_at(self) -> int:
+        """The customer's newest touchpoint time (µs), ``at`` if later."""
+        if self.newest is not None:
+            return self.newest
+        last = self.state.last_event_at
+        return max(micros(last), self.at) if last is not None else self.at
 
     @property
     def at_datetime(self) -> datetime:
@@ -241,15 +254,14 @@ class WindowAggregate:
         if not self.of.matches(event):
             return memory, None
         assert event is not None
-        last = moment.state.last_event_at
-        newest = max(micros(last), moment.at) if last is not None else moment.at
+        newest = moment.newest_at()
         if moment.at < newest - self.lateness:
             return memory, None
         amount = 1.0 if self.value is None else _number(self.value(event))
         entries: list[list[Any]] = list(memory or [])
         _insert(entries, [moment.at, amount, event.event_id])
-        horizon = newest - self.within - self.lateness
-        entries = [e for e in entries if e[0] >= horizon]
+        # Entries are kept in time order: the horizon cuts off a prefix.
+        del entries[: bisect_left(entries, newest - self.within - self.lateness, key=_time)]
         if self.value is None and self.lateness == 0:
             # In order: the newest at_least + 1 tell whether the count just reached at_least.
             entries = entries[-(int(self.at_least) + 1) :]
@@ -279,15 +291,20 @@ class WindowAggregate:
 def window_total(
     entries: Sequence[Sequence[Any]], end: int, within: int
 ) -> tuple[float, list[str]]:
-    """Sum of amounts of entries with ``end - within <= time <= end``, and their ids."""
+    """Sum of amounts of entries with ``end - within <= time <= end``, and their ids;
+    ``entries`` are in time order (as a window's memory keeps them), so only those in the
+    window are visited, in the same order."""
     total = 0.0
     ids: list[str] = []
-    start = end - within
-    for at, amount, event_id in entries:
-        if start <= at <= end:
-            total += amount
-            ids.append(event_id)
+    low = bisect_left(entries, end - within, key=_time)
+    high = bisect_right(entries, end, lo=low, key=_time)
+    for _at, amount, event_id in entries[low:high]:
+        total += amount
+        ids.append(event_id)
     return total, ids
+
+
+_time = itemgetter(0)
 
 
 def _insert(entries: list[list[Any]], entry: list[Any]) -> None:
@@ -451,8 +468,23 @@ class Absence:
 class AllOf:
     parts: tuple[Condition, ...]
     label: str
+    memoryless: bool = field(default=False, init=False, repr=False, compare=False)
+    """Every part keeps no memory (touchpoint tests, thresholds, ``not`` of those): the
+    parts are tried in order and the first that does not hold ends the step."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memoryless", all(map(_memoryless, self.parts)))
 
     def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
+        if memory is None and self.memoryless:
+            # Each part returns None as its memory: only the observations matter.
+            combined = Observation((), ())
+            for part in self.parts:
+                _, observation = part.step(None, moment)
+                if observation is None:
+                    return None, None
+                combined = combined + observation
+            return None, combined
         memories, observations = _step_all(self.parts, memory, moment)
         if any(o is None for o in observations):
             return memories, None
@@ -508,6 +540,17 @@ class Not:
 
     def deadline(self, memory: Any) -> int | None:
         return self.part.deadline(memory)
+
+
+def _memoryless(condition: Condition) -> bool:
+    """Whether ``condition`` never keeps a memory (its step always returns None)."""
+    if isinstance(condition, EventMatch | StateThreshold | RankCondition):
+        return True
+    if isinstance(condition, Not):
+        return _memoryless(condition.part)
+    if isinstance(condition, AllOf):
+        return condition.memoryless
+    return False
 
 
 def _step_all(

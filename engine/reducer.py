@@ -74,6 +74,7 @@ def apply(
         return state, []
 
     at = event.occurred_at
+    at_micros = micros(at)  # once per touchpoint: the profile and every condition use it
     direction = event.direction
     counts = dict(state.kind_counts)
     kind = event.kind if event.kind in counts or len(counts) < MAX_KIND_COUNTS else OTHER_KINDS
@@ -96,7 +97,7 @@ def apply(
         journey_memories=state.journey_memories,
         consents=state.consents,
         profile=(
-            fold(state.profile, event.kind, micros(at), event.attributes)
+            fold(state.profile, event.kind, at_micros, event.attributes)
             if concerns_profile(event.kind, event.attributes)
             else state.profile
         ),
@@ -110,7 +111,9 @@ def apply(
             event = event.model_copy(update={"attributes": visible})
     if score is not None:  # scores see only what rules may see
         updated = score(updated, event)
-    moment = Moment(updated, micros(at), event, ranks)
+    last = updated.last_event_at
+    newest = at_micros if last is at or last is None else max(micros(last), at_micros)
+    moment = Moment(updated, at_micros, event, ranks, newest)
     return _evaluate(updated, moment, now, rules, cap_per_day, journeys, signals)
 
 
@@ -175,7 +178,7 @@ def _evaluate(
     rule_memories: dict[str, RuleMemory] | None = None  # copied at the first change
     # Only the rules this moment can change (engine.rule_index); every rule when
     # ``rules`` is not indexed.
-    for rule, when, wake in rule_entries(rules, moment.event):
+    for rule, when, wake in rule_entries(rules, moment.event) if rules else ():
         memory = old_rules.get(rule.rule_id)
         if when and (
             memory is None
@@ -204,7 +207,7 @@ def _evaluate(
             decisions.append(decision)
     old_journeys = state.journey_memories
     journey_memories: dict[str, JourneyMemory] | None = None
-    for journey, entry_reached in journey_entries(journeys, moment.event):
+    for journey, entry_reached in journey_entries(journeys, moment.event) if journeys else ():
         journey_memory = old_journeys.get(journey.journey_id)
         if (
             not entry_reached
@@ -239,7 +242,7 @@ def _evaluate(
         state = _with_memories(state, kept_rules, kept_journeys)
     if decisions and state.scores:
         decisions = [_with_scores(d, explained_scores(state)) for d in decisions]
-    if any(d.needs for d in decisions):
+    if decisions and any(d.needs for d in decisions):
         decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)

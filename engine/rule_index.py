@@ -228,9 +228,17 @@ def wake(condition: Condition) -> Wake | None:
         return _absence_wake
     if isinstance(condition, Sequence_):
         within = condition.within
-        return lambda memory: (
-            None if not memory else min(partial[0] for partial in memory) + within + 1
-        )
+
+        def sequence_wake(memory: Any) -> int | None:
+            if not memory:
+                return None
+            earliest = memory[0][0]
+            for partial in memory:
+                if partial[0] < earliest:
+                    earliest = partial[0]
+            return int(earliest) + within + 1
+
+        return sequence_wake
     if isinstance(condition, AllOf | AnyOf):
         wakes = [(index, w) for index, part in enumerate(condition.parts) if (w := wake(part))]
         if not wakes:
