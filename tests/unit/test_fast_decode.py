@@ -239,6 +239,7 @@ EDGE_RECORDS: list[dict[str, Any]] = [
     *({**BASE, f: v} for f, v in OFF_SCHEMA_EDGES),
     *({k: v for k, v in BASE.items() if k != field} for field in BASE),
     {**BASE, "extra": 1},
+    dict(reversed(BASE.items())),  # fields in another order than the model's
 ]
 
 
