@@ -172,6 +172,10 @@ def decode_example(data: bytes) -> Example:
     )
 
 
+_Chosen = tuple[frozenset[str] | None, frozenset[str]]
+"""A score's ``features`` and ``families``: what it selects."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Book:
     """What scoring needs from the running bundles, worked out once per rule book change."""
@@ -192,6 +196,8 @@ class Scoring:
         self.records: dict[str, ModelRecord] = {}
         """Score name -> the newest model record read from the ``models`` topic."""
         self._models: dict[str, ScoreModel] = {}
+        self._served: dict[str, tuple[ScoreSpec, ScoreModel]] = {}
+        """Score name -> the spec object last asked for and the model it was given."""
         self._book: _Book | None = None
         self._book_of: object = None
         self.pending: list[Example] = []
@@ -246,15 +252,18 @@ class Scoring:
         """The model this worker predicts ``spec`` with: the published champion when its
         settings are the bundle's, otherwise an untrained one (version 0)."""
         model = self._models.get(spec.name)
+        served_for = self._served.get(spec.name)
+        if served_for is not None and served_for[0] is spec and served_for[1] is model:
+            return model  # the same spec object as last time: no comparison needed
         served = replace(spec, challenger=None)  # the challenger is never shipped
-        if model is not None and model.spec == served:
-            return model
-        record = self.records.get(spec.name)
-        if record is not None and record.champion.spec == spec.model:
-            model = ScoreModel(served, record.champion, record.version)
-        else:
-            model = ScoreModel(served)
-        self._models[spec.name] = model
+        if model is None or model.spec != served:
+            record = self.records.get(spec.name)
+            if record is not None and record.champion.spec == spec.model:
+                model = ScoreModel(served, record.champion, record.version)
+            else:
+                model = ScoreModel(served)
+            self._models[spec.name] = model
+        self._served[spec.name] = (spec, model)
         return model
 
     def version(self, name: str) -> int | None:
@@ -281,11 +290,20 @@ class Scoring:
         x = features(state, memory, event.occurred_at, event)
         at = micros(event.occurred_at)
         scores = dict(state.scores)
+        # one selection per distinct feature list, shared by the scores (and snapshots)
+        # that name the same features; ``all`` is the touchpoint's features themselves
+        selections: dict[
+            tuple[frozenset[str] | None, frozenset[str]], Mapping[str, float | str]
+        ] = {}
         for name, spec in book.scores.items():
             if spec.model.name not in SHIPPED_MODELS:
                 continue  # never published: no score rather than an untrained one
             model = self.model(spec)
-            selected = spec.select(x)
+            chosen = (spec.features, spec.families)
+            selected = selections.get(chosen)
+            if selected is None:
+                everything = spec.features is None and not spec.families
+                selected = selections[chosen] = x if everything else spec.select(x)
             kept = snapshots.by_score.get(name, ()) if snapshots is not None else ()
             previous = scores.get(name)
             if (
@@ -295,7 +313,7 @@ class Scoring:
                 and kept[-1].features == selected
             ):
                 continue  # the features did not move
-            value, top = model.predict(selected)
+            value, top = model.champion.explain(selected)
             self.predictions += 1
             scores[name] = Score(
                 value,

@@ -412,8 +412,7 @@ class ScoreModel:
     def predict(
         self, features: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
     ) -> tuple[float, tuple[Contribution, ...]]:
-        x = self.spec.select(features)
-        return self.champion.predict(x), tuple(self.champion.contributions(x)[:top])
+        return self.champion.explain(self.spec.select(features), top)
 
     def learn(self, example: Example) -> Learnt:
         """Progressive validation, then learning, for both models."""

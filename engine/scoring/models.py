@@ -12,6 +12,7 @@ its running mean); a category never seen before has weight 0 until the model lea
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,6 +56,13 @@ class Scorer(Protocol):
     def contributions(self, x: Mapping[str, FeatureValue]) -> list[Contribution]:
         """Every feature's contribution, largest magnitude first (empty when the model
         cannot tell)."""
+        ...
+
+    def explain(
+        self, x: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
+    ) -> tuple[float, tuple[Contribution, ...]]:
+        """``predict(x)`` and the first ``top`` of ``contributions(x)``, the same values,
+        in one pass where the model can."""
         ...
 
 
@@ -126,9 +134,16 @@ class LinearScorer:
         self.examples += 1
 
     def contributions(self, x: Mapping[str, FeatureValue]) -> list[Contribution]:
-        weights = self.regression._weights
         numbers, categories = self._split(x)
         scaled = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
+        out = self._contributions(x, scaled, categories)
+        out.sort(key=_weight_first)
+        return out
+
+    def _contributions(
+        self, x: Mapping[str, FeatureValue], scaled: Mapping[str, float], categories: dict[str, str]
+    ) -> list[Contribution]:
+        weights = self.regression._weights
         out: list[Contribution] = []
         for name, value in scaled.items():
             weight = float(weights.get(name, 0.0))
@@ -138,8 +153,19 @@ class LinearScorer:
                 continue
             weight = float(weights.get(f"{name}_{category}", 0.0))
             out.append(Contribution(name, category, 1.0, weight, weight))
-        out.sort(key=lambda c: (-abs(c.contribution), c.feature))
         return out
+
+    def explain(
+        self, x: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
+    ) -> tuple[float, tuple[Contribution, ...]]:
+        numbers, categories = self._split(x)
+        scaled: dict[str, float] = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
+        contributions = self._contributions(x, scaled, categories)
+        # the numbers' scaled values are what predict sees too, then the categories
+        scaled.update(self.encoder.transform_one(categories))  # type: ignore[no-untyped-call]
+        proba = self.regression.predict_proba_one(scaled)  # type: ignore[no-untyped-call]
+        # nsmallest is sorted(...)[:top], ties in the same order
+        return float(proba[True]), tuple(heapq.nsmallest(top, contributions, key=_weight_first))
 
 
 class ForestScorer:
@@ -161,9 +187,18 @@ class ForestScorer:
     def contributions(self, x: Mapping[str, FeatureValue]) -> list[Contribution]:
         return []
 
+    def explain(
+        self, x: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
+    ) -> tuple[float, tuple[Contribution, ...]]:
+        return self.predict(x), ()
+
+
+def _weight_first(c: Contribution) -> tuple[float, str]:
+    return (-abs(c.contribution), c.feature)
+
 
 def predict(
     model: Scorer, features: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
 ) -> tuple[float, tuple[Contribution, ...]]:
     """The score (probability of label 1) and its ``top`` contributing features."""
-    return model.predict(features), tuple(model.contributions(features)[:top])
+    return model.explain(features, top)
