@@ -58,22 +58,18 @@ Key = tuple[str, Any]
 Keys = frozenset[Key]
 
 
-@dataclass(frozen=True, slots=True)
 class Universe:
     """Every key a touchpoint or a timer can have, for a set of conditions."""
 
-    kinds: frozenset[str]
-    """The kinds the conditions name; every other kind is OTHER_KIND."""
+    __slots__ = ("everything", "kinds", "touchpoints")
 
-    @property
-    def touchpoints(self) -> Keys:
-        return frozenset(
-            (kind, direction) for kind in (*self.kinds, OTHER_KIND) for direction in Direction
+    def __init__(self, kinds: frozenset[str]) -> None:
+        self.kinds = kinds
+        """The kinds the conditions name; every other kind is OTHER_KIND."""
+        self.touchpoints: Keys = frozenset(
+            (kind, direction) for kind in (*kinds, OTHER_KIND) for direction in Direction
         )
-
-    @property
-    def everything(self) -> Keys:
-        return self.touchpoints | {TIMER}
+        self.everything: Keys = self.touchpoints | {TIMER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +142,24 @@ def matching(match: EventMatch, universe: Universe) -> Keys:
     run on every kind the universe names and every direction; a kind no rule names
     (OTHER_KIND) passes unless the test only accepts listed values (``eq``, ``in``).
     Tests on other fields do not narrow anything."""
-    kinds: set[str] = {*universe.kinds, OTHER_KIND}
+    kinds: set[str] | None = None  # None: every kind, OTHER_KIND included
     directions: set[Any] = set(Direction)
     for test in match.tests:
-        if test.field == "kind":
-            listed_only = test.op in ("eq", "in")
-            kinds = {
-                k for k in kinds if (not listed_only if k == OTHER_KIND else _passes(test.test, k))
-            }
+        if test.field == "kind" and test.op in ("eq", "in"):
+            # Only the listed kinds can pass: no need to try every kind of the universe.
+            listed = test.operand if isinstance(test.operand, list) else [test.operand]
+            candidates = {k for k in listed if isinstance(k, str)} & universe.kinds
+            kinds = candidates if kinds is None else kinds & candidates
+            kinds = {k for k in kinds if _passes(test.test, k)}
+        elif test.field == "kind":
+            every = {*universe.kinds, OTHER_KIND} if kinds is None else kinds
+            kinds = {k for k in every if k == OTHER_KIND or _passes(test.test, k)}
         elif test.field == "direction":
             directions = {d for d in directions if _passes(test.test, d)}
-    return frozenset((k, d) for k in kinds for d in directions)
+    if kinds is None and len(directions) == len(Direction):
+        return universe.touchpoints
+    every_kind = (*universe.kinds, OTHER_KIND) if kinds is None else kinds
+    return frozenset((k, d) for k in every_kind for d in directions)
 
 
 def _passes(test: Callable[[Any], bool], value: Any) -> bool:
@@ -293,9 +296,12 @@ class IndexedRules(tuple[CompiledRule, ...]):
     ``for_moment(event)`` is what :func:`engine.reducer.apply` evaluates: the rules, in
     the order of the tuple, whose condition may hold or move at that touchpoint (or at a
     timer when ``event`` is None), each with when to evaluate it (ALWAYS, REMEMBERED,
-    WOKEN).
+    WOKEN). How far each rule reaches is worked out when the rules are loaded; the
+    selection for a key when a moment with that key first comes.
     """
 
+    _universe: Universe
+    _reaches: tuple[tuple[CompiledRule, Reach, Wake | None], ...]
     _entries: dict[Key, tuple[RuleEntry, ...]]
     _every_rule: tuple[RuleEntry, ...]
 
@@ -307,32 +313,47 @@ class IndexedRules(tuple[CompiledRule, ...]):
     ) -> IndexedRules:
         self = super().__new__(cls, rules)
         universe = Universe(frozenset().union(*(named_kinds(r.condition) for r in self)))
-        reaches = [reach_of(rule.condition, universe) for rule in self]
-        wakes = [wake_of(rule.condition) for rule in self]
-        entries: dict[Key, tuple[RuleEntry, ...]] = {}
-        for key in universe.everything:
-            selected: list[RuleEntry] = []
-            for rule, r, w in zip(self, reaches, wakes, strict=True):
-                if key in r.fresh:
-                    selected.append((rule, ALWAYS, None))
-                elif key in r.kept or (key in r.timed and w is None):
-                    selected.append((rule, REMEMBERED, None))
-                elif key in r.timed:
-                    selected.append((rule, WOKEN, w))
-            entries[key] = tuple(selected)
-        self._entries = entries
+        self._universe = universe
+        self._reaches = tuple(
+            (rule, reach_of(rule.condition, universe), wake_of(rule.condition)) for rule in self
+        )
+        self._entries = {}
         self._every_rule = tuple((rule, ALWAYS, None) for rule in self)
         return self
 
     def for_moment(self, event: TouchpointEvent | None) -> tuple[RuleEntry, ...]:
-        key = _key(event)
+        found = self._entries.get(_key(event))
+        return self._select(event) if found is None else found
+
+    def _select(self, event: TouchpointEvent | None) -> tuple[RuleEntry, ...]:
+        key = _universe_key(self._universe, event)
+        if key is None:  # a direction no index knows: every rule
+            return self._every_rule
         found = self._entries.get(key)
-        if found is None and event is not None:
-            found = self._entries.get((OTHER_KIND, event.direction))
-        return self._every_rule if found is None else found
+        if found is not None:
+            return found
+        selected: list[RuleEntry] = []
+        for rule, r, w in self._reaches:
+            if key in r.holds_fresh or key in r.moves_fresh:
+                selected.append((rule, ALWAYS, None))
+            elif key in r.holds_kept or key in r.moves_kept or (key in r.timed and w is None):
+                selected.append((rule, REMEMBERED, None))
+            elif key in r.timed:
+                selected.append((rule, WOKEN, w))
+        found = self._entries[key] = tuple(selected)  # kinds no rule names share one
+        return found
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (IndexedRules, (tuple(self),))
+
+
+def _universe_key(universe: Universe, event: TouchpointEvent | None) -> Key | None:
+    """``event``'s key in ``universe`` (OTHER_KIND for a kind no rule names), or None."""
+    if event is None:
+        return TIMER
+    kind = event.kind if event.kind in universe.kinds else OTHER_KIND
+    key = (kind, event.direction)
+    return key if key in universe.touchpoints else None
 
 
 JourneyEntry = tuple[CompiledJourney, bool]
@@ -345,6 +366,8 @@ class IndexedJourneys(tuple[CompiledJourney, ...]):
     hold or move there. A customer inside a journey, never seen by it, or remembered
     under another version is always evaluated (steps fall due with time)."""
 
+    _universe: Universe
+    _reaches: tuple[tuple[CompiledJourney, Reach], ...]
     _entries: dict[Key, tuple[JourneyEntry, ...]]
     _every_journey: tuple[JourneyEntry, ...]
 
@@ -353,22 +376,26 @@ class IndexedJourneys(tuple[CompiledJourney, ...]):
     ) -> IndexedJourneys:
         self = super().__new__(cls, journeys)
         universe = Universe(frozenset().union(*(named_kinds(j.entry) for j in self)))
-        reaches = [reach_of(journey.entry, universe) for journey in self]
-        self._entries = {
-            key: tuple(
-                (j, key in r.kept or key in r.timed) for j, r in zip(self, reaches, strict=True)
-            )
-            for key in universe.everything
-        }
+        self._universe = universe
+        self._reaches = tuple((j, reach_of(j.entry, universe)) for j in self)
+        self._entries = {}
         self._every_journey = tuple((journey, True) for journey in self)
         return self
 
     def for_moment(self, event: TouchpointEvent | None) -> tuple[JourneyEntry, ...]:
-        key = _key(event)
+        found = self._entries.get(_key(event))
+        return self._select(event) if found is None else found
+
+    def _select(self, event: TouchpointEvent | None) -> tuple[JourneyEntry, ...]:
+        key = _universe_key(self._universe, event)
+        if key is None:
+            return self._every_journey
         found = self._entries.get(key)
-        if found is None and event is not None:
-            found = self._entries.get((OTHER_KIND, event.direction))
-        return self._every_journey if found is None else found
+        if found is None:
+            found = self._entries[key] = tuple(
+                (j, key in r.kept or key in r.timed) for j, r in self._reaches
+            )
+        return found
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (IndexedJourneys, (tuple(self),))
