@@ -158,6 +158,11 @@ class LinearScorer:
     def explain(
         self, x: Mapping[str, FeatureValue], top: int = TOP_CONTRIBUTIONS
     ) -> tuple[float, tuple[Contribution, ...]]:
+        if not self.scaler.counts and not self.categories and not self.regression._weights:
+            # learnt nothing: no number is kept, every category weighs 0 and none is
+            # known, so the score is the intercept's and nothing contributes
+            proba = self.regression.predict_proba_one({})  # type: ignore[no-untyped-call]
+            return float(proba[True]), ()
         numbers, categories = self._split(x)
         scaled: dict[str, float] = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
         contributions = self._contributions(x, scaled, categories)
