@@ -2,7 +2,7 @@
 """Scoring's cost per touchpoint and the state bytes per customer, before and after in one
 run, no broker.
 
-    .venv/bin/python bench/scoring_state.py [--templates 300] [--rounds 3]
+    .venv/bin/python bench/scoring_state.py [--templates 300] [--rounds 3] [--trained]
 
 The full pipeline's bundles (bench/cases/full_workload.py: example packs, default policy,
 the three scores, 100 generated rules) run the state-bytes histories
@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 import orjson  # noqa: E402
 
 from bench.cases import full_workload, state_bytes  # noqa: E402
-from engine import CustomerState, RuleBook  # noqa: E402
+from engine import CustomerState, Example, LinearScorer, RuleBook, ScoreModel  # noqa: E402
 from engine.builtin import BUILTIN_BUNDLE  # noqa: E402
 from engine.bundle import load_bundle  # noqa: E402
 from schemas.codec import encode_touchpoint  # noqa: E402
@@ -44,16 +44,21 @@ from schemas.models import TouchpointEvent  # noqa: E402
 from schemas.partitioning import customer_partition  # noqa: E402
 from streams.app import build_pipeline  # noqa: E402
 from streams.pipeline import RawRecord  # noqa: E402
-from streams.scoring import Scoring  # noqa: E402
+from streams.scoring import ModelRecord, Scoring  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.state_codec import CustomerStateCodec  # noqa: E402
 from tests.streams.test_scoring_equivalence import ReferenceScoring  # noqa: E402
 
 
 def run(
-    kind: type[Scoring], events: list[TouchpointEvent], now: datetime
+    kind: type[Scoring],
+    events: list[TouchpointEvent],
+    now: datetime,
+    models: dict[str, bytes] | None = None,
+    examples: list[Example] | None = None,
 ) -> tuple[float, dict[str, CustomerState]]:
-    """µs per touchpoint spent in the score hook, and the states left."""
+    """µs per touchpoint spent in the score hook, and the states left; ``models``: model
+    records to predict with; ``examples``: where to collect the examples settled."""
     book = RuleBook(
         BUILTIN_BUNDLE,
         *(load_bundle(text, source) for source, text in full_workload.bundles()),
@@ -69,6 +74,8 @@ def run(
             return out
 
     scoring = Timed(book)
+    for name, published in (models or {}).items():
+        scoring.receive(name.encode(), published)
     settings = Settings(max_clock_skew_seconds=3600)
     pipeline = build_pipeline(settings, book, scoring)
     store: dict[str, CustomerState] = {}
@@ -84,6 +91,8 @@ def run(
         result = pipeline.process([record], store.get, now)
         for changed in result.states.values():
             store.update(changed)
+        if examples is not None:
+            examples.extend(e for _, e in result.examples)
     return spent[0] / max(1, spent[1]) * 1e6, store
 
 
@@ -117,6 +126,11 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--trained",
+        action="store_true",
+        help="predict with models learnt from a first pass (default: untrained, as in make bench)",
+    )
     args = parser.parse_args()
     now = datetime.now(UTC)
     population = full_workload.Customers(args.templates, 0.9, args.seed)
@@ -126,11 +140,15 @@ def main() -> None:
         for number in range(args.templates)
         for event in state_bytes._history(rng, number, population, now)
     ]
+    models: dict[str, bytes] = {}
+    if args.trained:
+        models = trained(events, now)
+        print(f"predicting with models that learnt from a first pass: {sorted(models)}")
     best: dict[str, float] = {}
     left: dict[str, dict[str, CustomerState]] = {}
     for _ in range(args.rounds):
         for name, kind in (("before", ReferenceScoring), ("after", Scoring)):
-            micros, left[name] = run(kind, events, now)
+            micros, left[name] = run(kind, events, now, models)
             best[name] = min(best.get(name, micros), micros)
     assert {k: s.scores for k, s in left["before"].items()} == {
         k: s.scores for k, s in left["after"].items()
@@ -159,6 +177,24 @@ def main() -> None:
         packed = statistics.fmean(len(zlib.compress(v, level)) for v in values)
         spent = _per_state(functools.partial(_zlib_all, values, level))
         print(f"zlib level {level} instead: {packed:,.0f} B/customer, {spent:.1f} µs per state")
+
+
+def trained(events: list[TouchpointEvent], now: datetime) -> dict[str, bytes]:
+    """Model records per score, learnt from the examples a first pass settles."""
+    examples: list[Example] = []
+    run(Scoring, events, now, None, examples)
+    book = RuleBook(
+        BUILTIN_BUNDLE,
+        *(load_bundle(text, source) for source, text in full_workload.bundles()),
+    )
+    out: dict[str, bytes] = {}
+    for name, spec in book.scores.items():
+        model = ScoreModel(spec)
+        for example in (e for e in examples if e.score == name):
+            model.learn(example)
+        if model.version and isinstance(model.champion, LinearScorer):
+            out[name] = ModelRecord(name, 0, model.champion, model.version, {}).to_bytes()
+    return out
 
 
 def _zlib_all(values: list[bytes], level: int) -> list[bytes]:

@@ -165,12 +165,27 @@ class LinearScorer:
             return float(proba[True]), ()
         numbers, categories = self._split(x)
         scaled: dict[str, float] = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
-        contributions = self._contributions(x, scaled, categories)
+        # (-|contribution|, feature, position, ...): ordered as contributions() sorts,
+        # the position keeping ties in their order; a Contribution only for the top ones
+        weights = self.regression._weights
+        ranked: list[tuple[float, str, int, FeatureValue, float, float, float]] = []
+        for name, value in scaled.items():
+            weight = float(weights.get(name, 0.0))
+            number = float(value)
+            part = weight * number
+            ranked.append((-abs(part), name, len(ranked), x[name], number, weight, part))
+        for name, category in categories.items():
+            if category not in self.categories.get(name, ()):
+                continue
+            weight = float(weights.get(f"{name}_{category}", 0.0))
+            ranked.append((-abs(weight), name, len(ranked), category, 1.0, weight, weight))
         # the numbers' scaled values are what predict sees too, then the categories
         scaled.update(self.encoder.transform_one(categories))  # type: ignore[no-untyped-call]
         proba = self.regression.predict_proba_one(scaled)  # type: ignore[no-untyped-call]
-        # nsmallest is sorted(...)[:top], ties in the same order
-        return float(proba[True]), tuple(heapq.nsmallest(top, contributions, key=_weight_first))
+        return float(proba[True]), tuple(
+            Contribution(name, value, number, weight, part)
+            for _, name, _, value, number, weight, part in heapq.nsmallest(top, ranked)
+        )
 
 
 class ForestScorer:
