@@ -99,8 +99,7 @@ _FIXED_PLACE = {name: place for place, name in enumerate(FIXED_FEATURE_NAMES)}
 _Vector = tuple[int, tuple[tuple[str, FeatureValue], ...]]
 
 
-def _same(a: FeatureValue, b: FeatureValue) -> bool:
-    return a == b and type(a) is type(b)
+_MISSING: Any = object()
 
 
 def _encode_compact(snapshots: Snapshots) -> dict[str, Any]:
@@ -109,21 +108,32 @@ def _encode_compact(snapshots: Snapshots) -> dict[str, Any]:
     key_lists: list[list[int]] = []
     key_list_at: dict[tuple[str, ...], int] = {}
     found: dict[_Vector, int] = {}
-    vectors: list[_Vector] = []
-    for kept in snapshots.by_score.values():
+    seen: dict[tuple[int, int], int] = {}
+    """(time, id of the features) -> vector: scores that took the same features at a
+    touchpoint hold the same mapping, so most are found without comparing values."""
+    vectors: list[tuple[int, Mapping[str, FeatureValue]]] = []
+    chosen: dict[str, list[int]] = {}
+    for name, kept in snapshots.by_score.items():
+        mine = chosen[name] = []
         for snap in kept:
-            vector = (snap.at, tuple(snap.features.items()))
-            if vector not in found:
-                found[vector] = len(vectors)
-                vectors.append(vector)
+            quick = (snap.at, id(snap.features))
+            i = seen.get(quick)
+            if i is None:
+                vector = (snap.at, tuple(snap.features.items()))
+                i = found.get(vector)
+                if i is None:
+                    i = found[vector] = len(vectors)
+                    vectors.append((snap.at, snap.features))
+                seen[quick] = i
+            mine.append(i)
     order = sorted(range(len(vectors)), key=lambda i: vectors[i][0])
     place = {old: new for new, old in enumerate(order)}
     rows: list[list[Any]] = []
     previous_at = 0
-    previous: dict[str, FeatureValue] = {}
+    previous: Mapping[str, FeatureValue] = {}
     for i in order:
-        at, items = vectors[i]
-        names = tuple(name for name, _ in items)
+        at, features = vectors[i]
+        names = tuple(features)
         keys = key_list_at.get(names)
         if keys is None:
             refs: list[int] = []
@@ -139,24 +149,25 @@ def _encode_compact(snapshots: Snapshots) -> dict[str, Any]:
             key_lists.append(refs)
         row: list[Any] = [at - previous_at, keys]
         run = 0
-        for name, value in items:
-            if name in previous and _same(previous[name], value):
+        before = previous.get
+        for name, value in features.items():
+            earlier = before(name, _MISSING)
+            if earlier == value and type(earlier) is type(value):
                 run += 1
                 continue
             if run:
                 row.append(run)
                 run = 0
-            row.append(value if isinstance(value, str) else float(value))
+            row.append(value if type(value) is float or isinstance(value, str) else float(value))
         if run:
             row.append(run)
         rows.append(row)
-        previous_at, previous = at, dict(items)
+        previous_at, previous = at, features
     scores: dict[str, list[Any]] = {}
     for name, kept in snapshots.by_score.items():
         flat: list[Any] = []
-        for snap in kept:
-            x = place[found[(snap.at, tuple(snap.features.items()))]]
-            flat.extend((x, snap.score, snap.model_version))
+        for snap, i in zip(kept, chosen[name], strict=True):
+            flat.extend((place[i], snap.score, snap.model_version))
         scores[name] = flat
     return {"n": extra, "k": key_lists, "x": rows, "s": scores}
 
