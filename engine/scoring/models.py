@@ -165,27 +165,32 @@ class LinearScorer:
             return float(proba[True]), ()
         numbers, categories = self._split(x)
         scaled: dict[str, float] = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
-        # (-|contribution|, feature, position, ...): ordered as contributions() sorts,
+        # (-|contribution|, feature, position): ordered as contributions() sorts them,
         # the position keeping ties in their order; a Contribution only for the top ones
-        weights = self.regression._weights
-        ranked: list[tuple[float, str, int, FeatureValue, float, float, float]] = []
-        for name, value in scaled.items():
-            weight = float(weights.get(name, 0.0))
-            number = float(value)
-            part = weight * number
-            ranked.append((-abs(part), name, len(ranked), x[name], number, weight, part))
-        for name, category in categories.items():
-            if category not in self.categories.get(name, ()):
-                continue
-            weight = float(weights.get(f"{name}_{category}", 0.0))
-            ranked.append((-abs(weight), name, len(ranked), category, 1.0, weight, weight))
+        # (River's weights and scaled values are floats already)
+        weight_of = self.regression._weights.get
+        numbers_in = list(scaled.items())
+        known = self.categories
+        present = [(n, c) for n, c in categories.items() if c in known.get(n, ())]
+        ranked = [(-abs(weight_of(n, 0.0) * v), n, i) for i, (n, v) in enumerate(numbers_in)]
+        first = len(numbers_in)
+        ranked += [
+            (-abs(weight_of(f"{n}_{c}", 0.0)), n, first + j) for j, (n, c) in enumerate(present)
+        ]
+        chosen: list[Contribution] = []
+        for _, name, i in heapq.nsmallest(top, ranked):
+            if i < first:
+                number = float(numbers_in[i][1])
+                weight = float(weight_of(name, 0.0))
+                chosen.append(Contribution(name, x[name], number, weight, weight * number))
+            else:
+                category = present[i - first][1]
+                weight = float(weight_of(f"{name}_{category}", 0.0))
+                chosen.append(Contribution(name, category, 1.0, weight, weight))
         # the numbers' scaled values are what predict sees too, then the categories
         scaled.update(self.encoder.transform_one(categories))  # type: ignore[no-untyped-call]
         proba = self.regression.predict_proba_one(scaled)  # type: ignore[no-untyped-call]
-        return float(proba[True]), tuple(
-            Contribution(name, value, number, weight, part)
-            for _, name, _, value, number, weight, part in heapq.nsmallest(top, ranked)
-        )
+        return float(proba[True]), tuple(chosen)
 
 
 class ForestScorer:
