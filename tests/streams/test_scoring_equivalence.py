@@ -231,3 +231,31 @@ def test_scores_snapshots_and_examples_are_those_of_the_reference() -> None:
         assert mine.snapshots == expected.snapshots, customer_id
         values.update(s.value for s in mine.scores.values())
     assert len(values) > 10  # trained models: the scores differ between customers
+
+
+def test_a_bundle_with_snapshot_every_keeps_one_snapshot_per_score_per_interval() -> None:
+    text = BUNDLE.replace("  snapshots: 4\n", "  snapshots: 4\n  snapshot_every: 1h\n")
+    book = RuleBook(BUILTIN_BUNDLE, load_bundle(text, "three.yaml"))
+    pipeline = Pipeline(book, TimestampPolicy(), PARTITIONS, scoring=Scoring(book))
+    start = NOW - timedelta(hours=6)
+    start -= timedelta(microseconds=micros(start) % 3_600_000_000)  # on the hour
+    events = [
+        e.model_copy(update={"customer_id": "c1", "occurred_at": at, "received_at": at})
+        for e, at in zip(
+            [e for e in workload(3, 1, 40) if e.kind in ("email_sent", "message_received")],
+            [start + timedelta(minutes=m) for m in (0, 10, 50, 70, 80, 200)],
+            strict=False,
+        )
+    ]
+    records = [
+        RawRecord(TOPIC, customer_partition("c1", PARTITIONS), i, b"c1", encode_touchpoint(e))
+        for i, e in enumerate(events)
+    ]
+    assert len(records) == 6
+    empty: dict[str, CustomerState] = {}
+    result = pipeline.process(records, empty.get, NOW)
+    state = result.states[customer_partition("c1", PARTITIONS)]["c1"]
+    assert state.snapshots is not None
+    for name in ("lead", "win", "churn"):
+        kept = [(s.at - micros(start)) // 60_000_000 for s in state.snapshots.by_score[name]]
+        assert kept == [50, 80, 200], name  # the newest of each hour
