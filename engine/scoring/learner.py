@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from river import drift, metrics
 from schemas.models import TouchpointEvent
@@ -213,9 +213,13 @@ def _decode_compact(data: Any) -> Snapshots:
         features: dict[str, FeatureValue] = {}
         position = 0
         for item in row[2:]:
-            if isinstance(item, bool) or item is None:
+            if isinstance(item, bool):
                 raise _fail(f"x[{r}]", "numbers, text and run lengths", item)
-            if isinstance(item, int):
+            if item is None and position < len(names_of):
+                # JSON has no inf or nan: orjson wrote null, read as the earlier form did
+                features[names_of[position]] = cast(FeatureValue, item)
+                position += 1
+            elif isinstance(item, int):
                 for name in names_of[position : position + item]:
                     if name not in previous:
                         raise _fail(f"x[{r}]", f"{name!r} in the previous vector", row)

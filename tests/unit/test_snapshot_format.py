@@ -209,3 +209,13 @@ def test_a_bundle_sets_the_snapshot_interval() -> None:
 def test_a_snapshot_interval_that_is_not_a_duration_is_refused_with_its_line() -> None:
     with pytest.raises(InvalidBundle, match=r"b\.yaml:4: scoring\.snapshot_every"):
         load_bundle(SCORING.format(every="soon"), "b.yaml")
+
+
+def test_a_value_json_cannot_hold_loads_as_the_earlier_form_loaded_it() -> None:
+    # orjson writes inf and nan as null: the state must still load (the earlier form
+    # read null as None too), not stop the worker at recovery
+    snap = Snapshot(AT, {"amount_total": float("inf"), "touchpoints": 1.0}, 0.5)
+    state = CustomerState("c1", snapshots=Snapshots({"lead": (snap,)}))
+    earlier = {"customer_id": "c1", "snapshots": Snapshots({"lead": (snap,)}).to_json()}
+    expected = CustomerState.from_dict(orjson.loads(orjson.dumps(earlier)))
+    assert CustomerState.from_dict(orjson.loads(encoded(state))) == expected
