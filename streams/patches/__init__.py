@@ -15,13 +15,17 @@ exactly_once_commit     Faust's TransactionManager.commit (drain, idle producers
                         last commit is aborted, its acks dropped, its tables
                         recovered again) and the transactional producers' timeout
 commit_lock             Faust's Consumer._commit_tps (no commit inside a batch),
-                        on_partitions_revoked (commit before the acks are forgotten)
-                        and ack (a record a stream skipped is not counted),
-                        and its consumer thread (seek uncommitted partitions, true
-                        highwaters, no "aborted" tail below them in recovery)
+                        on_partitions_revoked (commit before the acks are forgotten),
+                        ack (a record a stream skipped is not counted), _new_offset
+                        and _add_gap (a commit passes transaction markers, never a
+                        delivered record: see offsets), and its consumer thread (seek
+                        uncommitted partitions, true highwaters, no "aborted" tail
+                        below them in recovery)
 lossless_resume         FlowControlEvent.resume (records what a resume drops), and the
-                        consumer's getmany and perform_seek (the drain loop re-reads
-                        it, in the consumer thread, superseded by Faust's own seek)
+                        consumer's getmany, perform_seek and seek (the drain loop
+                        re-reads it, in the consumer thread, superseded by Faust's own
+                        seek; getmany and the seeks also record the offsets never
+                        delivered, for offsets)
 table_store             direct writes to the memory store (``data``, ``_key_partition``)
 rocksdb_store           writes to Faust's RocksDB store after each commit, with the
                         changelog offset (``_db_for_partition``, ``offset_key``)
@@ -100,6 +104,10 @@ REQUIRED_INTERNALS: tuple[Internal, ...] = (
     Internal("faust.transport.consumer", "Consumer", "_commit_tps", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "_new_offset", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "ack", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "_add_gap", "commit_lock"),
+    Internal("intervaltree", "IntervalTree", "at", "commit_lock"),
+    Internal("intervaltree", "IntervalTree", "chop", "commit_lock"),
+    Internal("faust.transport.consumer", "Consumer", "seek", "lossless_resume"),
     Internal("faust.types.tuples", "Message", "tracked", "commit_lock"),
     Internal("faust.transport.consumer", "Consumer", "on_partitions_revoked", "commit_lock"),
     Internal(

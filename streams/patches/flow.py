@@ -95,6 +95,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from .offsets import holes_of
+
 log = logging.getLogger(__name__)
 
 
@@ -226,6 +228,7 @@ class Rereads:
             log.info("re-reading %s from offset %d: buffered events were dropped", tp, reread.start)
             self.applied[tp] = reread
             consumer._read_offset[tp] = reread.start if reread.start else None
+            holes_of(consumer).seeked(consumer, {tp: reread.start})
         return seeked
 
     def _follow(self, generation: int) -> None:
@@ -280,12 +283,21 @@ def install_lossless_resume(app: faust.App) -> None:
     async def perform_seek(self: Any) -> None:
         rereads_of(self).superseded(self.app.tables.changelog_topics)
         await base.perform_seek(self)
+        read_offset = self._read_offset
+        holes_of(self).seeked(
+            self, {tp: read_offset.get(tp) for tp in self.assignment()}, to_committed=True
+        )
+
+    async def seek(self: Any, partition: TP, offset: int) -> None:
+        await base.seek(self, partition, offset)
+        holes_of(self).seeked(self, {TP(partition.topic, partition.partition): offset})
 
     async def getmany(
         self: Any,
         timeout: float,  # noqa: ASYNC109 - Faust's signature
     ) -> AsyncIterator[tuple[TP, Any]]:
         rereads = rereads_of(self)
+        holes = holes_of(self)
         await rereads.seek(self)
         stale: set[TP] = set()  # seeked while this batch was out: fetched before the seek
         async for tp, message in base.getmany(self, timeout):
@@ -295,7 +307,11 @@ def install_lossless_resume(app: faust.App) -> None:
                 continue
             if not rereads.admits(tp, message.offset):
                 self._read_offset[tp] = message.offset  # it reached the stream: no gap
+                holes.read(self, tp, message.offset)
                 continue
+            read_offset = self._read_offset.get(tp)
+            if read_offset is None or message.offset >= read_offset:
+                holes.read(self, tp, message.offset)  # the drain loop takes it
             rereads.in_flight = message
             try:
                 yield tp, message
@@ -305,7 +321,7 @@ def install_lossless_resume(app: faust.App) -> None:
     app.transport.Consumer = type(  # type: ignore[misc]
         "WarroomRereadConsumer",
         (base,),
-        {"getmany": getmany, "perform_seek": perform_seek, "warroom_reread": True},
+        {"getmany": getmany, "perform_seek": perform_seek, "seek": seek, "warroom_reread": True},
     )
 
 

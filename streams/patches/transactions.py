@@ -34,6 +34,8 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.types import TP
 
+from .offsets import new_offset
+
 log = logging.getLogger(__name__)
 
 
@@ -292,6 +294,15 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
     def _new_consumer_thread(self: Any) -> Any:
         return _WarroomConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        # Past acknowledged records and holes only (streams.patches.offsets).
+        return new_offset(self, tp)
+
+    async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Faust's gap ends at the record just read, delivered but not yet handled; the
+        # consumer's getmany records the holes instead (streams.patches.offsets).
+        return None
+
     app.transport.Consumer = type(  # type: ignore[misc]
         "WarroomConsumer",
         (base,),
@@ -300,6 +311,8 @@ def install_commit_lock(app: faust.App, commit_lock: BatchCommitLock) -> None:
             "on_partitions_revoked": on_partitions_revoked,
             "ack": ack,
             "_new_consumer_thread": _new_consumer_thread,
+            "_new_offset": _new_offset,
+            "_add_gap": _add_gap,
             "warroom_patch": True,
         },
     )
