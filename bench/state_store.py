@@ -52,6 +52,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import orjson  # noqa: E402
+import zstandard  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
@@ -65,12 +67,15 @@ from schemas.codec import encode_touchpoint  # noqa: E402
 from schemas.models import Channel, Direction, TouchpointEvent  # noqa: E402
 from schemas.partitioning import customer_partition  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.state_codec import CustomerStateCodec  # noqa: E402
+from streams.state_codec import STATE_ZSTD_LEVEL, CustomerStateCodec  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 
 BOOTSTRAP_ENV = "WARROOM_BOOTSTRAP_SERVERS"
 PACKS = sorted((REPO / "rules" / "examples").glob("*.yaml"))
 CODEC = CustomerStateCodec()
+COMPRESSOR = zstandard.ZstdCompressor(level=STATE_ZSTD_LEVEL)
+"""Compresses a state's JSON as CODEC does (the customer and event ids are swapped in
+the JSON first: in compressed bytes they cannot be found)."""
 HEAP_SAMPLE = 100_000
 # (kind, channel, direction, attributes) of the touchpoints the rules of the packs read.
 KINDS: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -98,6 +103,8 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class Template:
     encoded: bytes
+    """The state's JSON before compression: ids are swapped in it, then it is compressed
+    as the worker's codec compresses it."""
     customer_id: bytes
     event_ids: tuple[bytes, ...]
 
@@ -141,7 +148,9 @@ def build_templates(count: int, seed: int) -> list[Template]:
             state, _ = apply(state, event, now, rules, journeys=journeys)
         assert state is not None
         templates.append(
-            Template(CODEC.dumps(state), customer.encode(), tuple(i.encode() for i in ids))
+            Template(
+                orjson.dumps(state.to_dict()), customer.encode(), tuple(i.encode() for i in ids)
+            )
         )
     return templates
 
@@ -158,7 +167,8 @@ def customer_states(
         for event_id in template.event_ids:
             fresh = str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()
             value = value.replace(event_id, fresh)
-        yield customer.encode(), customer_partition(customer, partitions), value
+        compressed = COMPRESSOR.compress(value)
+        yield customer.encode(), customer_partition(customer, partitions), compressed
 
 
 def record_sizes(states: Iterator[tuple[bytes, int, bytes]]) -> list[int]:

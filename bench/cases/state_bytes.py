@@ -76,6 +76,9 @@ def measure(
 ) -> StateBytes:
     import time
 
+    import orjson
+    import zstandard
+
     from engine.builtin import BUILTIN_BUNDLE
     from engine.bundle import load_bundle
     from engine.rulebook import RuleBook
@@ -86,7 +89,7 @@ def measure(
     from streams.pipeline import RawRecord
     from streams.scoring import Scoring
     from streams.settings import Settings
-    from streams.state_codec import CustomerStateCodec
+    from streams.state_codec import STATE_ZSTD_LEVEL, CustomerStateCodec
 
     started = time.perf_counter()
     book = RuleBook(BUILTIN_BUNDLE, *(load_bundle(text, source) for source, text in bundles))
@@ -121,19 +124,26 @@ def measure(
             run("touchpoints", event.customer_id, encode_touchpoint(event))
             count += 1
     codec = CustomerStateCodec()
-    encoded = [
-        (customer_id.encode(), codec.dumps(state)) for customer_id, state in sorted(store.items())
+    # The ids are swapped in each template's JSON, which is then compressed as the
+    # worker's codec compresses it (in compressed bytes the id cannot be found).
+    compressor = zstandard.ZstdCompressor(level=STATE_ZSTD_LEVEL)
+    plain = [
+        (customer_id.encode(), orjson.dumps(state.to_dict()))
+        for customer_id, state in sorted(store.items())
     ]
+    first_key, first_value = plain[0]
+    if codec.loads(compressor.compress(first_value)) != store[first_key.decode()]:
+        raise RuntimeError("expected the compressed JSON to load as the state it came from")
     sizes = []
     for number in range(customers):
-        template_key, template_value = encoded[number % len(encoded)]
+        template_key, template_value = plain[number % len(plain)]
         key = full_workload.Customers.customer_id(number).encode()
-        value = template_value.replace(template_key, key)
+        value = compressor.compress(template_value.replace(template_key, key))
         sizes.append(len(key) + len(value))
     quantiles = statistics.quantiles(sizes, n=100)
     return StateBytes(
         customers=customers,
-        templates=len(encoded),
+        templates=len(plain),
         touchpoints=count,
         mean=round(statistics.fmean(sizes), 1),
         p50=int(quantiles[49]),
