@@ -69,8 +69,11 @@ next time the drain loop asks it for a record or a batch, which is a point where
 The re-read starts at the lowest dropped offset; up to the highest of the dropped
 offsets and the in-flight record's (delivered where it was when its put was not
 cancelled) only the dropped offsets are handed over again, and Faust's
-``_read_offset`` follows each one passed over, so Faust records no gap (a gap counts
-as acked and would let a commit pass a record the agent has not handled). So within
+``_read_offset`` follows each one passed over, and so does the record of holes
+(:mod:`streams.patches.offsets`): a record passed over was delivered, never a hole (a
+hole counts as done and would let a commit pass a record the agent has not handled).
+This ``getmany`` also reports every record the drain loop takes, and every seek, to
+that record of holes. So within
 a generation every record reaches its stream exactly once: dropped ones through the
 re-read, the others where they were. Events an agent had already taken are not
 touched. Faust's own seek to committed offsets (``perform_seek``) reads again
