@@ -47,7 +47,7 @@ from .workload import (
     where_emitted,
 )
 
-pytestmark = pytest.mark.long
+pytestmark = pytest.mark.chaos
 """In make chaos only: the survivors drain the connectors' small transactions at a few
 records per second per partition, so even the reduced load takes minutes (measured
 126-205 s on the 2-core VM); make test stays under ten minutes without it."""
