@@ -52,9 +52,7 @@ OVERLAYS = ("memory", "rocksdb")
 EXTERNAL_METRICS = {
     "kafka_consumergroup_lag": "kafka-exporter (compose) and Strimzi's Kafka Exporter",
 }
-PLANNED_METRICS = {
-    "warroom_gate_decision_seconds": "histogram the gate is to export on its own /metrics",
-}
+PLANNED_METRICS: dict[str, str] = {}
 """Metrics the dashboard shows before any process exports them; each says who will."""
 
 
@@ -503,6 +501,11 @@ def _allowed() -> set[str]:
         name + suffix for name in PLANNED_METRICS for suffix in ("", "_bucket", "_sum", "_count")
     }
     return exported_series() | set(EXTERNAL_METRICS) | planned
+
+
+def test_no_metric_counted_as_planned_is_exported_already() -> None:
+    exported = exported_series()
+    assert [name for name in PLANNED_METRICS if name in exported] == []
 
 
 def test_the_metric_name_parsers_find_what_they_should() -> None:
