@@ -49,7 +49,7 @@ ENVELOPE_EVENTS = 100
 """Touchpoints per envelope. A slice ends between records, so it can run over its time
 budget by one envelope's processing: about 0.2 s on a quiet machine."""
 RULES = 1_000
-TOUCHPOINTS = 14_000
+TOUCHPOINTS = 36_000
 CUSTOMERS = 400
 TRANSACTION_TIMEOUT_SECONDS = 10.0
 """The shortest the settings allow; the backlog takes two to four times as long to
