@@ -1491,6 +1491,7 @@ def run_latency(
                 worker_command=latency.worker_command(Path(__file__).resolve()),
                 warroom_settings=overrides,
                 free_port=_free_port,
+                stop_worker=_stop_worker,
                 drain_limit=args.latency_drain,
                 log=log,
             )

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -266,6 +264,7 @@ def run_rate(
     worker_command: Callable[[Path], list[str]],
     warroom_settings: dict[str, str],
     free_port: Callable[[], int],
+    stop_worker: Callable[[subprocess.Popen[bytes]], None],
     drain_limit: float,
     log: Callable[[str], None],
 ) -> LatencyResult:
@@ -316,19 +315,7 @@ def run_rate(
                 _phase(settings, rate, seconds, seed, customers, started, drain_limit, log)
             )
         finally:
-            _stop(worker)
-
-
-def _stop(worker: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    if worker.poll() is not None:
-        return
-    worker.terminate()
-    try:
-        worker.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)  # its own session: only the worker
-        worker.wait()
+            stop_worker(worker)
 
 
 def render(results: Sequence[LatencyResult]) -> str:
