@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +28,7 @@ from streams.settings import Settings
 from streams.state_codec import CustomerStateCodec
 from streams.topics import ensure_topics
 from tests.integration.conftest import free_port
-from tests.integration.harness import REPO, WorkerProcess, last_offsets, settings_env
+from tests.integration.harness import ChatProcess, WorkerProcess, answers_200, last_offsets
 
 from .conftest import ChaosWorker, chaos_settings
 from .workload import (
@@ -98,64 +95,19 @@ def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
 # --------------------------------------------------------------------------- connectors
 
 
-class ChatReplica:
-    """``warroom chat serve`` in a child process, one replica of the connector."""
-
-    def __init__(self, settings: Settings, index: int, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._command = [
-            sys.executable,
-            *("-m", "streams.cli", "chat", "serve", "--port", str(self.port)),
-            *("--instance-id", f"{settings.app_id}-chat-{index}"),
-        ]
-        self._env = settings_env(settings)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self._process = subprocess.Popen(
-                self._command, cwd=REPO, env=self._env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.send_signal(signal.SIGINT)
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=30)
-        self._process = None
-
-    async def ready(self) -> bool:
-        if self._process is None or self._process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise AssertionError(f"{self.log.name}: the chat connector exited:\n{tail}")
-        return await _answers_200(f"{self.url}/readyz")
-
-
 @pytest.fixture
-def chat_replicas(settings: Settings, tmp_path: Path) -> Iterator[list[ChatReplica]]:
-    replicas = [ChatReplica(settings, n, tmp_path / f"chat-{n}.log") for n in range(2)]
+def chat_replicas(settings: Settings, tmp_path: Path) -> Iterator[list[ChatProcess]]:
+    replicas = [
+        ChatProcess(
+            settings, tmp_path / f"chat-{n}.log", free_port(), f"{settings.app_id}-chat-{n}"
+        )
+        for n in range(2)
+    ]
     try:
         yield replicas
     finally:
         for replica in replicas:
             replica.stop()
-
-
-async def _answers_200(url: str) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(url) as response,
-        ):
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
 
 
 # --------------------------------------------------------------------------- load
@@ -362,7 +314,7 @@ async def final_states(settings: Settings) -> dict[str, CustomerState]:
 async def test_three_workers_two_connectors_one_killed_lose_and_repeat_nothing(
     settings: Settings,
     workers: Callable[[int], list[ChaosWorker]],
-    chat_replicas: list[ChatReplica],
+    chat_replicas: list[ChatProcess],
     scale: Scale,
     seed: int,
     figures: dict[str, object],
@@ -383,7 +335,7 @@ async def test_three_workers_two_connectors_one_killed_lose_and_repeat_nothing(
         return all([await r.ready() for r in chat_replicas])
 
     async def three_workers_stable() -> bool:
-        ready = [await _answers_200(_url(w, "readyz")) for w in group]
+        ready = [await answers_200(_url(w, "readyz")) for w in group]
         return all(ready) and await group_shape(settings) == ("Stable", 3)
 
     await wait_for(connectors_ready, "both chat connectors ready", 60, group)

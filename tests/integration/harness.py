@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -95,12 +96,7 @@ class WorkerProcess:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=30)
+        end_process(self._process, signal.SIGTERM)
         self._process = None
 
     def assert_alive(self) -> None:
@@ -113,6 +109,71 @@ class WorkerProcess:
         if not self.log.exists():
             return "(no log)"
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def end_process(process: subprocess.Popen[bytes], how: signal.Signals) -> None:
+    """Ask ``process`` to stop with ``how``; SIGKILL if it has not within 30 s."""
+    process.send_signal(how)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+async def answers_200(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 within 5 s."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+class ChatProcess:
+    """``warroom chat serve`` in a child process: one replica of the chat connector."""
+
+    def __init__(
+        self, settings: Settings, log: Path, port: int, instance_id: str | None = None
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._command = [sys.executable, "-m", "streams.cli", "chat", "serve"]
+        self._command += ["--port", str(port)]
+        if instance_id is not None:
+            self._command += ["--instance-id", instance_id]
+        self._env = settings_env(settings)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self._process = subprocess.Popen(
+                self._command, cwd=REPO, env=self._env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        end_process(self._process, signal.SIGINT)
+        self._process = None
+
+    async def ready(self) -> bool:
+        """Whether ``/readyz`` answers 200 now; AssertionError if the process has ended."""
+        if self._process is None or self._process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise AssertionError(f"{self.log.name}: the chat connector exited:\n{tail}")
+        return await answers_200(f"{self.url}/readyz")
+
+    async def wait_ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while not await self.ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"chat connector not ready:\n{self.log.read_text()}")
+            await asyncio.sleep(0.2)
 
 
 @contextlib.contextmanager

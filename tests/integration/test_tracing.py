@@ -4,11 +4,7 @@ the test reads the spans they exported."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,51 +20,10 @@ from streams.settings import Settings
 from streams.topics import ensure_topics
 
 from .conftest import free_port
-from .harness import REPO, WorkerProcess, committed_reader, settings_env
+from .harness import ChatProcess, WorkerProcess, committed_reader
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
-
-
-class ChatProcess:
-    """``warroom chat serve`` in a child process."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "chat", "serve", "--port", str(self.port)],
-                cwd=REPO,
-                env=settings_env(settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def ready(self, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"chat connector exited:\n{self.log.read_text()}")
-                try:
-                    async with session.get(f"{self.url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"chat connector not ready:\n{self.log.read_text()}")
-                await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -80,8 +35,9 @@ def traced(settings: Settings, tmp_path: Path) -> Settings:
 def chat_connector(settings: Settings, tmp_path: Path) -> Iterator[ChatProcess]:
     spans = tmp_path / "chat-spans.jsonl"
     connector = ChatProcess(
-        settings.model_copy(update={"tracing": f"file:{spans}"}), tmp_path / "chat.log"
+        settings.model_copy(update={"tracing": f"file:{spans}"}), tmp_path / "chat.log", free_port()
     )
+    connector.start()
     try:
         yield connector
     finally:
@@ -126,7 +82,7 @@ async def test_a_trace_links_a_chat_request_to_the_intervention_it_caused(
     worker = WorkerProcess(traced, tmp_path / "worker.log")
     worker.start()
     try:
-        await chat_connector.ready()
+        await chat_connector.wait_ready()
         now = datetime.now(UTC)
         # three messages from the rep, none answered: the built-in rule raises a task
         body = [
