@@ -9,7 +9,7 @@ PY=.venv/bin/python
 log=$(mktemp -t warroom-unit-XXXXXX.log)
 "$PY" -m pytest tests/unit tests/streams -q "$@" >"$log" 2>&1 &
 unit=$!
-"$PY" -m pytest tests/integration tests/chaos -m "not long" "$@"
+"$PY" -m pytest tests/integration tests/chaos -m "not long" --durations=25 "$@"
 broker_tests=$?
 wait "$unit"
 unit_tests=$?

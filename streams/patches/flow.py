@@ -66,7 +66,9 @@ next time the drain loop asks it for a record or a batch, which is a point where
 - records of the current batch for a partition just seeked were fetched before the
   seek and are skipped: the re-read starts at or below each of them.
 
-The re-read starts at the lowest dropped offset; up to the highest of the dropped
+The re-read starts at the lowest dropped offset, or lower where the partition's reading
+has not got that far since the last seek (a record read before Faust's seek to the
+committed offsets can sit in a buffer above the committed offset); up to the highest of the dropped
 offsets and the in-flight record's (delivered where it was when its put was not
 cancelled) only the dropped offsets are handed over again, and Faust's
 ``_read_offset`` follows each one passed over, and so does the record of holes
@@ -211,7 +213,7 @@ class Rereads:
             return set()
         thread = consumer._thread
         seeks_to_committed = self.seeks_to_committed
-        positions = {tp: reread.start for tp, reread in pending.items()}
+        positions = {tp: _reread_position(consumer, tp, reread) for tp, reread in pending.items()}
         try:
             seeked: set[TP] = await thread.call_thread(
                 _seek_assigned, thread._ensure_consumer(), positions
@@ -227,11 +229,11 @@ class Rereads:
             changelogs = consumer.app.tables.changelog_topics
             seeked = {tp for tp in seeked if tp.topic in changelogs}
         for tp in seeked:
-            reread = pending[tp]
-            log.info("re-reading %s from offset %d: buffered events were dropped", tp, reread.start)
-            self.applied[tp] = reread
-            consumer._read_offset[tp] = reread.start if reread.start else None
-            holes_of(consumer).seeked(consumer, {tp: reread.start})
+            position = positions[tp]
+            log.info("re-reading %s from offset %d: buffered events were dropped", tp, position)
+            self.applied[tp] = pending[tp]
+            consumer._read_offset[tp] = position if position else None
+            holes_of(consumer).seeked(consumer, {tp: position})
         return seeked
 
     def _follow(self, generation: int) -> None:
@@ -239,6 +241,17 @@ class Rereads:
             self.generation = generation
             self.pending.clear()
             self.applied.clear()
+
+
+def _reread_position(consumer: Any, tp: TP, reread: Reread) -> int:
+    """Where a re-read seeks: its start, or where the partition's reading has got to if
+    that is lower. A dropped record can have been read before Faust's seek to the
+    committed offsets, which took the reading back below it; seeking forward to the
+    record would skip what lies between (records not yet read again, or the marker at
+    the committed offset, which then is never counted as a hole and holds back every
+    commit). Records below ``start`` are handed over as read (``Reread.admits``)."""
+    reading_at = holes_of(consumer).reading_at(consumer, tp)
+    return reread.start if reading_at is None else min(reread.start, reading_at)
 
 
 async def _seek_assigned(aiokafka_consumer: Any, positions: Mapping[TP, int]) -> set[TP]:

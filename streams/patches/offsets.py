@@ -70,6 +70,11 @@ class Holes:
             if to_committed or (first is not None and position < first):
                 self.first[tp] = position
 
+    def reading_at(self, consumer: Any, tp: TP) -> int | None:
+        """The offset the partition's reading has reached (the next to read), if known."""
+        self._follow(consumer)
+        return self.next.get(tp)
+
     def read(self, consumer: Any, tp: TP, offset: int) -> None:
         """The drain loop takes the record at ``offset`` (or skips it as delivered
         before): the offsets between the last one read and it were never delivered."""

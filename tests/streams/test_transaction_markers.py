@@ -26,6 +26,7 @@ from faust.types import TP
 
 from streams.app import create_app
 from streams.parts import Warroom
+from streams.patches.flow import Reread, rereads_of
 from streams.settings import Settings
 
 SOURCE = "tm.touchpoints"
@@ -106,9 +107,15 @@ async def warroom(tmp_path: Path) -> AsyncIterator[Warroom]:
     yield made
 
 
-async def deliver(warroom: Warroom, offsets: list[int], committed: int | None) -> dict[int, Any]:
-    """Seek to ``committed`` as a worker does after its assignment, run Faust's drain loop
-    until every record is delivered, and return the delivered messages by offset."""
+async def deliver(
+    warroom: Warroom,
+    offsets: list[int],
+    committed: int | None,
+    after_seek: Callable[[Any], None] | None = None,
+) -> dict[int, Any]:
+    """Seek to ``committed`` as a worker does after its assignment (then call
+    ``after_seek`` with the consumer), run Faust's drain loop until every record is
+    delivered, and return the delivered messages by offset."""
     app: Any = warroom.app
     consumer: Any = app.consumer
     app.topics._acking_topics.add(SOURCE)
@@ -125,6 +132,8 @@ async def deliver(warroom: Warroom, offsets: list[int], committed: int | None) -
 
     consumer.callback = on_message
     await consumer.perform_seek()
+    if after_seek is not None:
+        after_seek(consumer)
     consumer.resume_partitions({TPX})
     consumer.resume_flow()
     fetcher: Any = app._fetcher
@@ -247,3 +256,45 @@ async def test_the_first_record_read_from_the_start_must_be_acknowledged_first(
         f"committed offset {committed}, record 0 delivered and not acknowledged, 1 and 3 "
         f"acknowledged: expected no commit, found one at {found}"
     )
+
+
+def reread_requested(dropped: list[int]) -> Callable[[Any], None]:
+    """What the end of a recovery does when a record read *before* Faust's seek to the
+    committed offsets is still buffered: flow control drops it and asks for it again."""
+
+    def request(consumer: Any) -> None:
+        rereads_of(consumer).request(
+            {TPX: Reread(min(dropped), frozenset(dropped), max(dropped))},
+            consumer.app.consumer_generation_id,
+        )
+
+    return request
+
+
+async def test_a_reread_after_the_seek_to_a_committed_marker_lets_the_commit_pass_it(
+    warroom: Warroom,
+) -> None:
+    # Committed at 1, a commit marker; the record at 2 was read before the seek to the
+    # committed offsets finished and dropped at the resume that ends the recovery.
+    messages = await deliver(warroom, [2], 1, after_seek=reread_requested([2]))
+    ack(warroom, messages, [2])
+
+    found = new_offset(warroom)
+
+    assert found == 3, (
+        f"committed offset 1 (a marker), record 2 read again and acknowledged: expected a "
+        f"commit at 3, found {found}: the partition would never commit again"
+    )
+
+
+async def test_a_reread_never_seeks_past_records_not_yet_read_since_the_seek(
+    warroom: Warroom,
+) -> None:
+    # Committed at 1 (a record not read yet since the seek); a record at 2, read before
+    # the seek, dropped: reading again from 2 would skip record 1 for good.
+    messages = await deliver(warroom, [1, 2], 1, after_seek=reread_requested([2]))
+    ack(warroom, messages, [1, 2])
+
+    found = new_offset(warroom)
+
+    assert found == 3, f"records 1 and 2 acknowledged: expected a commit at 3, found {found}"
