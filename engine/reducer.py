@@ -241,7 +241,8 @@ def _evaluate(
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
         state = _with_memories(state, kept_rules, kept_journeys)
     if decisions and state.scores:
-        decisions = [_with_scores(d, explained_scores(state)) for d in decisions]
+        scores = explained_scores(state)
+        decisions = [_with_scores(d, scores) for d in decisions]
     if decisions and any(d.needs for d in decisions):
         decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:

@@ -144,3 +144,21 @@ def test_a_worker_clock_writes_its_result_at_the_n_th_input(tmp_path: Path) -> N
     result = json.loads((tmp_path / "result.json").read_text())
     assert (result["events"], result["state_writes"], result["case"]) == (6, 6, "quix")
     assert result["seconds"] >= 0
+
+
+def test_the_in_process_pipeline_bench_runs_every_part_and_leaves_out_what_it_is_told() -> None:
+    from bench import pipeline_micro
+
+    workload = full_workload.build(300, 60, 0.9, 7, datetime.now(UTC), pipeline_micro.PARTITIONS)
+    _, everything = pipeline_micro.run(workload, set(), singles=False, batch=100)
+    _, singles = pipeline_micro.run(workload, set(), singles=True, batch=100)
+    _, without_rules = pipeline_micro.run(workload, {"rules"}, singles=False, batch=100)
+
+    assert everything > 0, "the full workload raised no intervention in process"
+    assert singles == everything, (
+        f"the same touchpoints one per record: expected {everything} interventions, found {singles}"
+    )
+    assert without_rules < everything, (
+        f"without the generated rules: expected fewer than {everything} interventions, "
+        f"found {without_rules}"
+    )

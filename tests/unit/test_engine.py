@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.interventions import intervention_id
+from engine.interventions import INTERVENTION_NAMESPACE, intervention_id, uuid5_text
 from engine.memories import JourneyMemory, RuleMemory
 from engine.reducer import apply
 from engine.state import RECENT_EVENT_IDS, CustomerState
@@ -138,6 +139,13 @@ def test_intervention_id_is_deterministic_and_depends_on_every_input() -> None:
         intervention_id("r", 1, "c", ["ab"]),
     }
     assert base not in variants and len(variants) == 5
+
+
+@given(st.text())
+def test_intervention_ids_are_the_standard_name_based_uuid(name: str) -> None:
+    # CRMs and earlier releases compute ids with uuid.uuid5: the fast path must agree.
+    expected = str(uuid.uuid5(INTERVENTION_NAMESPACE, name))
+    assert uuid5_text(name) == expected, f"name {name!r}: expected {expected}"
 
 
 def test_replaying_the_same_events_gives_the_same_intervention_id() -> None:
