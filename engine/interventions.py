@@ -109,7 +109,10 @@ class Template:
         event_kind: str | None,
         now: datetime,
         experiment: tuple[str, str] | None = None,
+        scores: Mapping[str, float] | None = None,
     ) -> InterventionCommand:
+        """The command, with ``scores`` (engine.state.explained_scores of the customer's
+        state) in its explanation."""
         assignee, role = self._assignee(rep_id)
         fields = {
             "customer_id": customer_id,
@@ -140,7 +143,7 @@ class Template:
             ),
             explanation=Explanation(
                 matched=[Match(condition=c, observed=o) for c, o in matched],
-                scores={},
+                scores=dict(scores) if scores else {},
                 triggering_event_ids=list(triggering_event_ids),
             ),
             created_at=now,

@@ -28,6 +28,7 @@ from .conditions import Condition, Moment
 from .interventions import Template
 from .memories import JourneyMemory
 from .rules import Decision, RuleMode
+from .state import explained_scores
 
 HOLDOUT = "holdout"
 BUCKETS = 10_000
@@ -219,6 +220,7 @@ class CompiledJourney:
                         event_kind=moment.event.kind if moment.event is not None else None,
                         now=now,
                         experiment=(self.journey_id, assigned),
+                        scores=(explained_scores(moment.state) if moment.state.scores else None),
                     )
                     decisions.append(
                         Decision(

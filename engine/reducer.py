@@ -41,9 +41,9 @@ def apply(
     """Fold ``event`` into ``state`` and evaluate ``rules`` and ``journeys``.
 
     ``score`` updates the customer's scores before rules see the state; the scores an
-    intervention was decided with are carried in its explanation
-    (:func:`explained_scores`). ``ranks`` answers ``rank`` conditions (without it they
-    do not hold).
+    intervention was decided with are carried in its explanation (filled in when it is
+    rendered: engine.state.explained_scores). ``ranks`` answers ``rank`` conditions
+    (without it they do not hold).
 
     ``restricted`` maps attribute names to the consent purposes they may be used for:
     rules and journeys see such an attribute only if the customer granted one of them.
@@ -240,33 +240,11 @@ def _evaluate(
             running = {journey.journey_id for journey in journeys}
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
         state = _with_memories(state, kept_rules, kept_journeys)
-    if decisions and state.scores:
-        scores = explained_scores(state)
-        decisions = [_with_scores(d, scores) for d in decisions]
     if decisions and any(d.needs for d in decisions):
         decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:
         return _cap(state, decisions, moment.at, cap_per_day)
     return state, decisions
-
-
-def explained_scores(state: CustomerState) -> dict[str, float]:
-    """The customer's scores as an explanation carries them: ``<score>`` the value,
-    ``<score>.model_version`` the model version that gave it and
-    ``<score>.contribution.<feature>`` what each top feature added to the log-odds."""
-    out: dict[str, float] = {}
-    for name, score in state.scores.items():
-        out[name] = score.value
-        out[f"{name}.model_version"] = float(score.model_version)
-        for feature, _value, contribution in score.top:
-            out[f"{name}.contribution.{feature}"] = contribution
-    return out
-
-
-def _with_scores(decision: Decision, scores: dict[str, float]) -> Decision:
-    command = decision.intervention
-    explanation = command.explanation.model_copy(update={"scores": scores})
-    return replace(decision, intervention=command.model_copy(update={"explanation": explanation}))
 
 
 def _consent_gate(state: CustomerState, decisions: list[Decision]) -> list[Decision]:

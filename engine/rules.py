@@ -11,6 +11,7 @@ from schemas.models import InterventionCommand
 from .conditions import Condition, Moment
 from .interventions import Template
 from .memories import RuleMemory
+from .state import explained_scores
 
 
 class RuleMode(StrEnum):
@@ -94,6 +95,7 @@ class CompiledRule:
                 triggered_at=moment.at_datetime,
                 event_kind=event.kind if event is not None else None,
                 now=now,
+                scores=explained_scores(moment.state) if moment.state.scores else None,
             )
             decision = Decision(
                 command, shadow=self.mode is RuleMode.SHADOW, needs=self.template.purposes

@@ -199,3 +199,16 @@ def _from_micros(micros: int | None) -> datetime | None:
     if micros is None:
         return None
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def explained_scores(state: CustomerState) -> dict[str, float]:
+    """The customer's scores as an intervention's explanation carries them: ``<score>``
+    the value, ``<score>.model_version`` the model version that gave it and
+    ``<score>.contribution.<feature>`` what each top feature added to the log-odds."""
+    out: dict[str, float] = {}
+    for name, score in state.scores.items():
+        out[name] = score.value
+        out[f"{name}.model_version"] = float(score.model_version)
+        for feature, _value, contribution in score.top:
+            out[f"{name}.contribution.{feature}"] = contribution
+    return out

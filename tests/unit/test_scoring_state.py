@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from engine.bundle import load_bundle
 from engine.features import FeatureMemory
-from engine.reducer import apply, apply_timer, explained_scores
+from engine.reducer import apply, apply_timer
 from engine.scoring.learner import Snapshot, Snapshots
-from engine.state import CustomerState, Score
+from engine.state import CustomerState, Score, explained_scores
 from schemas.models import TouchpointEvent
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
