@@ -331,7 +331,7 @@ class Scoring:
                 )
         for name in [n for n in scores if n not in book.scores]:
             del scores[name]  # a score no running bundle declares any more
-        return replace(state, feature_memory=memory, snapshots=snapshots, scores=scores)
+        return state.with_scoring(memory, snapshots, scores)
 
     def settle_due(self, state: CustomerState, at: int) -> CustomerState:
         """``state`` with the snapshots that timed out by event time ``at`` settled (their
