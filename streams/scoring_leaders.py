@@ -172,8 +172,11 @@ def partition_leaders(
                 continue
             per = heaps.setdefault((name, partition), {})
             heap = per.setdefault(state.owner_rep_id, [])
+            value = score.value
+            if len(heap) >= per_rep and value < heap[0][0]:
+                continue  # below the rep's lowest leader: it cannot enter the heap
             # ties: the smaller customer id is the better one (so the heap drops the larger)
-            item = (score.value, _reverse(customer_id), score.model_version)
+            item = (value, _reverse(customer_id), score.model_version)
             if len(heap) < per_rep:
                 heapq.heappush(heap, item)
             elif item > heap[0]:

@@ -12,7 +12,6 @@ its running mean); a category never seen before has weight 0 until the model lea
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -178,7 +177,8 @@ class LinearScorer:
             (-abs(weight_of(f"{n}_{c}", 0.0)), n, first + j) for j, (n, c) in enumerate(present)
         ]
         chosen: list[Contribution] = []
-        for _, name, i in heapq.nsmallest(top, ranked):
+        ranked.sort()  # what heapq.nsmallest(top, ranked) gives, at C speed for tens of features
+        for _, name, i in ranked[:top]:
             if i < first:
                 number = float(numbers_in[i][1])
                 weight = float(weight_of(name, 0.0))
