@@ -760,6 +760,10 @@ _BATCH_COMPONENTS = (
     ("_output (streams/batches.py", "batch: output (state writes + sends)"),
     ("(streams/writer.py", "batch: output (state writes + sends)"),
     ("_observe (streams/batches.py", "batch: metrics (_observe)"),
+    # before the engine: these call into engine/ too
+    ("encode_states (streams/pipeline.py", "batch: state encoding (to_dict, snapshots, zstd)"),
+    ("_process_gate_input (streams/pipeline.py", "batch: compliance gate (drafts)"),
+    ("_encode (streams/pipeline.py", "batch: intervention and dead-letter encoding"),
     ("(engine/", "batch: engine (reducer.apply, rules)"),
     ("decode_touchpoint", "batch: decode (fastavro + pydantic)"),
     ("(streams/pipeline.py", "batch: pipeline checks (timestamps, partition)"),
