@@ -239,7 +239,7 @@ def _evaluate(
         if len(kept_journeys) > len(journeys):
             running = {journey.journey_id for journey in journeys}
             kept_journeys = {k: v for k, v in kept_journeys.items() if k in running}
-        state = _with_memories(state, kept_rules, kept_journeys)
+        state = state.with_memories(kept_rules, kept_journeys)
     if decisions and any(d.needs for d in decisions):
         decisions = _consent_gate(state, decisions)
     if decisions and cap_per_day is not None:
@@ -257,34 +257,6 @@ def _consent_gate(state: CustomerState, decisions: list[Decision]) -> list[Decis
                 decision = replace(decision, suppressed=missing)
         gated.append(decision)
     return gated
-
-
-def _with_memories(
-    state: CustomerState,
-    rule_memories: Mapping[str, RuleMemory],
-    journey_memories: Mapping[str, JourneyMemory],
-) -> CustomerState:
-    """``state`` with new memories, built field by field (``dataclasses.replace`` costs
-    twice as much); tests/unit/test_engine.py checks that no field is forgotten."""
-    return CustomerState(
-        customer_id=state.customer_id,
-        owner_rep_id=state.owner_rep_id,
-        touchpoints=state.touchpoints,
-        first_seen_at=state.first_seen_at,
-        last_event_at=state.last_event_at,
-        last_inbound_at=state.last_inbound_at,
-        last_outbound_at=state.last_outbound_at,
-        kind_counts=state.kind_counts,
-        recent_event_ids=state.recent_event_ids,
-        emitted=state.emitted,
-        rule_memories=rule_memories,
-        journey_memories=journey_memories,
-        consents=state.consents,
-        profile=state.profile,
-        feature_memory=state.feature_memory,
-        snapshots=state.snapshots,
-        scores=state.scores,
-    )
 
 
 _DAY = 86_400_000_000

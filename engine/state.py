@@ -114,8 +114,33 @@ class CustomerState:
         snapshots: Snapshots | None,
         scores: Mapping[str, Score],
     ) -> CustomerState:
-        """This state with new scoring fields, built field by field (once per touchpoint
-        with scores; ``dataclasses.replace`` costs about twice as much)."""
+        """This state with new scoring fields (once per touchpoint with scores)."""
+        return self._with(
+            self.rule_memories, self.journey_memories, feature_memory, snapshots, scores
+        )
+
+    def with_memories(
+        self,
+        rule_memories: Mapping[str, RuleMemory],
+        journey_memories: Mapping[str, JourneyMemory],
+    ) -> CustomerState:
+        """This state with new rule and journey memories (once per touchpoint that moves
+        one)."""
+        return self._with(
+            rule_memories, journey_memories, self.feature_memory, self.snapshots, self.scores
+        )
+
+    def _with(
+        self,
+        rule_memories: Mapping[str, RuleMemory],
+        journey_memories: Mapping[str, JourneyMemory],
+        feature_memory: FeatureMemory | None,
+        snapshots: Snapshots | None,
+        scores: Mapping[str, Score],
+    ) -> CustomerState:
+        # Built field by field: ``dataclasses.replace`` costs about twice as much, and
+        # this runs for most touchpoints (tests/unit/test_engine.py checks that every
+        # other field is carried).
         return CustomerState(
             customer_id=self.customer_id,
             owner_rep_id=self.owner_rep_id,
@@ -127,8 +152,8 @@ class CustomerState:
             kind_counts=self.kind_counts,
             recent_event_ids=self.recent_event_ids,
             emitted=self.emitted,
-            rule_memories=self.rule_memories,
-            journey_memories=self.journey_memories,
+            rule_memories=rule_memories,
+            journey_memories=journey_memories,
             consents=self.consents,
             profile=self.profile,
             feature_memory=feature_memory,

@@ -222,18 +222,26 @@ def test_apply_carries_every_state_field_it_does_not_change() -> None:
             assert getattr(after, field.name) == getattr(state, field.name), field.name
 
 
-def test_new_scoring_fields_carry_every_other_state_field() -> None:
+@pytest.mark.parametrize(
+    ("method", "changed"),
+    [
+        ("with_scoring", ("feature_memory", "snapshots", "scores")),
+        ("with_memories", ("rule_memories", "journey_memories")),
+    ],
+)
+def test_new_parts_of_a_state_carry_every_other_field(
+    method: str, changed: tuple[str, ...]
+) -> None:
     import dataclasses
 
-    scoring = {"feature_memory", "snapshots", "scores"}
     # A distinct object per field: a field forgotten or swapped shows.
     state = CustomerState(**{f.name: object() for f in dataclasses.fields(CustomerState)})
-    memory, snapshots, scores = object(), object(), object()
-    after = state.with_scoring(memory, snapshots, scores)  # type: ignore[arg-type]
-    assert (after.feature_memory, after.snapshots, after.scores) == (memory, snapshots, scores)
+    new = [object() for _ in changed]
+    after = getattr(state, method)(*new)
+    assert [getattr(after, name) for name in changed] == new, method
     for field in dataclasses.fields(CustomerState):
-        if field.name not in scoring:
-            assert getattr(after, field.name) is getattr(state, field.name), field.name
+        if field.name not in changed:
+            assert getattr(after, field.name) is getattr(state, field.name), (method, field.name)
 
 
 def test_a_timer_that_changes_memories_carries_every_other_state_field() -> None:
