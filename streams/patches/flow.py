@@ -281,15 +281,23 @@ def install_lossless_resume(app: faust.App) -> None:
         consumer: Any = app.consumer
         rereads = rereads_of(consumer)
         generation = app.consumer_generation_id
+        in_flight = rereads.in_flight
+        put_blocked = _put_blocked(flow)
         dropped = dropped_by_resume(
-            _buffered_messages(flow),
-            rereads.in_flight,
-            _put_blocked(flow),
-            generation,
-            consumer.assignment(),
+            _buffered_messages(flow), in_flight, put_blocked, generation, consumer.assignment()
         )
         resume()
         rereads.request(dropped, generation)
+        if in_flight is not None and not put_blocked and in_flight.tp in dropped:
+            # The module's first limit: said, so that an order-dependent outcome can be
+            # traced to it.
+            log.info(
+                "record %d of %s reaches its stream ahead of the re-read from offset %d "
+                "(out of order, still exactly once)",
+                in_flight.offset,
+                in_flight.tp,
+                dropped[in_flight.tp].start,
+            )
 
     resume_and_reread.warroom_patch = True  # type: ignore[attr-defined]
     flow.resume = resume_and_reread

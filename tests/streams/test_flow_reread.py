@@ -12,6 +12,7 @@ stream exactly once. Nothing waits on a clock: the waits count event-loop turns.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -227,15 +228,21 @@ async def test_a_put_blocked_on_a_full_buffer_when_flow_resumes_is_read_again(
 
 
 async def test_a_put_woken_just_before_flow_resumes_completes_after_the_seek(
-    worker: Worker,
+    worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker.log.append(P0, 10)
     await worker.until(worker.put_blocked)  # buffer 0-3, the put of 4 waits
     worker.take(1)  # wakes the put of 4, which has not run yet
     assert not worker.put_blocked()
 
-    worker.app.flow_control.resume()  # empties 1-3; the put of 4 completes after it
+    with caplog.at_level(logging.INFO, logger="streams.patches.flow"):
+        worker.app.flow_control.resume()  # empties 1-3; the put of 4 completes after it
     await worker.take_the_rest()
+
+    # 4 reaches the stream ahead of the re-read 1-3: the log says so.
+    assert any(
+        "record 4 of" in m and "ahead of the re-read from offset 1" in m for m in caplog.messages
+    ), f"expected the out-of-order note, found {caplog.messages}"
 
     assert worker.delivered() == worker.expected()
     # The re-read passes over 4 without Faust taking it for a gap, which would count
