@@ -109,10 +109,11 @@ class Template:
         event_kind: str | None,
         now: datetime,
         experiment: tuple[str, str] | None = None,
-        scores: Mapping[str, float] | None = None,
+        scores: dict[str, float] | None = None,
     ) -> InterventionCommand:
         """The command, with ``scores`` (engine.state.explained_scores of the customer's
-        state) in its explanation."""
+        state, a dict of its own: the explanation's validation copies it anyway) in its
+        explanation."""
         assignee, role = self._assignee(rep_id)
         fields = {
             "customer_id": customer_id,
@@ -143,7 +144,7 @@ class Template:
             ),
             explanation=Explanation(
                 matched=[Match(condition=c, observed=o) for c, o in matched],
-                scores=dict(scores) if scores else {},
+                scores=scores or {},
                 triggering_event_ids=list(triggering_event_ids),
             ),
             created_at=now,

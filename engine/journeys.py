@@ -220,7 +220,7 @@ class CompiledJourney:
                         event_kind=moment.event.kind if moment.event is not None else None,
                         now=now,
                         experiment=(self.journey_id, assigned),
-                        scores=(explained_scores(moment.state) if moment.state.scores else None),
+                        scores=explained_scores(moment.state),
                     )
                     decisions.append(
                         Decision(

@@ -95,7 +95,7 @@ class CompiledRule:
                 triggered_at=moment.at_datetime,
                 event_kind=event.kind if event is not None else None,
                 now=now,
-                scores=explained_scores(moment.state) if moment.state.scores else None,
+                scores=explained_scores(moment.state),
             )
             decision = Decision(
                 command, shadow=self.mode is RuleMode.SHADOW, needs=self.template.purposes
