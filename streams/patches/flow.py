@@ -83,22 +83,33 @@ everything not committed, so it supersedes every re-read requested before it; a
 resume after it (at the end of every recovery) requests afresh what it drops.
 Requests of an earlier generation, and partitions no longer assigned, are discarded.
 
-Two limits remain: a put completing after the resume delivers its event ahead of
-the re-read earlier events of its partition (exactly once, not in order); and where
-several channels subscribe to one topic, a record dropped from one buffer is read
-again for all of them (Warroom has one agent per topic).
+**The record in flight whose put the resume does not cancel** (a put a ``get`` woke
+just before it, or a record still decoding or waiting for the producer's buffer) lands
+in the emptied buffer after the resume. Delivered there, it would reach the agent ahead
+of the re-read earlier records of its partition: exactly once, but out of order, and a
+rule that follows the order of one customer's touchpoints would decide otherwise. So
+when its partition has dropped records, the resume counts it among them and marks its
+message superseded; the stream buffers (:class:`StreamBuffer`, which Faust's channels
+get from ``app.FlowControlQueue``) discard a superseded message's event where it lands,
+and the re-read hands the record over again in its place. Whether its put has already
+happened (the event is then buffered, and dropped with the rest, or taken by the
+agent, and not read again) the buffers tell by remembering the last message put.
+
+One limit remains: where several channels subscribe to one topic, a record dropped
+from one buffer is read again for all of them (Warroom has one agent per topic).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.types import TP
+from mode.utils.queues import ThrowableQueue
 
 from .offsets import holes_of
 
@@ -174,8 +185,30 @@ class Rereads:
         self.generation = -1
         self.seeks_to_committed = 0
         self.in_flight: Any | None = None
+        self.last_put: Any | None = None
         self.pending: dict[TP, Reread] = {}
         self.applied: dict[TP, Reread] = {}
+        self._superseded: dict[int, Any] = {}  # by identity: a re-read has the same offset
+
+    def supersede(self, message: Any) -> None:
+        """``message``'s event, still on its way to a stream buffer, is discarded where it
+        lands: a re-read hands its record over again."""
+        self._superseded[id(message)] = message
+
+    def lands(self, message: Any) -> bool:
+        """Whether ``message``'s event may go into a stream buffer (it is not superseded);
+        remembers it as the last message put."""
+        marked = self._superseded.get(id(message)) if self._superseded else None
+        if marked is not None and marked is message:
+            del self._superseded[id(message)]
+            log.info(
+                "record %d of %s landed after the resume and is discarded: its re-read delivers it",
+                message.offset,
+                message.tp,
+            )
+            return False
+        self.last_put = message
+        return True
 
     def superseded(self, changelogs: Collection[str]) -> None:
         """Faust seeks the source partitions to their committed offsets (or their
@@ -241,6 +274,7 @@ class Rereads:
             self.generation = generation
             self.pending.clear()
             self.applied.clear()
+            self._superseded.clear()
 
 
 def _reread_position(consumer: Any, tp: TP, reread: Reread) -> int:
@@ -286,21 +320,41 @@ def install_lossless_resume(app: faust.App) -> None:
         dropped = dropped_by_resume(
             _buffered_messages(flow), in_flight, put_blocked, generation, consumer.assignment()
         )
-        resume()
-        rereads.request(dropped, generation)
-        if in_flight is not None and not put_blocked and in_flight.tp in dropped:
-            # The module's first limit: said, so that an order-dependent outcome can be
-            # traced to it.
+        if (
+            in_flight is not None
+            and not put_blocked
+            and rereads.last_put is not in_flight
+            and in_flight.tp in dropped
+        ):
+            # On its way to the buffer, it would land ahead of the re-read: it is read
+            # again with the dropped records instead (see the module).
+            reread = dropped[in_flight.tp]
+            dropped[in_flight.tp] = Reread(
+                reread.start, reread.dropped | {in_flight.offset}, reread.last
+            )
+            rereads.supersede(in_flight)
             log.info(
-                "record %d of %s reaches its stream ahead of the re-read from offset %d "
-                "(out of order, still exactly once)",
+                "record %d of %s is read again from offset %d with the records dropped "
+                "before it, in order",
                 in_flight.offset,
                 in_flight.tp,
-                dropped[in_flight.tp].start,
+                reread.start,
             )
+        resume()
+        rereads.request(dropped, generation)
 
     resume_and_reread.warroom_patch = True  # type: ignore[attr-defined]
     flow.resume = resume_and_reread
+
+    def stream_buffer(maxsize: int | None = None, *, clear_on_resume: bool = False) -> Any:
+        return StreamBuffer(
+            lambda: rereads_of(app.consumer),
+            maxsize=maxsize,
+            flow_control=flow,
+            clear_on_resume=clear_on_resume,
+        )
+
+    app.FlowControlQueue = stream_buffer  # type: ignore[method-assign]
 
     base: Any = app.transport.Consumer
 
@@ -353,9 +407,24 @@ def is_lossless_resume_installed(app: faust.App) -> bool:
     flow: Any = app.flow_control
     return (
         bool(getattr(flow.resume, "warroom_patch", False))
+        and isinstance(app.FlowControlQueue(1), StreamBuffer)
         and bool(getattr(app.transport.Consumer, "warroom_reread", False))
         and _queue_internals_present()
     )
+
+
+class StreamBuffer(ThrowableQueue[Any]):
+    """A stream buffer that discards the event of a superseded message where it lands
+    (every put, blocking or not, ends in ``_put``)."""
+
+    def __init__(self, rereads: Callable[[], Rereads], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rereads = rereads
+
+    def _put(self, item: Any) -> None:
+        message = getattr(item, "message", None)
+        if message is None or self._rereads().lands(message):
+            super()._put(item)
 
 
 def _queue_internals_present() -> bool:
