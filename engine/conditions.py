@@ -52,8 +52,22 @@ class Observation:
     event_ids: tuple[str, ...]
 
     def __add__(self, other: Observation) -> Observation:
-        ids = self.event_ids + tuple(i for i in other.event_ids if i not in self.event_ids)
-        return Observation(self.matched + other.matched, ids)
+        return merged((self, other))
+
+
+def merged(observations: Sequence[Observation]) -> Observation:
+    """One observation for parts that all hold: their matches in order, and their
+    touchpoints in order of first mention, each once."""
+    if len(observations) == 1:
+        return observations[0]
+    matched: tuple[tuple[str, str], ...] = ()
+    ids: list[str] = []
+    for observation in observations:
+        matched += observation.matched
+        for event_id in observation.event_ids:
+            if event_id not in ids:
+                ids.append(event_id)
+    return Observation(matched, tuple(ids))
 
 
 Ranks = Callable[[str, str | None, str, float], int | None]
@@ -479,21 +493,17 @@ class AllOf:
     def step(self, memory: Any, moment: Moment) -> tuple[Any, Observation | None]:
         if memory is None and self.memoryless:
             # Each part returns None as its memory: only the observations matter.
-            combined = Observation((), ())
+            held: list[Observation] = []
             for part in self.parts:
                 _, observation = part.step(None, moment)
                 if observation is None:
                     return None, None
-                combined = combined + observation
-            return None, combined
+                held.append(observation)
+            return None, merged(held)
         memories, observations = _step_all(self.parts, memory, moment)
         if any(o is None for o in observations):
             return memories, None
-        combined = Observation((), ())
-        for observation in observations:
-            assert observation is not None
-            combined = combined + observation
-        return memories, combined
+        return memories, merged(observations)  # type: ignore[arg-type]  # none is None
 
     def describe(self, memory: Any, moment: Moment) -> str:
         memories = memory or [None] * len(self.parts)

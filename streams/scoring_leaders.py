@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -50,8 +49,9 @@ class LeadersError(ValueError):
     (or argument), what was expected and what was found."""
 
 
-@dataclass(frozen=True, slots=True)
-class Leader:
+class Leader(NamedTuple):
+    """One customer among its rep's leaders (a tuple: thousands are read per record)."""
+
     customer_id: str
     value: float
     rep: str | None
@@ -162,51 +162,40 @@ def partition_leaders(
     ``states`` and ``partitions``: one with no scored customer gets an empty record (it
     replaces an older one)."""
     names = tuple(scores)
-    heaps: dict[tuple[str, int], dict[str | None, list[tuple[float, str, int]]]] = {}
+    # (score, partition) -> rep -> [(-value, customer id, version)]: sorted, the first
+    # per_rep are the rep's leaders (equal values: the smaller customer id first)
+    groups: dict[tuple[str, int], dict[str | None, list[tuple[float, str, int]]]] = {}
     reported = set(partitions)
     for customer_id, partition, state in states:
         reported.add(partition)
+        scored = state.scores
+        if not scored:
+            continue
         for name in names:
-            score = state.scores.get(name)
-            if score is None:
-                continue
-            per = heaps.setdefault((name, partition), {})
-            heap = per.setdefault(state.owner_rep_id, [])
-            value = score.value
-            if len(heap) >= per_rep and value < heap[0][0]:
-                continue  # below the rep's lowest leader: it cannot enter the heap
-            # ties: the smaller customer id is the better one (so the heap drops the larger)
-            item = (value, _reverse(customer_id), score.model_version)
-            if len(heap) < per_rep:
-                heapq.heappush(heap, item)
-            elif item > heap[0]:
-                heapq.heapreplace(heap, item)
+            score = scored.get(name)
+            if score is not None:
+                per = groups.get((name, partition))
+                if per is None:
+                    per = groups[(name, partition)] = {}
+                rep = state.owner_rep_id
+                candidates = per.get(rep)
+                if candidates is None:
+                    candidates = per[rep] = []
+                candidates.append((-score.value, customer_id, score.model_version))
     out = []
     for name in names:
         for partition in sorted(reported):
-            per = heaps.get((name, partition), {})
-            entries = sorted(
-                (
-                    Leader(
-                        _reverse(neg),
-                        value,
-                        rep,
-                        None if rep is None else manager_of.get(rep),
-                        version,
-                        partition,
-                    )
-                    for rep, heap in per.items()
-                    for value, neg, version in heap
-                ),
-                key=_rank,
-            )[:ENTRIES_MAX]
-            out.append(Leaders(name, partition, at, tuple(entries)))
+            entries: list[Leader] = []
+            for rep, candidates in groups.get((name, partition), {}).items():
+                manager = None if rep is None else manager_of.get(rep)
+                candidates.sort()
+                entries.extend(
+                    Leader(customer_id, -negated, rep, manager, version, partition)
+                    for negated, customer_id, version in candidates[:per_rep]
+                )
+            entries.sort(key=_rank)
+            out.append(Leaders(name, partition, at, tuple(entries[:ENTRIES_MAX])))
     return out
-
-
-def _reverse(customer_id: str) -> str:
-    """An order-reversing, invertible encoding of a customer id (for the min-heap)."""
-    return "".join(chr(0x10FFFF - ord(c)) for c in customer_id)
 
 
 def _rank(leader: Leader) -> tuple[float, str]:
