@@ -162,33 +162,43 @@ class LinearScorer:
             # known, so the score is the intercept's and nothing contributes
             proba = self.regression.predict_proba_one({})  # type: ignore[no-untyped-call]
             return float(proba[True]), ()
-        numbers, categories = self._split(x)
-        scaled: dict[str, float] = self.scaler.transform_one(numbers)  # type: ignore[no-untyped-call]
-        # (-|contribution|, feature, position): ordered as contributions() sorts them,
-        # the position keeping ties in their order; a Contribution only for the top ones
-        # (River's weights and scaled values are floats already)
-        weight_of = self.regression._weights.get
-        numbers_in = list(scaled.items())
+        # One pass over the features: what _split and the scaler's transform_one do (the
+        # same arithmetic, so predict sees the same values), ranking each as it goes by
+        # (-|contribution|, feature), which is how contributions() sorts them (feature
+        # names are unique, so no two keys tie). A Contribution only for the top ones.
+        counts = self.scaler.counts
+        means = self.scaler.means
+        variances = self.scaler.vars
         known = self.categories
-        present = [(n, c) for n, c in categories.items() if c in known.get(n, ())]
-        ranked = [(-abs(weight_of(n, 0.0) * v), n, i) for i, (n, v) in enumerate(numbers_in)]
-        first = len(numbers_in)
-        ranked += [
-            (-abs(weight_of(f"{n}_{c}", 0.0)), n, first + j) for j, (n, c) in enumerate(present)
-        ]
-        chosen: list[Contribution] = []
+        weight_of = self.regression._weights.get
+        scaled: dict[str, float] = {}
+        categories: list[tuple[str, str]] = []
+        ranked: list[tuple[float, str, float, str | None]] = []
+        for name, value in x.items():
+            if isinstance(value, str):
+                seen = known.get(name)
+                if seen is not None and value not in seen and len(seen) >= CATEGORIES_MAX:
+                    value = OTHER
+                categories.append((name, value))
+                if seen is not None and value in seen:
+                    ranked.append((-abs(weight_of(f"{name}_{value}", 0.0)), name, 1.0, value))
+            elif name in counts:
+                variance = variances[name]
+                number = (float(value) - means[name]) / variance**0.5 if variance else 0.0
+                scaled[name] = number
+                ranked.append((-abs(weight_of(name, 0.0) * number), name, number, None))
         ranked.sort()  # what heapq.nsmallest(top, ranked) gives, at C speed for tens of features
-        for _, name, i in ranked[:top]:
-            if i < first:
-                number = float(numbers_in[i][1])
+        chosen: list[Contribution] = []
+        for _, name, number, category in ranked[:top]:
+            if category is None:
                 weight = float(weight_of(name, 0.0))
                 chosen.append(Contribution(name, x[name], number, weight, weight * number))
             else:
-                category = present[i - first][1]
                 weight = float(weight_of(f"{name}_{category}", 0.0))
                 chosen.append(Contribution(name, category, 1.0, weight, weight))
-        # the numbers' scaled values are what predict sees too, then the categories
-        scaled.update(self.encoder.transform_one(categories))  # type: ignore[no-untyped-call]
+        # the numbers' scaled values are what predict sees, then every category present
+        for name, category in categories:
+            scaled[f"{name}_{category}"] = 1
         proba = self.regression.predict_proba_one(scaled)  # type: ignore[no-untyped-call]
         return float(proba[True]), tuple(chosen)
 

@@ -49,6 +49,8 @@ def test_explain_is_predict_and_the_top_contributions_of_a_trained_model() -> No
     for n in range(1, 12):
         x = features_at(n)
         x["event_kind"] = "chat" if n % 2 else "never_seen"
+        if n % 3 == 0:
+            x["never_learnt"] = float(n)  # a number the scaler never saw counts for nothing
         for top in (0, 1, 3, 10):
             assert model.explain(x, top) == (
                 model.predict(x),
