@@ -35,9 +35,10 @@ from engine import CustomerState
 from engine.builtin import BUILTIN_BUNDLE
 from engine.bundle import load_bundle
 from engine.rulebook import RuleBook
+from engine.scoring.learner import Example, ScoreModel
 from streams.app import build_pipeline
 from streams.pipeline import RawRecord
-from streams.scoring import Scoring
+from streams.scoring import ModelRecord, Scoring
 from streams.settings import Settings
 from streams.state_codec import CustomerStateCodec
 
@@ -90,11 +91,19 @@ def run(
     singles: bool,
     batch: int,
     profile: cProfile.Profile | None = None,
+    models: Sequence[ModelRecord] = (),
+    examples_out: list[Example] | None = None,
 ) -> tuple[float, int]:
-    """Seconds to process the workload, and interventions emitted."""
+    """Seconds to process the workload, and interventions emitted. ``models`` are what
+    the worker would have read from the models topic (none: untrained models)."""
     settings = Settings(app_id="pipeline-micro", topic_prefix="pm.", partitions=PARTITIONS)
     book = rulebook(without)
-    pipeline = build_pipeline(settings, book, Scoring(book) if "scores" not in without else None)
+    scoring = None
+    if "scores" not in without:
+        scoring = Scoring(book)
+        for record in models:
+            scoring.receive(record.score.encode(), record.to_bytes())
+    pipeline = build_pipeline(settings, book, scoring)
     records = inputs(workload, settings, without, singles)
     store: dict[str, bytes] = {}
     codec = CustomerStateCodec()
@@ -115,10 +124,31 @@ def run(
             for customer_id, state in states.items():
                 store[customer_id] = codec.dumps(state)
         emitted += len(result.interventions)
+        if examples_out is not None:
+            examples_out.extend(example for _, example in result.examples)
     seconds = time.perf_counter() - started
     if profile is not None:
         profile.disable()
     return seconds, emitted
+
+
+def trained(
+    workload: full_workload.FullWorkload, singles: bool, batch: int
+) -> list[ModelRecord]:
+    """One pass over the workload (which also warms imports and caches) and each score's
+    model trained on the examples it labelled, as the learner would publish it: a trained
+    model explains every feature, an untrained one answers at once."""
+    examples: list[Example] = []
+    run(workload, set(), singles, batch, examples_out=examples)
+    models = {name: ScoreModel(spec) for name, spec in rulebook(set()).scores.items()}
+    for example in examples:
+        models[example.score].learn(example)
+    print(f"models trained on {len(examples)} examples of the first pass")
+    return [
+        ModelRecord(name, len(examples), model.champion, model.version, {})  # type: ignore[arg-type]
+        for name, model in models.items()
+        if model.version
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--without", action="append", default=[], choices=PARTS)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts")
     parser.add_argument("--profile", type=int, default=0, help="list cProfile's top N")
+    parser.add_argument(
+        "--untrained", action="store_true", help="score with untrained models (no warm-up pass)"
+    )
     args = parser.parse_args(argv)
     workload = full_workload.build(
         args.events, args.customers, args.skew, args.seed, datetime.now(UTC), PARTITIONS
@@ -141,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.events} touchpoints, {args.customers} customers, {shape}, "
         f"{len(workload.drafts)} drafts, {len(workload.consents)} consents"
     )
-    run(workload, set(), args.singles, args.batch)  # warm up imports and caches
+    models = () if args.untrained else trained(workload, args.singles, args.batch)
     # The fastest of the repeats: what the code costs, without the machine's noise.
-    runs = [run(workload, set(), args.singles, args.batch) for _ in range(args.repeat)]
+    runs = [run(workload, set(), args.singles, args.batch, None, models) for _ in range(args.repeat)]
     base, emitted = min(runs)
     per = base / args.events * 1e6
     spread = ", ".join(f"{s / args.events * 1e6:.0f}" for s, _ in runs)
@@ -154,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.without:
         left = set(args.without)
         seconds, emitted = min(
-            run(workload, left, args.singles, args.batch) for _ in range(args.repeat)
+            run(workload, left, args.singles, args.batch, None, models)
+            for _ in range(args.repeat)
         )
         print(
             f"without {'+'.join(sorted(left)):10} {seconds / args.events * 1e6:7.1f} µs/touchpoint"
@@ -163,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.profile:
         profile = cProfile.Profile()
-        run(workload, set(args.without), args.singles, args.batch, profile)
+        run(workload, set(args.without), args.singles, args.batch, profile, models)
         stats = pstats.Stats(profile)
         stats.sort_stats("cumulative").print_stats(args.profile)
         stats.sort_stats("tottime").print_stats(args.profile)
