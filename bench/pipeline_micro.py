@@ -132,9 +132,7 @@ def run(
     return seconds, emitted
 
 
-def trained(
-    workload: full_workload.FullWorkload, singles: bool, batch: int
-) -> list[ModelRecord]:
+def trained(workload: full_workload.FullWorkload, singles: bool, batch: int) -> list[ModelRecord]:
     """One pass over the workload (which also warms imports and caches) and each score's
     model trained on the examples it labelled, as the learner would publish it: a trained
     model explains every feature, an untrained one answers at once."""
@@ -176,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     models = () if args.untrained else trained(workload, args.singles, args.batch)
     # The fastest of the repeats: what the code costs, without the machine's noise.
-    runs = [run(workload, set(), args.singles, args.batch, None, models) for _ in range(args.repeat)]
+    runs = [
+        run(workload, set(), args.singles, args.batch, None, models) for _ in range(args.repeat)
+    ]
     base, emitted = min(runs)
     per = base / args.events * 1e6
     spread = ", ".join(f"{s / args.events * 1e6:.0f}" for s, _ in runs)
@@ -187,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.without:
         left = set(args.without)
         seconds, emitted = min(
-            run(workload, left, args.singles, args.batch, None, models)
-            for _ in range(args.repeat)
+            run(workload, left, args.singles, args.batch, None, models) for _ in range(args.repeat)
         )
         print(
             f"without {'+'.join(sorted(left)):10} {seconds / args.events * 1e6:7.1f} µs/touchpoint"
