@@ -51,9 +51,6 @@ class Observation:
     matched: tuple[tuple[str, str], ...]
     event_ids: tuple[str, ...]
 
-    def __add__(self, other: Observation) -> Observation:
-        return merged((self, other))
-
 
 def merged(observations: Sequence[Observation]) -> Observation:
     """One observation for parts that all hold: their matches in order, and their

@@ -74,6 +74,14 @@ def build(spec: ModelSpec) -> Scorer:
     raise ValueError(f"expected a model name of logistic_regression or forest, found {spec.name!r}")
 
 
+def _category(known: list[str] | None, value: str) -> str:
+    """``value`` as a model that learnt the categories ``known`` reads it: a category
+    beyond CATEGORIES_MAX becomes OTHER."""
+    if known is not None and value not in known and len(known) >= CATEGORIES_MAX:
+        return OTHER
+    return value
+
+
 class LinearScorer:
     """StandardScaler on numbers + OneHotEncoder on strings + LogisticRegression."""
 
@@ -104,10 +112,7 @@ class LinearScorer:
         counts = self.scaler.counts
         for name, value in x.items():
             if isinstance(value, str):
-                known = self.categories.get(name)
-                if known is not None and value not in known and len(known) >= CATEGORIES_MAX:
-                    value = OTHER
-                categories[name] = value
+                categories[name] = _category(self.categories.get(name), value)
             elif learning or name in counts:
                 numbers[name] = float(value)
         return numbers, categories
@@ -177,8 +182,7 @@ class LinearScorer:
         for name, value in x.items():
             if isinstance(value, str):
                 seen = known.get(name)
-                if seen is not None and value not in seen and len(seen) >= CATEGORIES_MAX:
-                    value = OTHER
+                value = _category(seen, value)
                 categories.append((name, value))
                 if seen is not None and value in seen:
                     ranked.append((-abs(weight_of(f"{name}_{value}", 0.0)), name, 1.0, value))
