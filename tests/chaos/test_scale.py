@@ -232,7 +232,8 @@ async def test_scaling_one_to_three_and_back_keeps_state_and_exactly_once(
             for i in (*verdict.missing, *verdict.unexpected, *verdict.duplicates)
             if not verdict.described[i].startswith("chaos.lead-not-met")
         }
-        history = await state_history(settings, set(sorted(involved)[:5]))
+        # only deadline interventions wrong: no touchpoint history to show
+        history = await state_history(settings, set(sorted(involved)[:5])) if involved else []
         print("copies of duplicates:", *copies, sep="\n  ")
         print("state history:", *history, sep="\n  ")
     assert verdict.exact, verdict.problems()
